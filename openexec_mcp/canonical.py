@@ -1,0 +1,186 @@
+"""Canonical JSON (RFC 8785, JCS) and the ingress limits of SPEC §2.
+
+This module is the only path from JSON to hashed or signed bytes. Every hash and signature in
+openexec-mcp is computed over the bytes returned by :func:`canonicalize`, which delegates to the
+``rfc8785`` package; ``json.dumps`` is never used for those bytes.
+
+Untrusted JSON enters through :func:`parse_json` (raw bytes, e.g. an HTTP body) or
+:func:`check_json_value` (a value another parser already built, e.g. MCP tool arguments). Both
+refuse, with :class:`~openexec_mcp.errors.MalformedInputError` (code ``invalid_request``):
+
+- a duplicate object key (raw bytes only: a parsed mapping cannot hold one),
+- NaN or ±Infinity (including a float literal that overflows to infinity, such as ``1e400``),
+- an integer outside ±(2^53 − 1) (I-JSON, RFC 7493 §2.2),
+- a lone surrogate in a string or key,
+- nesting deeper than ``max_depth`` containers (default 32),
+- a canonical size over ``max_bytes`` (default 65536 bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Final
+
+import rfc8785
+
+from openexec_mcp.errors import MalformedInputError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_DEPTH",
+    "MAX_SAFE_INTEGER",
+    "canonicalize",
+    "check_json_value",
+    "parse_json",
+    "sha256_hex",
+]
+
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+"""The largest integer magnitude accepted (RFC 7493 §2.2); send larger numbers as strings."""
+
+DEFAULT_MAX_DEPTH: Final = 32
+"""Default maximum container nesting depth (SPEC §2)."""
+
+DEFAULT_MAX_BYTES: Final = 65536
+"""Default maximum canonical size in bytes (SPEC §2, ``limits.max_payload_bytes``)."""
+
+
+def sha256_hex(data: bytes) -> str:
+    """Return the SHA-256 digest of ``data`` as 64 lowercase hex characters."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonicalize(value: Any) -> bytes:
+    """Return the RFC 8785 (JCS) bytes of a JSON-compatible value.
+
+    Args:
+        value: ``dict`` (string keys), ``list``, ``str``, ``int``, ``float``, ``bool`` or ``None``,
+            nested. Trusted in shape only: domain errors are reported, not assumed away.
+
+    Returns:
+        The canonical UTF-8 bytes (RFC 8785 §3).
+
+    Raises:
+        MalformedInputError: ``value`` holds NaN, ±Infinity, an integer outside ±(2^53 − 1), a lone
+            surrogate, a non-string key or a non-JSON type.
+    """
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.IntegerDomainError as exc:
+        raise MalformedInputError(
+            f"integer outside ±(2^53 - 1) (send large numbers as strings): {exc}"
+        ) from None
+    except rfc8785.FloatDomainError:
+        raise MalformedInputError("NaN and Infinity are not JSON numbers") from None
+    except rfc8785.CanonicalizationError as exc:
+        raise MalformedInputError(f"value cannot be canonicalized: {exc}") from None
+    except UnicodeError:
+        # rfc8785 sorts keys by their UTF-16 encoding, which fails on a lone surrogate in a key.
+        raise MalformedInputError("string contains a lone surrogate") from None
+
+
+def parse_json(
+    data: bytes | str, *, max_depth: int = DEFAULT_MAX_DEPTH, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Any:
+    """Parse untrusted JSON text strictly (RFC 8259 plus the limits of SPEC §2).
+
+    Args:
+        data: UTF-8 bytes (no BOM) or text, untrusted.
+        max_depth: Maximum container nesting depth.
+        max_bytes: Maximum size in bytes, applied to the raw input (a cheap bound before parsing)
+            and to the canonical form of the result.
+
+    Returns:
+        The parsed value (dicts, lists, str, int, float, bool, None).
+
+    Raises:
+        MalformedInputError: Invalid UTF-8 or JSON, a duplicate key, NaN/Infinity, an integer out of
+            range, a lone surrogate, excessive depth, or excessive size.
+    """
+    if isinstance(data, bytes):
+        # Whitespace can make the raw text larger than the canonical form; allow for it, but
+        # never parse something unboundedly larger than the limit.
+        if len(data) > 4 * max_bytes + 1024:
+            raise MalformedInputError(f"JSON body is {len(data)} bytes; the limit is {max_bytes}")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedInputError("JSON body is not valid UTF-8") from None
+    else:
+        text = data
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicate_keys,
+            parse_constant=_reject_constant,
+            parse_float=_parse_finite_float,
+        )
+    except MalformedInputError:
+        raise
+    except RecursionError:
+        raise MalformedInputError(f"JSON nesting deeper than {max_depth}") from None
+    except ValueError as exc:
+        raise MalformedInputError(f"invalid JSON: {exc}") from None
+    check_json_value(value, max_depth=max_depth, max_bytes=max_bytes)
+    return value
+
+
+def check_json_value(
+    value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH, max_bytes: int = DEFAULT_MAX_BYTES
+) -> bytes:
+    """Check an already-parsed value against SPEC §2 and return its canonical bytes.
+
+    Args:
+        value: A value built by some JSON parser from untrusted input.
+        max_depth: Maximum container nesting depth (a bare scalar has depth 0).
+        max_bytes: Maximum size of the canonical form, in bytes.
+
+    Returns:
+        The RFC 8785 bytes of ``value``, so that callers never canonicalize twice.
+
+    Raises:
+        MalformedInputError: Any limit of SPEC §2 is exceeded, or ``value`` is not JSON.
+    """
+    _check_depth(value, max_depth)
+    canonical = canonicalize(value)
+    if len(canonical) > max_bytes:
+        raise MalformedInputError(f"canonical size is {len(canonical)} bytes; the limit is {max_bytes}")
+    return canonical
+
+
+def _check_depth(value: Any, max_depth: int) -> None:
+    # Iterative so that a hostile value can never exhaust the interpreter stack.
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[Any] = list(item.values())  # pyright: ignore[reportUnknownArgumentType]
+        elif isinstance(item, list):
+            children = item  # pyright: ignore[reportUnknownVariableType]
+        else:
+            continue
+        if depth + 1 > max_depth:
+            raise MalformedInputError(f"JSON nesting deeper than {max_depth}")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, val in pairs:
+        if key in result:
+            raise MalformedInputError(f"duplicate object key {key[:64]!r}")
+        result[key] = val
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise MalformedInputError(f"{name} is not a JSON number")
+
+
+def _parse_finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise MalformedInputError("number literal overflows to Infinity")
+    return number
