@@ -17,10 +17,12 @@ from openexec_mcp.errors import MalformedInputError
 
 __all__ = [
     "NONCE_PATTERN",
+    "RUN_ID_PATTERN",
     "TOOL_NAME_PATTERN",
     "ActionRequest",
     "compute_action_hash",
     "parse_nonce",
+    "parse_run_id",
     "parse_tool_name",
 ]
 
@@ -29,6 +31,9 @@ TOOL_NAME_PATTERN: Final = re.compile(r"\A[A-Za-z][A-Za-z0-9_.-]{0,63}\Z")
 
 NONCE_PATTERN: Final = re.compile(r"\A[A-Za-z0-9._:-]{8,128}\Z")
 """The reserved ``nonce`` argument: 8 to 128 characters of ``[A-Za-z0-9._:-]`` (SPEC §1)."""
+
+RUN_ID_PATTERN: Final = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
+"""A caller-supplied ``run_id`` (SPEC §7): 1 to 128 characters of ``[A-Za-z0-9._:-]``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,4 +90,15 @@ def parse_tool_name(value: Any) -> str:
     """
     if not isinstance(value, str) or not TOOL_NAME_PATTERN.match(value):
         raise MalformedInputError("action name must match ^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+    return value
+
+
+def parse_run_id(value: Any) -> str:
+    """Return ``value`` if it is a valid caller-supplied run_id, else raise.
+
+    Raises:
+        MalformedInputError: ``value`` is not 1 to 128 characters of ``[A-Za-z0-9._:-]``.
+    """
+    if not isinstance(value, str) or not RUN_ID_PATTERN.match(value):
+        raise MalformedInputError("run_id must be 1 to 128 characters of [A-Za-z0-9._:-]")
     return value

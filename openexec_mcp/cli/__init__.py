@@ -1,0 +1,60 @@
+"""The ``openexec-mcp`` command line (SPEC §9).
+
+Exit codes: 0 success, 1 verification failed, 2 usage or config error. Errors are one line on
+stderr, never a traceback; stdout carries only command output (and, for ``serve`` over stdio,
+only the MCP protocol).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from openexec_mcp import __version__
+from openexec_mcp.cli import keys, ledger, receipt, serve
+from openexec_mcp.errors import ConfigError, OpenExecError
+
+__all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_VERIFY_FAILED", "main"]
+
+EXIT_OK = 0
+EXIT_VERIFY_FAILED = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with every command group registered."""
+    parser = argparse.ArgumentParser(
+        prog="openexec-mcp",
+        description="An MCP server that exposes registered actions as guarded tools with signed receipts.",
+    )
+    parser.add_argument("--version", action="version", version=f"openexec-mcp {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="TOML config file (default: $OPENEXEC_CONFIG)")
+    common.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (serve, keys, receipt, ledger):
+        module.register(commands, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"openexec-mcp: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except OpenExecError as exc:
+        print(f"openexec-mcp: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,65 @@
+"""``openexec-mcp receipt verify``: check a receipt offline with only the server's public key."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from openexec_mcp.core.receipt import parse_server_public_keys, receipt_hash, verify_receipt
+from openexec_mcp.errors import ConfigError, MalformedInputError, VerificationError
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``receipt`` command group."""
+    parser = commands.add_parser("receipt", help="receipts")
+    sub = parser.add_subparsers(dest="receipt_command", required=True, metavar="SUBCOMMAND")
+    verify = sub.add_parser("verify", parents=[common], help="verify a receipt offline")
+    verify.add_argument("file", type=Path, help="a DSSE receipt, or a result envelope holding one ('-' for stdin)")
+    verify.add_argument(
+        "--public-key", required=True, metavar="KEY",
+        help="the server public key: base64 raw 32 bytes, PEM, or a file holding either or the GET /keys JSON",
+    )  # fmt: skip
+    verify.set_defaults(run=run_verify)
+
+
+def read_public_keys(value: str) -> dict[str, Any]:
+    """Read ``--public-key``: the key itself, or a file that holds it.
+
+    Raises:
+        ConfigError: Neither a valid key nor a readable file with one.
+    """
+    path = Path(value)
+    try:
+        text = path.read_text() if len(value) < 4096 and path.is_file() else value
+        return parse_server_public_keys(text)
+    except (OSError, MalformedInputError) as exc:
+        raise ConfigError(f"--public-key: {getattr(exc, 'message', exc)}") from None
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Verify the signature and body of one receipt; exit 0 valid, 1 invalid, 2 unreadable."""
+    public_keys = read_public_keys(args.public_key)
+    try:
+        text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
+        document = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read receipt {args.file}: {exc}") from None
+    envelope = document.get("receipt", document) if isinstance(document, dict) else document
+    try:
+        body = verify_receipt(envelope, public_keys)
+        leaf = receipt_hash(envelope)
+    except (VerificationError, MalformedInputError) as exc:
+        reason = getattr(exc, "reason", "malformed")
+        print(f"INVALID {reason}: {exc.message}")
+        return 1
+    if isinstance(document, dict) and document.get("receipt_hash") not in (None, leaf):
+        print("INVALID receipt_hash: the envelope's receipt_hash is not the hash of its receipt")
+        return 1
+    print(
+        f"OK seq={body['seq']} exec_id={body['exec_id']} status={body['status']} action={body['action']} "
+        f"receipt_hash={leaf}"
+    )
+    return 0

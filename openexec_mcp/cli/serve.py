@@ -1,0 +1,66 @@
+"""``openexec-mcp serve``: run the guarded server over stdio, or HTTP (``/mcp``, SSE, SPEC §8 routes)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+from typing import Any
+
+import anyio
+
+from openexec_mcp.config import Settings, load_settings
+from openexec_mcp.errors import ConfigError
+from openexec_mcp.runtime import build_runtime
+from openexec_mcp.server import build_mcp_server
+
+logger = logging.getLogger("openexec_mcp")
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` command."""
+    parser = commands.add_parser("serve", parents=[common], help="run the server (stdio by default)")
+    parser.add_argument("--transport", choices=["stdio", "http", "sse"], default="stdio")
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument("--toolset", help="expose only the actions of this [toolsets] entry")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the server; returns when it stops."""
+    settings = load_settings(args.config)
+    if args.transport != "stdio":
+        check_bind_address(settings, args.host)
+    runtime = build_runtime(settings, toolset=args.toolset)
+    try:
+        mcp_server = build_mcp_server(runtime.gate, tenant_for=lambda _ctx: settings.tenant_id)
+        if args.transport == "stdio":
+            anyio.run(mcp_server.run_stdio_async)
+        else:
+            import uvicorn
+
+            from openexec_mcp.http import build_http_app
+
+            app = build_http_app(runtime, mcp_server, host=args.host)
+            logger.info("serving HTTP on http://%s:%d (MCP at /mcp, SSE at /sse)", args.host, args.port)
+            uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")).run()
+    finally:
+        runtime.close()
+    return 0
+
+
+def check_bind_address(settings: Settings, host: str) -> None:
+    """Refuse a non-loopback bind address when no bearer tokens are configured (SPEC §8).
+
+    Raises:
+        ConfigError: ``host`` is not loopback and ``[[auth.tokens]]`` is empty.
+    """
+    if settings.auth.tokens:
+        return
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"refusing to bind {host} without [[auth.tokens]]; bind 127.0.0.1 or configure tokens")

@@ -1,0 +1,242 @@
+"""Receipts: DSSE envelopes signed with the server's Ed25519 key (SPEC §7).
+
+A receipt body is the JSON object of SPEC §7; the envelope is
+``{"payloadType": RECEIPT_PAYLOAD_TYPE, "payload": base64(JCS(body)),
+"signatures": [{"keyid": kid, "sig": base64(Ed25519(PAE(type, JCS(body))))}]}``.
+The **receipt_hash** is the RFC 6962 leaf hash of the envelope:
+``SHA-256(0x00 || JCS(envelope))``, 64 lowercase hex.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+
+from openexec_mcp.canonical import canonicalize
+from openexec_mcp.core.encoding import b64decode_strict, b64encode, pae
+from openexec_mcp.errors import MalformedInputError, VerificationError
+
+__all__ = [
+    "RECEIPT_BODY_FIELDS",
+    "RECEIPT_PAYLOAD_TYPE",
+    "RECEIPT_STATUSES",
+    "ServerKey",
+    "SignedReceipt",
+    "kid_for_public_key",
+    "parse_server_public_keys",
+    "receipt_hash",
+    "sign_receipt",
+    "verify_receipt",
+]
+
+RECEIPT_PAYLOAD_TYPE: Final = "application/vnd.openexec.receipt+json"
+
+RECEIPT_STATUSES: Final = frozenset({"executed", "failed", "denied", "replayed", "indeterminate"})
+
+RECEIPT_BODY_FIELDS: Final = frozenset(
+    {
+        "v", "exec_id", "seq", "prev", "log_id", "tenant_id", "action", "action_hash", "nonce",
+        "run_id", "status", "error_code", "approval", "result_hash", "original_exec_id",
+        "policy_hash", "started_at", "finished_at", "server",
+    }
+)  # fmt: skip
+"""Exactly the body fields of SPEC §7, version 1."""
+
+
+def kid_for_public_key(public_raw: bytes) -> str:
+    """Return the server key id: the first 16 hex characters of SHA-256(raw 32-byte key) (SPEC §7)."""
+    return hashlib.sha256(public_raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerKey:
+    """The server's Ed25519 signing key and its derived identifiers.
+
+    Attributes:
+        private_key: The Ed25519 private key (never leaves the server).
+        public_raw: The raw 32-byte public key.
+        kid: :func:`kid_for_public_key` of ``public_raw``.
+    """
+
+    private_key: Ed25519PrivateKey
+    public_raw: bytes
+    kid: str
+
+    @classmethod
+    def from_private_key(cls, private_key: Ed25519PrivateKey) -> ServerKey:
+        """Derive ``public_raw`` and ``kid`` from an Ed25519 private key."""
+        raw = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return cls(private_key=private_key, public_raw=raw, kid=kid_for_public_key(raw))
+
+    def public_key(self) -> Ed25519PublicKey:
+        """Return the public key object."""
+        return self.private_key.public_key()
+
+
+@dataclass(frozen=True, slots=True)
+class SignedReceipt:
+    """A signed receipt as stored in the ledger.
+
+    Attributes:
+        body: The receipt body that was signed.
+        envelope: The DSSE envelope (a JSON object).
+        canonical: ``JCS(envelope)``, the exact bytes the ledger stores and hashes.
+        receipt_hash: 64 lowercase hex, ``SHA-256(0x00 || canonical)``.
+    """
+
+    body: Mapping[str, Any]
+    envelope: dict[str, Any]
+    canonical: bytes
+    receipt_hash: str
+
+
+def receipt_hash(envelope: Mapping[str, Any]) -> str:
+    """Return the receipt_hash of a DSSE envelope: RFC 6962 leaf hash of its JCS bytes, hex.
+
+    Raises:
+        MalformedInputError: ``envelope`` is not canonicalizable JSON.
+    """
+    return hashlib.sha256(b"\x00" + canonicalize(dict(envelope))).hexdigest()
+
+
+def sign_receipt(body: Mapping[str, Any], key: ServerKey) -> SignedReceipt:
+    """Sign a receipt body into a DSSE envelope (SPEC §7).
+
+    Args:
+        body: The receipt body; must have exactly :data:`RECEIPT_BODY_FIELDS` (trusted: built by
+            the gate, checked here so a programming error never yields a malformed receipt).
+        key: The server key.
+
+    Returns:
+        The signed receipt with its canonical bytes and receipt_hash.
+
+    Raises:
+        ValueError: ``body`` does not have exactly the SPEC §7 fields or has an unknown status.
+    """
+    if set(body) != RECEIPT_BODY_FIELDS:
+        raise ValueError(f"receipt body fields differ from SPEC §7: {sorted(set(body) ^ RECEIPT_BODY_FIELDS)}")
+    if body["status"] not in RECEIPT_STATUSES:
+        raise ValueError(f"unknown receipt status {body['status']!r}")
+    payload = canonicalize(dict(body))
+    signature = key.private_key.sign(pae(RECEIPT_PAYLOAD_TYPE, payload))
+    envelope: dict[str, Any] = {
+        "payloadType": RECEIPT_PAYLOAD_TYPE,
+        "payload": b64encode(payload),
+        "signatures": [{"keyid": key.kid, "sig": b64encode(signature)}],
+    }
+    canonical = canonicalize(envelope)
+    return SignedReceipt(body, envelope, canonical, hashlib.sha256(b"\x00" + canonical).hexdigest())
+
+
+def verify_receipt(envelope: Any, public_keys: Mapping[str, Ed25519PublicKey]) -> dict[str, Any]:
+    """Verify a DSSE receipt envelope offline and return its body.
+
+    Steps, first failure wins:
+      1. the envelope is an object with ``payloadType``, ``payload`` and ``signatures``;
+      2. ``payloadType`` is :data:`RECEIPT_PAYLOAD_TYPE`;
+      3. one signature's ``keyid`` names a key in ``public_keys`` and its Ed25519 signature over
+         ``PAE(payloadType, payload)`` verifies;
+      4. the payload is a JSON object with exactly the SPEC §7 body fields, ``v == 1``, and it
+         is in canonical (RFC 8785) form.
+
+    Args:
+        envelope: The untrusted envelope (parsed JSON).
+        public_keys: Trusted server public keys by ``kid``.
+
+    Returns:
+        The receipt body (a dict).
+
+    Raises:
+        VerificationError: ``reason`` is one of ``malformed``, ``wrong_payload_type``,
+            ``unknown_key``, ``bad_signature``, ``bad_body``; ``seq`` is set when the body was read.
+    """
+    # (1): the envelope's shape.
+    if not isinstance(envelope, dict) or set(envelope) != {"payloadType", "payload", "signatures"}:  # pyright: ignore[reportUnknownArgumentType]
+        raise VerificationError("malformed", "receipt must be a DSSE envelope {payloadType, payload, signatures}")
+    env: dict[str, Any] = envelope  # pyright: ignore[reportUnknownVariableType]
+    signatures = env["signatures"]
+    if not isinstance(signatures, list) or not signatures or not isinstance(env["payload"], str):
+        raise VerificationError("malformed", "receipt envelope needs a base64 payload and a signature list")
+    try:
+        payload = b64decode_strict(env["payload"])
+    except MalformedInputError:
+        raise VerificationError("malformed", "receipt payload is not valid base64") from None
+    # (2): the payload type, which is also bound into the signed bytes.
+    if env["payloadType"] != RECEIPT_PAYLOAD_TYPE:
+        raise VerificationError("wrong_payload_type", f"payloadType must be {RECEIPT_PAYLOAD_TYPE}")
+    # (3): a signature by a trusted key.
+    signed = pae(RECEIPT_PAYLOAD_TYPE, payload)
+    known = False
+    for entry in signatures:  # pyright: ignore[reportUnknownVariableType]
+        if not isinstance(entry, dict) or not isinstance(entry.get("keyid"), str) or not isinstance(entry.get("sig"), str):  # pyright: ignore[reportUnknownMemberType]
+            raise VerificationError("malformed", "each signature must be {keyid, sig} strings")
+        public_key = public_keys.get(entry["keyid"])  # pyright: ignore[reportUnknownArgumentType]
+        if public_key is None:
+            continue
+        known = True
+        try:
+            public_key.verify(b64decode_strict(entry["sig"]), signed)  # pyright: ignore[reportUnknownArgumentType]
+        except (InvalidSignature, MalformedInputError):
+            continue
+        break
+    else:
+        if not known:
+            raise VerificationError("unknown_key", "no signature by a trusted server key")
+        raise VerificationError("bad_signature", "receipt signature does not verify")
+    # (4): the body.
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise VerificationError("bad_body", "receipt payload is not JSON") from None
+    if not isinstance(body, dict) or set(body) != RECEIPT_BODY_FIELDS or body.get("v") != 1:  # pyright: ignore[reportUnknownArgumentType]
+        raise VerificationError("bad_body", "receipt body does not have the SPEC §7 v1 fields")
+    result: dict[str, Any] = body  # pyright: ignore[reportUnknownVariableType]
+    seq = result["seq"] if isinstance(result["seq"], int) else None
+    try:
+        if canonicalize(result) != payload:
+            raise VerificationError("bad_body", "receipt payload is not RFC 8785 canonical", seq=seq)
+    except MalformedInputError:
+        raise VerificationError("bad_body", "receipt payload is not canonical JSON", seq=seq) from None
+    return result
+
+
+def parse_server_public_keys(text: str) -> dict[str, Ed25519PublicKey]:
+    """Parse trusted server public keys as an auditor holds them, keyed by ``kid``.
+
+    Args:
+        text: The ``GET /keys`` JSON document, a PEM ``PUBLIC KEY``, or base64 of the raw 32 bytes.
+
+    Returns:
+        ``{kid: public key}``; ``kid`` is recomputed from the key bytes, never taken on trust.
+
+    Raises:
+        MalformedInputError: ``text`` is none of the accepted forms.
+    """
+    stripped = text.strip()
+    raws: list[bytes] = []
+    if stripped.startswith("{"):
+        try:
+            document = json.loads(stripped)
+            raws = [b64decode_strict(entry["public_key"]) for entry in document["keys"]]
+        except (ValueError, KeyError, TypeError):
+            raise MalformedInputError("keys document must be {\"keys\": [{\"public_key\": base64}]}") from None
+    elif stripped.startswith("-----BEGIN"):
+        try:
+            key = load_pem_public_key(stripped.encode("ascii"))
+        except ValueError:
+            raise MalformedInputError("not a PEM public key") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise MalformedInputError("PEM key is not Ed25519")
+        raws = [key.public_bytes(Encoding.Raw, PublicFormat.Raw)]
+    else:
+        raws = [b64decode_strict(stripped)]
+    if not raws or any(len(raw) != 32 for raw in raws):
+        raise MalformedInputError("an Ed25519 public key is 32 raw bytes")
+    return {kid_for_public_key(raw): Ed25519PublicKey.from_public_bytes(raw) for raw in raws}

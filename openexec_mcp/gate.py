@@ -1,0 +1,338 @@
+"""The gate: every call, from every transport, passes here in one order (SPEC §3, §4, §6, §7).
+
+Steps of :meth:`Gate.call`; the first that refuses decides the answer:
+
+  1. validate the request: exposed action, nonce, payload limits (SPEC §2), input model
+     (strict: no type coercion). A refusal here is ``invalid_request``: nothing is recorded.
+  2. compute the action_hash (SPEC §3), from the canonical bytes of step 1.
+  3. decide the approval (``auto`` in demo mode; ``deny``; other policies are refused until an
+     approval path is configured). Pure: nothing is consumed yet.
+  4. nonce check and claim, in one store transaction: a nonce that is already claimed answers
+     ``replayed``, ``nonce_conflict``, ``in_progress`` or ``outcome_unknown`` (SPEC §4) and
+     nothing runs. If the approval of step 3 failed, the nonce is only looked up, never claimed.
+  5. run the handler, shielded from cancellation so that a claimed call always reaches step 6.
+  6. commit the outcome and its signed receipt in one transaction.
+
+Every answer after step 1 carries a receipt appended to the ledger. Any unexpected exception
+before step 5 denies the call (fail closed): the handler never runs on a path that was not fully
+checked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from pydantic import BaseModel, ValidationError
+
+from openexec_mcp import __version__
+from openexec_mcp.canonical import canonicalize, check_json_value, sha256_hex
+from openexec_mcp.core.action import ActionRequest, parse_nonce
+from openexec_mcp.core.clock import format_timestamp, utc_now
+from openexec_mcp.core.nonce import NonceRecord, Replay, decide_existing
+from openexec_mcp.core.receipt import ServerKey, sign_receipt
+from openexec_mcp.errors import (
+    ApprovalConsumedError,
+    ApprovalDeniedError,
+    ApprovalError,
+    ApprovalRequiredError,
+    ExecutionError,
+    HandlerError,
+    InvalidRequestError,
+    InvalidResultError,
+    MalformedInputError,
+    OpenExecError,
+    StoreUnavailableError,
+    UnknownActionError,
+)
+from openexec_mcp.policy import Policy
+from openexec_mcp.registry import Action, Registry
+from openexec_mcp.store.base import APPROVAL_CONSUMED, LedgerEntry, NonceClaim, Outcome, ReceiptFactory, Store
+
+__all__ = ["AUTO_APPROVAL", "Answer", "CallContext", "Gate", "refusal_envelope"]
+
+logger = logging.getLogger("openexec_mcp.gate")
+
+SERVER_INFO: Mapping[str, str] = {"name": "openexec-mcp", "version": __version__}
+
+AUTO_APPROVAL: Mapping[str, Any] = {
+    "method": "auto", "approval_id": None, "kid": None, "issued_by": None, "artifact_hash": None,
+}  # fmt: skip
+"""The receipt ``approval`` object of an ``auto`` approval (SPEC §10)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling, as established by the transport (trusted).
+
+    Attributes:
+        tenant_id: The tenant: from the bearer token, else the configured ``tenant_id``.
+        run_id: The run this call belongs to (SPEC §7).
+        approval_artifact: The untrusted approval artifact that came with the call, if any.
+    """
+
+    tenant_id: str
+    run_id: str
+    approval_artifact: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The gate's answer: the result envelope of SPEC §6 and the error that decided it, if any.
+
+    Attributes:
+        envelope: The JSON object sent to the client.
+        error: The refusal or failure, or ``None`` when executed or replayed.
+    """
+
+    envelope: dict[str, Any]
+    error: OpenExecError | None
+
+    @property
+    def status(self) -> str:
+        """``executed``, ``replayed``, ``failed`` or ``denied``."""
+        return str(self.envelope["status"])
+
+
+class Gate:
+    """The ordered pipeline from a tool call to a result with a receipt.
+
+    Args:
+        registry: Every loaded action.
+        policy: The frozen effective policy (which actions are exposed, how each is approved).
+        store: The nonce table and ledger.
+        server_key: Signs every receipt.
+        server_id: The ledger's ``log_id`` (SPEC §7).
+        clock: Returns the current aware UTC datetime; read once per timestamp.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        policy: Policy,
+        store: Store,
+        server_key: ServerKey,
+        server_id: str,
+        clock: Callable[[], Any] = utc_now,
+    ) -> None:
+        self.registry = registry
+        self.policy = policy
+        self.store = store
+        self.server_key = server_key
+        self.server_id = server_id
+        self._clock = clock
+
+    def exposed(self) -> list[Action]:
+        """Return the exposed actions, by name."""
+        return [self.registry[name] for name in sorted(self.policy.approvals)]
+
+    async def call(self, name: Any, arguments: Any, ctx: CallContext) -> Answer:
+        """Run one call through the gate (see the module docstring for the steps).
+
+        Args:
+            name: The untrusted action (tool) name.
+            arguments: The untrusted tool arguments, including ``nonce``.
+            ctx: The caller, as established by the transport.
+
+        Returns:
+            The answer; never raises for anything a caller can send.
+        """
+        try:
+            # (1): validate; nothing is recorded for a refusal here.
+            action, payload, nonce, model = self._validate(name, arguments)
+            # (2): the action hash binds everything that follows to this exact call.
+            action_hash = ActionRequest(action.name, payload, nonce).action_hash()
+        except InvalidRequestError as exc:
+            return Answer(refusal_envelope(name, exc), exc)
+        try:
+            return await self._guarded(action, payload, nonce, model, action_hash, ctx)
+        except StoreUnavailableError as exc:
+            logger.error("store unavailable: %s", exc.message)
+            return Answer(refusal_envelope(action.name, exc), exc)
+
+    async def _guarded(
+        self, action: Action, payload: dict[str, Any], nonce: str, model: BaseModel, action_hash: str,
+        ctx: CallContext,
+    ) -> Answer:  # fmt: skip
+        exec_id = secrets.token_hex(16)
+        started_at = format_timestamp(self._clock())
+        receipt_fields: dict[str, Any] = {
+            "exec_id": exec_id, "tenant_id": ctx.tenant_id, "action": action.name, "action_hash": action_hash,
+            "nonce": nonce, "run_id": ctx.run_id, "started_at": started_at,
+        }  # fmt: skip
+        # (3): the approval decision; pure, consumes nothing.
+        approval = self._decide_approval(action, ctx)
+        if isinstance(approval, ApprovalError):
+            # (4), approval refused: the nonce is looked up (nonce errors come first) but never claimed.
+            record = await anyio.to_thread.run_sync(self.store.get_nonce, ctx.tenant_id, nonce)
+            if record is not None:
+                return await self._answer_existing(record, receipt_fields, action_hash)
+            return await self._deny(approval, receipt_fields, AUTO_APPROVAL)
+        # (4): claim the nonce durably as 'started', consuming the approval_id with it.
+        claim = NonceClaim(
+            tenant_id=ctx.tenant_id, nonce=nonce, action=action.name, action_hash=action_hash, exec_id=exec_id,
+            run_id=ctx.run_id, approval=canonicalize(dict(approval)).decode(), started_at=started_at,
+            approval_id=approval.get("approval_id"),
+        )  # fmt: skip
+        claimed = await anyio.to_thread.run_sync(self.store.claim_nonce, claim)
+        if claimed is APPROVAL_CONSUMED:
+            return await self._deny(ApprovalConsumedError("this approval was already used"), receipt_fields, approval)
+        if isinstance(claimed, NonceRecord):
+            return await self._answer_existing(claimed, receipt_fields, action_hash)
+        # (5) and (6): shielded, so a cancelled request still records its outcome and receipt.
+        with anyio.CancelScope(shield=True):
+            outcome, result, error = await self._run_handler(action, model)
+            entry = await anyio.to_thread.run_sync(
+                self.store.finish, ctx.tenant_id, nonce, outcome,
+                self._receipt_factory(
+                    receipt_fields, status=outcome.status, error_code=outcome.error_code, approval=approval,
+                    result_hash=outcome.result_hash, original_exec_id=None, finished_at=outcome.finished_at,
+                ),
+            )  # fmt: skip
+        return Answer(_envelope(entry, action.name, outcome.status, result, error and error.to_dict()), error)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _validate(self, name: Any, arguments: Any) -> tuple[Action, dict[str, Any], str, BaseModel]:
+        if not isinstance(name, str) or name not in self.policy.approvals:
+            raise UnknownActionError(f"unknown action {str(name)[:64]!r}")
+        action = self.registry[name]
+        if not isinstance(arguments, dict):
+            raise MalformedInputError("arguments must be a JSON object")
+        payload: dict[str, Any] = dict(arguments)  # pyright: ignore[reportUnknownArgumentType]
+        nonce = parse_nonce(payload.pop("nonce", None))
+        payload_bytes = check_json_value(
+            payload, max_depth=self.policy.limits["max_depth"], max_bytes=self.policy.limits["max_payload_bytes"]
+        )
+        if not action.accepts_extra_fields():
+            declared = {f.alias or n for n, f in action.input_model.model_fields.items()}
+            unknown = sorted(set(payload) - declared)
+            if unknown:
+                raise InvalidRequestError(f"unknown argument(s) for {action.name!r}: {', '.join(unknown)[:200]}")
+        try:
+            model = action.input_model.model_validate_json(payload_bytes, strict=True)
+        except ValidationError as exc:
+            # Field locations and messages only: the rejected values are the caller's data.
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}" for err in exc.errors()[:5]
+            )
+            raise InvalidRequestError(f"invalid arguments for {action.name!r}: {problems}") from None
+        return action, payload, nonce, model
+
+    def _decide_approval(self, action: Action, ctx: CallContext) -> Mapping[str, Any] | ApprovalError:
+        policy = self.policy.approvals[action.name]
+        if policy == "auto":
+            return AUTO_APPROVAL
+        if policy == "deny":
+            return ApprovalDeniedError(f"the policy denies {action.name!r}")
+        return ApprovalRequiredError(f"{action.name!r} needs a {policy} approval, which this call does not carry")
+
+    async def _run_handler(self, action: Action, model: BaseModel) -> tuple[Outcome, Any, ExecutionError | None]:
+        error: ExecutionError | None = None
+        result: Any = None
+        try:
+            if action.is_async:
+                output = await action.handler(model)
+            else:
+                output = await anyio.to_thread.run_sync(action.handler, model)
+            result = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+            result_bytes = check_json_value(result, max_bytes=self.policy.limits["max_result_bytes"])
+        except MalformedInputError as exc:
+            error, result = InvalidResultError(f"the handler returned an invalid result: {exc.message}"), None
+        except Exception as exc:
+            logger.exception("action %r raised", action.name)
+            error, result = HandlerError(f"the handler raised {type(exc).__name__}"), None
+        finished_at = format_timestamp(self._clock())
+        if error is not None:
+            return Outcome("failed", None, None, error.code, error.message, finished_at), None, error
+        return Outcome("executed", result_bytes.decode(), sha256_hex(result_bytes), None, None, finished_at), result, None
+
+    async def _answer_existing(self, record: NonceRecord, fields: Mapping[str, Any], action_hash: str) -> Answer:
+        decision = decide_existing(record, action_hash)
+        if not isinstance(decision, Replay):
+            return await self._deny(decision, fields, AUTO_APPROVAL)
+        original = decision.original
+        # A replay of a failed call reports the original failure; it never re-runs the handler.
+        original_error = (
+            {"code": original.error_code, "message": original.error_message} if original.status == "failed" else None
+        )
+        finished_at = format_timestamp(self._clock())
+        factory = self._receipt_factory(
+            fields, status="replayed", error_code=original.error_code, approval=_loads(original.approval),
+            result_hash=original.result_hash, original_exec_id=original.exec_id, finished_at=finished_at,
+        )  # fmt: skip
+        entry = await anyio.to_thread.run_sync(self._append, factory, fields)
+        result = _loads(original.result) if original.result is not None else None
+        return Answer(_envelope(entry, str(fields["action"]), "replayed", result, original_error), None)
+
+    async def _deny(self, error: OpenExecError, fields: Mapping[str, Any], approval: Mapping[str, Any]) -> Answer:
+        logger.info("denied %s: %s", fields["action"], error.code)
+        factory = self._receipt_factory(
+            fields, status="denied", error_code=error.code, approval=approval, result_hash=None,
+            original_exec_id=None, finished_at=format_timestamp(self._clock()),
+        )  # fmt: skip
+        entry = await anyio.to_thread.run_sync(self._append, factory, fields)
+        return Answer(_envelope(entry, str(fields["action"]), "denied", None, error.to_dict()), error)
+
+    # -- receipts -------------------------------------------------------------------------------
+
+    def _append(self, factory: ReceiptFactory, fields: Mapping[str, Any]) -> LedgerEntry:
+        return self.store.append(
+            factory, tenant_id=str(fields["tenant_id"]), run_id=str(fields["run_id"]), action=str(fields["action"])
+        )
+
+    def _receipt_factory(
+        self, fields: Mapping[str, Any], *, status: str, error_code: str | None, approval: Mapping[str, Any],
+        result_hash: str | None, original_exec_id: str | None, finished_at: str,
+    ) -> ReceiptFactory:  # fmt: skip
+        def make(seq: int, prev: str | None) -> Any:
+            body = {
+                "v": 1, **fields, "seq": seq, "prev": prev, "log_id": self.server_id, "status": status,
+                "error_code": error_code, "approval": dict(approval), "result_hash": result_hash,
+                "original_exec_id": original_exec_id, "policy_hash": self.policy.policy_hash,
+                "finished_at": finished_at, "server": dict(SERVER_INFO),
+            }  # fmt: skip
+            return sign_receipt(body, self.server_key)
+
+        return make
+
+    def indeterminate_factory(self, record: NonceRecord) -> ReceiptFactory:
+        """Return the receipt factory for a call found ``started`` at start-up (SPEC §4)."""
+        fields = {
+            "exec_id": record.exec_id, "tenant_id": record.tenant_id, "action": record.action,
+            "action_hash": record.action_hash, "nonce": record.nonce, "run_id": record.run_id,
+            "started_at": record.started_at,
+        }  # fmt: skip
+        return self._receipt_factory(
+            fields, status="indeterminate", error_code="outcome_unknown", approval=_loads(record.approval),
+            result_hash=None, original_exec_id=None, finished_at=format_timestamp(self._clock()),
+        )  # fmt: skip
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text)
+
+
+def _envelope(
+    entry: LedgerEntry, action: str, status: str, result: Any, error: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "status": status, "exec_id": entry.exec_id, "action": action, "result": result,
+        "error": dict(error) if error is not None else None, "approval_request": None,
+        "receipt": _loads(entry.envelope), "receipt_hash": entry.receipt_hash,
+    }  # fmt: skip
+
+
+def refusal_envelope(name: Any, error: OpenExecError) -> dict[str, Any]:
+    """Return the envelope of a call refused before anything was recorded: no exec_id, no receipt."""
+    return {
+        "status": "denied", "exec_id": None, "action": name if isinstance(name, str) else None, "result": None,
+        "error": error.to_dict(), "approval_request": None, "receipt_hash": None,
+    }  # fmt: skip

@@ -1,0 +1,268 @@
+"""The HTTP surface of SPEC §8, in the same process and Starlette app as the MCP HTTP transports.
+
+``build_http_app`` serves the plain routes below, streamable HTTP MCP at ``/mcp`` and legacy SSE
+MCP at ``/sse`` + ``/messages/``. Handlers never let an exception reach the client: every
+refusal is a JSON body with a stable code.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio.to_thread
+import mcp
+from mcp.server.mcpserver import MCPServer
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from openexec_mcp import __version__
+from openexec_mcp.canonical import canonicalize, parse_json, sha256_hex
+from openexec_mcp.core.action import parse_run_id
+from openexec_mcp.core.receipt import receipt_hash, verify_receipt
+from openexec_mcp.errors import (
+    ApprovalError,
+    InvalidRequestError,
+    MalformedInputError,
+    NonceError,
+    OpenExecError,
+    StoreUnavailableError,
+    UnknownActionError,
+    VerificationError,
+)
+from openexec_mcp.gate import Answer, CallContext, refusal_envelope
+from openexec_mcp.keystore import public_keys_document
+from openexec_mcp.runtime import Runtime
+
+__all__ = ["build_http_app", "http_status"]
+
+logger = logging.getLogger("openexec_mcp.http")
+
+_EXECUTE_FIELDS = frozenset({"action", "payload", "nonce", "approval_artifact", "run_id"})
+_MAX_VERIFY_BYTES = 1024 * 1024
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def http_status(answer: Answer) -> int:
+    """Map a gate answer to the HTTP status of SPEC §8 ``POST /execute``."""
+    status = answer.status
+    if status in ("executed", "replayed"):
+        return 200
+    if status == "failed":
+        return 500
+    error = answer.error
+    if isinstance(error, UnknownActionError):
+        return 404
+    if isinstance(error, InvalidRequestError):
+        return 422
+    if isinstance(error, ApprovalError):
+        return 403
+    if isinstance(error, NonceError):
+        return 409
+    if isinstance(error, StoreUnavailableError):
+        return 503
+    return 500
+
+
+def build_http_app(runtime: Runtime, mcp_server: MCPServer[Any], *, host: str) -> Starlette:
+    """Return the Starlette app serving SPEC §8 routes, ``/mcp``, ``/sse`` and ``/messages/``.
+
+    Args:
+        runtime: The started runtime.
+        mcp_server: The MCP server (its streamable-HTTP app carries the lifespan).
+        host: The bind address; on loopback the SDK's DNS-rebinding protection is on.
+    """
+    routes = _Routes(runtime)
+    for path, methods, handler in (
+        ("/", ["GET"], routes.index),
+        ("/health", ["GET"], routes.health),
+        ("/ready", ["GET"], routes.ready),
+        ("/version", ["GET"], routes.version),
+        ("/keys", ["GET"], routes.keys),
+        ("/execute", ["POST"], routes.execute),
+        ("/receipts/verify", ["POST"], routes.verify),
+    ):
+        mcp_server.custom_route(path, methods=methods)(_never_raise(handler))
+    app = mcp_server.streamable_http_app(host=host)
+    app.router.routes.extend(mcp_server.sse_app(host=host).routes)
+    return app
+
+
+def _never_raise(handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except OpenExecError as exc:
+            return JSONResponse({"error": exc.to_dict()}, status_code=503 if isinstance(exc, StoreUnavailableError) else 422)
+        except Exception:
+            logger.exception("internal error on %s %s", request.method, request.url.path)
+            return JSONResponse({"error": {"code": "internal_error", "message": "internal error"}}, status_code=500)
+
+    wrapped.__name__ = handler.__name__
+    return wrapped
+
+
+class _Routes:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.keys_document = public_keys_document(runtime.server_key)
+        self.public_keys = {runtime.server_key.kid: runtime.server_key.public_key()}
+
+    async def index(self, request: Request) -> Response:
+        return JSONResponse({"service": "openexec-mcp", "version": __version__, "mode": self.runtime.settings.mode})
+
+    async def health(self, request: Request) -> Response:
+        runtime = self.runtime
+        size = await anyio.to_thread.run_sync(runtime.store.ledger_size)
+        signed = any(policy == "signed" for policy in runtime.policy.approvals.values())
+        warnings = ["demo mode: every action is approved automatically"] if runtime.settings.mode == "demo" else []
+        return JSONResponse(
+            {
+                "status": "ok",
+                "mode": runtime.settings.mode,
+                "signature_verification": "on" if signed else "off",
+                "policy_hash": runtime.policy.policy_hash,
+                "ledger_size": size,
+                "storage": runtime.store.kind,
+                "server_id": runtime.settings.server_id,
+                "kid": runtime.server_key.kid,
+                "warnings": warnings,
+            }
+        )
+
+    async def ready(self, request: Request) -> Response:
+        try:
+            await anyio.to_thread.run_sync(self.runtime.store.ping)
+        except StoreUnavailableError:
+            return JSONResponse({"ready": False, "reason": "store_unavailable"}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    async def version(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "version": __version__,
+                "protocol_versions": [*MODERN_PROTOCOL_VERSIONS, *HANDSHAKE_PROTOCOL_VERSIONS],
+                "build": {
+                    "python": platform.python_version(),
+                    "mcp_sdk": getattr(mcp, "__version__", None) or _dist_version("mcp"),
+                },
+            }
+        )
+
+    async def keys(self, request: Request) -> Response:
+        return JSONResponse(self.keys_document)
+
+    async def execute(self, request: Request) -> Response:
+        limits = self.runtime.policy.limits
+        try:
+            body = parse_json(
+                await _read_body(request, 4 * limits["max_payload_bytes"] + 4096),
+                max_depth=limits["max_depth"] + 2,
+                max_bytes=4 * limits["max_payload_bytes"] + 4096,
+            )
+            action, arguments, artifact, run_id = _parse_execute_body(body)
+        except InvalidRequestError as exc:
+            return JSONResponse(refusal_envelope(None, exc), status_code=422)
+        ctx = CallContext(
+            tenant_id=self.runtime.settings.tenant_id,
+            run_id=run_id or "http:" + secrets.token_hex(8),  # without a run_id, each request is its own run
+            approval_artifact=artifact,
+        )
+        answer = await self.runtime.gate.call(action, arguments, ctx)
+        return JSONResponse(answer.envelope, status_code=http_status(answer))
+
+    async def verify(self, request: Request) -> Response:
+        try:
+            body = parse_json(await _read_body(request, _MAX_VERIFY_BYTES), max_bytes=_MAX_VERIFY_BYTES)
+        except InvalidRequestError as exc:
+            return JSONResponse({"valid": False, "reason": "malformed", "message": exc.message, "seq": None}, 422)
+        if isinstance(body, dict) and "payloadType" in body:
+            result = await anyio.to_thread.run_sync(self._verify_envelope, body)
+        elif isinstance(body, dict) and set(body) == {"exec_id", "result", "receipt"}:
+            result = await anyio.to_thread.run_sync(self._verify_legacy, body)
+        else:
+            result = {"valid": False, "reason": "malformed", "seq": None,
+                      "message": "expected a DSSE receipt or {exec_id, result, receipt}"}  # fmt: skip
+        return JSONResponse(result)
+
+    def _verify_envelope(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        """Signature, then inclusion: the ledger holds this exact receipt at its ``seq``."""
+        try:
+            body = verify_receipt(envelope, self.public_keys)
+            leaf = receipt_hash(envelope)
+        except (VerificationError, MalformedInputError) as exc:
+            reason = exc.reason if isinstance(exc, VerificationError) else "malformed"
+            return {"valid": False, "reason": reason, "message": exc.message, "seq": None}
+        seq = body["seq"]
+        entry = self.runtime.store.get_entry_at(seq) if isinstance(seq, int) else None
+        if entry is None or entry.receipt_hash != leaf:
+            return {"valid": False, "reason": "not_in_ledger", "message": "the ledger does not hold this receipt",
+                    "seq": seq}  # fmt: skip
+        return {"valid": True, "reason": None, "seq": seq, "exec_id": body["exec_id"], "status": body["status"]}
+
+    def _verify_legacy(self, claim: dict[str, Any]) -> dict[str, Any]:
+        """Legacy ``{exec_id, result, receipt}``: valid only if the ledger holds exactly that."""
+        exec_id, result, claimed_hash = claim["exec_id"], claim["result"], claim["receipt"]
+        entry = self.runtime.store.get_entry(exec_id) if isinstance(exec_id, str) else None
+        if entry is None:
+            return {"valid": False, "reason": "unknown_exec_id", "seq": None}
+        if claimed_hash != entry.receipt_hash:
+            return {"valid": False, "reason": "receipt_mismatch", "seq": entry.seq}
+        body = verify_receipt(parse_json(entry.envelope, max_bytes=_MAX_VERIFY_BYTES), self.public_keys)
+        try:
+            result_hash = sha256_hex(canonicalize(result))
+        except MalformedInputError:
+            return {"valid": False, "reason": "result_mismatch", "seq": entry.seq}
+        if body["result_hash"] is None or body["result_hash"] != result_hash:
+            return {"valid": False, "reason": "result_mismatch", "seq": entry.seq}
+        return {"valid": True, "reason": None, "seq": entry.seq}
+
+
+def _parse_execute_body(body: Any) -> tuple[str, dict[str, Any], Any, str | None]:
+    if not isinstance(body, dict):
+        raise MalformedInputError("body must be a JSON object {action, payload, nonce, approval_artifact?}")
+    fields: dict[str, Any] = body  # pyright: ignore[reportUnknownVariableType]
+    unknown = sorted(set(fields) - _EXECUTE_FIELDS)
+    if unknown:
+        raise MalformedInputError(f"unknown field(s) in body: {', '.join(unknown)[:200]}")
+    action, payload = fields.get("action"), fields.get("payload", {})
+    if not isinstance(action, str):
+        raise MalformedInputError("'action' must be a string")
+    if not isinstance(payload, dict):
+        raise MalformedInputError("'payload' must be a JSON object")
+    if "nonce" in payload:
+        raise MalformedInputError("'nonce' goes beside 'payload', not inside it")
+    run_id = fields.get("run_id")
+    if run_id is not None:
+        run_id = parse_run_id(run_id)
+    arguments: dict[str, Any] = {**payload, "nonce": fields.get("nonce")}  # pyright: ignore[reportUnknownArgumentType]
+    return action, arguments, fields.get("approval_artifact"), run_id
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise MalformedInputError(f"body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise MalformedInputError(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None

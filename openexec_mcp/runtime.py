@@ -1,0 +1,76 @@
+"""Start-up: from settings to a ready :class:`~openexec_mcp.gate.Gate` (SPEC §4, §5, §7, §9).
+
+The order is fixed: load actions, freeze the policy, open the store, load (or create) the server
+key, then record every call found ``started`` as ``indeterminate`` before accepting new calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from openexec_mcp.config import Settings
+from openexec_mcp.core.receipt import ServerKey
+from openexec_mcp.gate import Gate
+from openexec_mcp.keystore import load_or_create_server_key
+from openexec_mcp.policy import Policy, build_policy
+from openexec_mcp.registry import Registry, load_registry
+from openexec_mcp.store import Store, open_store
+
+__all__ = ["Runtime", "build_runtime"]
+
+logger = logging.getLogger("openexec_mcp")
+
+DEMO_WARNING = (
+    "DEMO MODE: every action is approved automatically (approval policy 'auto'). "
+    "Do not expose this server to untrusted agents; set mode = \"clawshield\" to require signed approvals."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything one server process holds, built once at start."""
+
+    settings: Settings
+    registry: Registry
+    policy: Policy
+    store: Store
+    server_key: ServerKey
+    gate: Gate
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+
+def build_runtime(settings: Settings, *, toolset: str | None = None, registry: Registry | None = None) -> Runtime:
+    """Build the runtime of one server process.
+
+    Args:
+        settings: The loaded settings.
+        toolset: Expose only this ``[toolsets]`` entry.
+        registry: Use these actions instead of loading modules (tests and embedding).
+
+    Raises:
+        ConfigError: Invalid actions, policy, toolset or server key.
+        StoreUnavailableError: The store cannot be opened.
+    """
+    registry = registry if registry is not None else load_registry(settings.actions.modules)
+    policy = build_policy(settings, registry, toolset=toolset)
+    store = open_store(settings.storage_url(), sqlite_synchronous=settings.storage.sqlite_synchronous)
+    try:
+        server_key = load_or_create_server_key(settings.state_dir)
+        gate = Gate(registry=registry, policy=policy, store=store, server_key=server_key, server_id=settings.server_id)
+        recovered = store.recover_started(gate.indeterminate_factory)
+    except BaseException:
+        store.close()
+        raise
+    for entry in recovered:
+        logger.warning("call %s (%s) was cut off by a restart; recorded as indeterminate", entry.exec_id, entry.action)
+    if settings.mode == "demo":
+        logger.warning(DEMO_WARNING)
+    logger.info(
+        "openexec-mcp ready: mode=%s storage=%s actions=%s policy_hash=%s kid=%s",
+        settings.mode, store.kind, ",".join(policy.approvals), policy.policy_hash, server_key.kid,
+    )  # fmt: skip
+    return Runtime(settings, registry, policy, store, server_key, gate)

@@ -1,0 +1,105 @@
+"""JSON Schemas advertised in ``tools/list``: the tool input and the result envelope (SPEC §1, §6)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from openexec_mcp.core.receipt import RECEIPT_PAYLOAD_TYPE
+from openexec_mcp.registry import Action
+
+__all__ = ["NONCE_SCHEMA", "envelope_schema", "input_schema"]
+
+NONCE_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 8,
+    "maxLength": 128,
+    "pattern": "^[A-Za-z0-9._:-]{8,128}$",
+    "description": "A fresh unique value per intended action; re-sending it replays the first result.",
+}
+
+_NULLABLE_STRING: dict[str, Any] = {"type": ["string", "null"]}
+_HEX64: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+_RECEIPT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "DSSE envelope; payload is base64 of the RFC 8785 receipt body (SPEC §7).",
+    "properties": {
+        "payloadType": {"const": RECEIPT_PAYLOAD_TYPE},
+        "payload": {"type": "string"},
+        "signatures": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}},
+                "required": ["keyid", "sig"],
+            },
+        },
+    },
+    "required": ["payloadType", "payload", "signatures"],
+}
+
+
+def input_schema(action: Action) -> dict[str, Any]:
+    """Return the tool ``inputSchema``: the input model's schema plus the required ``nonce``.
+
+    Unless the model allows extra properties, ``additionalProperties`` is false: the gate refuses
+    arguments the action does not declare instead of silently dropping them.
+    """
+    schema = copy.deepcopy(action.input_model.model_json_schema())
+    schema.setdefault("type", "object")
+    schema["properties"] = {**schema.get("properties", {}), "nonce": NONCE_SCHEMA}
+    schema["required"] = [*schema.get("required", []), "nonce"]
+    if not action.accepts_extra_fields():
+        schema["additionalProperties"] = False
+    return schema
+
+
+def envelope_schema(action: Action) -> dict[str, Any]:
+    """Return the tool ``outputSchema``: the result envelope, with the action's result schema."""
+    defs: dict[str, Any] = {}
+    if action.output_model is not None:
+        result = copy.deepcopy(action.output_model.model_json_schema(mode="serialization"))
+        defs = result.pop("$defs", {})
+        result_schema: dict[str, Any] = {"anyOf": [result, {"type": "null"}]}
+    else:
+        result_schema = {}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "status": {"enum": ["executed", "replayed", "failed", "denied"]},
+            "exec_id": _NULLABLE_STRING,
+            "action": _NULLABLE_STRING,
+            "result": result_schema,
+            "error": {
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        "required": ["code", "message"],
+                    },
+                    {"type": "null"},
+                ]
+            },
+            "approval_request": {
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "properties": {
+                            "request_id": {"type": "string"},
+                            "action_hash": _HEX64,
+                            "expires_at": {"type": "string"},
+                        },
+                        "required": ["request_id", "action_hash", "expires_at"],
+                    },
+                    {"type": "null"},
+                ]
+            },
+            "receipt": _RECEIPT_SCHEMA,
+            "receipt_hash": {"anyOf": [_HEX64, {"type": "null"}]},
+        },
+        "required": ["status", "exec_id", "action", "result", "error", "approval_request", "receipt_hash"],
+    }
+    if defs:
+        schema["$defs"] = defs
+    return schema

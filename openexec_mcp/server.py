@@ -1,0 +1,170 @@
+"""MCP wiring: actions as tools, every ``tools/call`` through the gate (SPEC §1, §6).
+
+The only place where gate answers become MCP results. Each exposed action is advertised as a tool
+whose ``inputSchema`` is the input model's schema plus the reserved ``nonce``, and whose
+``outputSchema`` is the result envelope. A single :class:`GateExtension` intercepts every
+``tools/call`` (both protocol eras) and never calls the SDK's own tool runner; the tools'
+functions refuse to run if they are ever reached, so a bypass fails closed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mcp.server.mcpserver import Extension, MCPServer
+from mcp.server.mcpserver.tools.base import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp_types import CallToolRequestParams, CallToolResult, TextContent, ToolAnnotations
+
+from openexec_mcp import __version__
+from openexec_mcp.core.action import parse_run_id
+from openexec_mcp.errors import OpenExecError
+from openexec_mcp.gate import Answer, CallContext, Gate, refusal_envelope
+from openexec_mcp.registry import Action
+from openexec_mcp.schemas import envelope_schema, input_schema
+
+__all__ = ["APPROVAL_META", "RUN_ID_META", "GateExtension", "answer_to_result", "build_mcp_server"]
+
+logger = logging.getLogger("openexec_mcp.server")
+
+APPROVAL_META = "dev.openexec/approval"
+"""Request ``_meta`` key carrying an approval artifact; tool ``_meta`` key naming the policy."""
+
+RUN_ID_META = "dev.openexec/run_id"
+"""Request ``_meta`` key naming the caller's run (SPEC §7)."""
+
+_CONNECTION_RUN_ID = "dev.openexec/run_id"
+
+INSTRUCTIONS = (
+    "Every tool here is guarded by openexec-mcp. Each call needs a fresh, unique 'nonce' argument "
+    "(8-128 characters of A-Z a-z 0-9 . _ : -). Re-sending the same nonce with the same arguments returns "
+    "the first result without running the action again; use a new nonce for a new action. Every answer "
+    "carries a signed receipt."
+)
+
+TenantResolver = Callable[[Any], str]
+"""Maps the SDK request context to the caller's tenant_id."""
+
+
+class GateExtension(Extension):
+    """Intercepts every ``tools/call`` and answers it through the gate.
+
+    Args:
+        gate: The gate.
+        tenant_for: Returns the tenant of the request (from auth, else the configured tenant).
+    """
+
+    identifier = "dev.openexec/gate"
+
+    def __init__(self, gate: Gate, tenant_for: TenantResolver) -> None:
+        self._gate = gate
+        self._tenant_for = tenant_for
+
+    async def intercept_tool_call(self, params: CallToolRequestParams, ctx: Any, call_next: Any) -> CallToolResult:
+        """Answer the call through the gate; never raise, never call the SDK's tool runner."""
+        try:
+            meta = _meta_dict(params.meta)
+            call_ctx = CallContext(
+                tenant_id=self._tenant_for(ctx),
+                run_id=_run_id(meta, ctx),
+                approval_artifact=meta.get(APPROVAL_META),
+            )
+            answer = await self._gate.call(params.name, params.arguments or {}, call_ctx)
+        except OpenExecError as exc:
+            answer = Answer(refusal_envelope(params.name, exc), exc)
+        except Exception:
+            # Fail closed: an unexpected error here means the call was not fully checked.
+            logger.exception("internal error while gating %r", params.name)
+            exc = OpenExecError("internal error; the call was not executed")
+            answer = Answer(refusal_envelope(params.name, exc), exc)
+        return answer_to_result(answer)
+
+
+def build_mcp_server(gate: Gate, tenant_for: TenantResolver) -> MCPServer[Any]:
+    """Build the MCP server that advertises the exposed actions as guarded tools."""
+    tools = [_tool_for(action, gate.policy.approvals[action.name]) for action in gate.exposed()]
+    return MCPServer(
+        "openexec-mcp",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        tools=tools,
+        extensions=[GateExtension(gate, tenant_for)],
+        log_level="WARNING",
+    )
+
+
+def answer_to_result(answer: Answer) -> CallToolResult:
+    """Return the MCP result: the envelope as ``structuredContent`` plus a one-line summary (SPEC §6)."""
+    envelope = answer.envelope
+    return CallToolResult(
+        content=[TextContent(type="text", text=summary_line(envelope))],
+        structured_content=envelope,
+        is_error=envelope["status"] not in ("executed", "replayed"),
+    )
+
+
+def summary_line(envelope: Mapping[str, Any]) -> str:
+    """Return a one-line summary of an envelope, readable by a model that ignores structured content."""
+    head = f"{envelope['status']} {envelope['action']} exec_id={envelope['exec_id']}"
+    if envelope.get("error"):
+        head += f" error={envelope['error']['code']}: {envelope['error']['message']}"
+    if envelope.get("result") is not None:
+        text = json.dumps(envelope["result"], separators=(",", ":"), ensure_ascii=False)
+        head += " result=" + (text if len(text) <= 4000 else text[:4000] + "...")
+    return head.replace("\n", " ")
+
+
+def _tool_for(action: Action, approval: str) -> Tool:
+    def refuse(**_: Any) -> Any:
+        raise RuntimeError("openexec-mcp: tool reached without the gate; refusing to run")
+
+    return Tool(
+        fn=refuse,
+        name=action.name,
+        title=action.title,
+        description=action.description,
+        parameters=input_schema(action),
+        fn_metadata=FuncMetadata(arg_model=ArgModelBase, output_schema=envelope_schema(action)),
+        is_async=False,
+        annotations=ToolAnnotations(
+            title=action.title,
+            read_only_hint=action.read_only,
+            destructive_hint=action.destructive,
+            idempotent_hint=action.idempotent,
+            open_world_hint=action.open_world,
+        ),
+        meta={APPROVAL_META: approval},
+    )
+
+
+def _meta_dict(meta: Any) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if isinstance(meta, Mapping):
+        return dict(meta)  # pyright: ignore[reportUnknownArgumentType]
+    dumped: dict[str, Any] = meta.model_dump(by_alias=True)
+    return dumped
+
+
+def _run_id(meta: Mapping[str, Any], ctx: Any) -> str:
+    """``_meta`` run_id, else the MCP session id, else one per connection (SPEC §7)."""
+    given = meta.get(RUN_ID_META)
+    if given is not None:
+        return parse_run_id(given)
+    request = getattr(ctx, "request", None)
+    headers = getattr(request, "headers", None)
+    if headers is not None:
+        session = headers.get("mcp-session-id") or getattr(request, "query_params", {}).get("session_id")
+        if session:
+            return f"mcp-session:{session}"[:128]
+    # stdio, and HTTP without sessions: one run per connection.
+    connection = getattr(getattr(ctx, "session", None), "_connection", None)
+    state = getattr(connection, "state", None)
+    if isinstance(state, dict):
+        run_id: str = state.setdefault(_CONNECTION_RUN_ID, "conn:" + secrets.token_hex(8))  # pyright: ignore[reportUnknownMemberType]
+        return run_id
+    return "call:" + secrets.token_hex(8)

@@ -1,0 +1,167 @@
+"""The store protocol shared by every backend.
+
+Two tables carry the guarantees of SPEC §4 and §7:
+
+- the **nonce table**, keyed by ``(tenant_id, nonce)`` under a unique constraint. A claim is
+  written durably as ``started`` before the handler runs (:meth:`Store.claim_nonce`); the outcome
+  and its receipt are committed together afterwards (:meth:`Store.finish`).
+- the **ledger**, append-only, one signed receipt per ``seq`` (0-based, gap-free). The receipt is
+  built inside the append transaction by a :data:`ReceiptFactory` that receives ``(seq, prev)``,
+  so the hash chain is linear whatever the concurrency.
+
+Methods are synchronous and thread-safe; the async gate calls them from worker threads.
+Backends raise :class:`~openexec_mcp.errors.StoreUnavailableError` when the database does not
+answer, and nothing else on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from openexec_mcp.core.nonce import NonceRecord
+from openexec_mcp.core.receipt import SignedReceipt
+from openexec_mcp.errors import ConfigError
+
+__all__ = ["LedgerEntry", "NonceClaim", "Outcome", "ReceiptFactory", "Store", "open_store"]
+
+ReceiptFactory = Callable[[int, str | None], SignedReceipt]
+"""Builds and signs the receipt for ledger index ``seq`` whose predecessor hash is ``prev``."""
+
+
+@dataclass(frozen=True, slots=True)
+class NonceClaim:
+    """A request to claim ``(tenant_id, nonce)`` for one call (SPEC §4).
+
+    ``approval_id``, when set, is consumed in the same transaction (an approval executes once).
+    """
+
+    tenant_id: str
+    nonce: str
+    action: str
+    action_hash: str
+    exec_id: str
+    run_id: str
+    approval: str
+    started_at: str
+    approval_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The handler's outcome, committed with its receipt.
+
+    Attributes:
+        status: ``executed`` or ``failed``.
+        result: JCS text of the result, or ``None``.
+        result_hash: SHA-256 hex of the JCS bytes of the result, or ``None``.
+        error_code: Stable error code when ``failed``.
+        error_message: Message when ``failed``.
+        finished_at: RFC 3339 UTC (ms).
+    """
+
+    status: str
+    result: str | None
+    result_hash: str | None
+    error_code: str | None
+    error_message: str | None
+    finished_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One ledger row: the receipt at ``seq`` and the columns indexed for look-ups."""
+
+    seq: int
+    exec_id: str
+    receipt_hash: str
+    envelope: str
+    tenant_id: str
+    run_id: str
+    action: str
+    status: str
+
+
+class ApprovalAlreadyConsumed:
+    """Sentinel answer of :meth:`Store.claim_nonce` when the approval_id was already used."""
+
+
+APPROVAL_CONSUMED = ApprovalAlreadyConsumed()
+
+
+class Store(Protocol):
+    """The storage protocol. Every method is atomic; all are safe to call from several threads."""
+
+    kind: str
+    """Short backend name shown in ``/health`` (``sqlite``, ``postgresql``)."""
+
+    def get_nonce(self, tenant_id: str, nonce: str) -> NonceRecord | None:
+        """Return the record for ``(tenant_id, nonce)``, or ``None`` when the nonce is free."""
+        ...
+
+    def claim_nonce(self, claim: NonceClaim) -> NonceRecord | ApprovalAlreadyConsumed | None:
+        """Claim the nonce durably as ``started`` (and consume ``claim.approval_id``).
+
+        Returns:
+            ``None`` when this call now owns the nonce; the existing record when the nonce was
+            already claimed (nothing written); :data:`APPROVAL_CONSUMED` when the approval_id was
+            already used (nothing written).
+        """
+        ...
+
+    def finish(self, tenant_id: str, nonce: str, outcome: Outcome, make_receipt: ReceiptFactory) -> LedgerEntry:
+        """Record the outcome of a claimed nonce and append its receipt, in one transaction."""
+        ...
+
+    def append(self, make_receipt: ReceiptFactory, *, tenant_id: str, run_id: str, action: str) -> LedgerEntry:
+        """Append a receipt that changes no nonce (denials, replays)."""
+        ...
+
+    def recover_started(self, make_receipt: Callable[[NonceRecord], ReceiptFactory]) -> list[LedgerEntry]:
+        """Mark every ``started`` nonce ``indeterminate`` and append its receipt (start-up, SPEC §4)."""
+        ...
+
+    def ledger_size(self) -> int:
+        """Return the number of receipts in the ledger."""
+        ...
+
+    def get_entry(self, exec_id: str) -> LedgerEntry | None:
+        """Return the ledger entry of ``exec_id``, or ``None``."""
+        ...
+
+    def get_entry_at(self, seq: int) -> LedgerEntry | None:
+        """Return the ledger entry at index ``seq``, or ``None``."""
+        ...
+
+    def iter_entries(self, start_seq: int = 0, *, run_id: str | None = None) -> Iterator[LedgerEntry]:
+        """Yield ledger entries in ``seq`` order from ``start_seq`` (optionally one run only)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailableError` unless the database answers."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection(s)."""
+        ...
+
+
+def open_store(url: str, *, sqlite_synchronous: str = "full") -> Store:
+    """Open the backend named by ``url`` (SPEC §9).
+
+    Args:
+        url: ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``postgresql://...``.
+        sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``full`` or ``normal``).
+
+    Raises:
+        ConfigError: The URL scheme is not supported.
+    """
+    if url.startswith("sqlite:///"):
+        from openexec_mcp.store.sqlite import SQLiteStore
+
+        return SQLiteStore(Path(url.removeprefix("sqlite:///")), synchronous=sqlite_synchronous)
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("storage.url: the PostgreSQL backend is not available in this build yet")
+    raise ConfigError("storage.url must start with sqlite:/// or postgresql://")

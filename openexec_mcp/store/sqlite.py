@@ -1,0 +1,305 @@
+"""The embedded SQLite backend (WAL, one file on disk).
+
+One connection, serialised by a lock, in autocommit mode with explicit ``BEGIN IMMEDIATE``
+transactions: a claim, an outcome-plus-receipt, or an append is each one write transaction, so a
+crash leaves either all of it or none of it. ``synchronous=FULL`` (the default) makes a commit
+durable across power loss before the handler runs; ``NORMAL`` survives a process crash but may
+lose the last commits on power loss. Triggers make the ledger append-only at the database level.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from openexec_mcp.core.nonce import NonceRecord
+from openexec_mcp.errors import ConfigError, StoreUnavailableError
+from openexec_mcp.store.base import (
+    APPROVAL_CONSUMED,
+    ApprovalAlreadyConsumed,
+    LedgerEntry,
+    NonceClaim,
+    Outcome,
+    ReceiptFactory,
+)
+
+__all__ = ["SQLiteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nonces (
+    tenant_id     TEXT NOT NULL,
+    nonce         TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    action_hash   TEXT NOT NULL,
+    exec_id       TEXT NOT NULL UNIQUE,
+    run_id        TEXT NOT NULL,
+    approval      TEXT NOT NULL,
+    started_at    TEXT NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('started', 'finished', 'indeterminate')),
+    status        TEXT,
+    result        TEXT,
+    result_hash   TEXT,
+    error_code    TEXT,
+    error_message TEXT,
+    finished_at   TEXT,
+    PRIMARY KEY (tenant_id, nonce)
+);
+CREATE INDEX IF NOT EXISTS nonces_state ON nonces (state);
+CREATE TABLE IF NOT EXISTS consumed_approvals (
+    approval_id TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL,
+    exec_id     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    seq          INTEGER PRIMARY KEY,
+    exec_id      TEXT NOT NULL UNIQUE,
+    receipt_hash TEXT NOT NULL,
+    envelope     TEXT NOT NULL,
+    tenant_id    TEXT NOT NULL,
+    run_id       TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    status       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_run ON ledger (run_id, seq);
+CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+"""
+
+_NONCE_COLUMNS = (
+    "tenant_id, nonce, action, action_hash, exec_id, run_id, approval, started_at, state, status, "
+    "result, result_hash, error_code, error_message"
+)
+_LEDGER_COLUMNS = "seq, exec_id, receipt_hash, envelope, tenant_id, run_id, action, status"
+
+
+class SQLiteStore:
+    """The :class:`~openexec_mcp.store.base.Store` protocol on one SQLite file.
+
+    Args:
+        path: The database file; its parent directory is created (mode 0700) if missing.
+        synchronous: ``full`` (durable across power loss) or ``normal``.
+
+    Raises:
+        ConfigError: ``synchronous`` is not ``full`` or ``normal``.
+        StoreUnavailableError: The file cannot be opened or initialised.
+    """
+
+    kind = "sqlite"
+
+    def __init__(self, path: Path, *, synchronous: str = "full") -> None:
+        if synchronous not in ("full", "normal"):
+            raise ConfigError("storage.sqlite_synchronous must be 'full' or 'normal'")
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailableError(f"cannot open SQLite database {path}: {exc}") from None
+
+    # -- nonces ---------------------------------------------------------------------------------
+
+    def get_nonce(self, tenant_id: str, nonce: str) -> NonceRecord | None:
+        """See :meth:`Store.get_nonce`."""
+        with self._guard():
+            row = self._db.execute(
+                f"SELECT {_NONCE_COLUMNS} FROM nonces WHERE tenant_id = ? AND nonce = ?", (tenant_id, nonce)
+            ).fetchone()
+        return None if row is None else NonceRecord(*row)
+
+    def claim_nonce(self, claim: NonceClaim) -> NonceRecord | ApprovalAlreadyConsumed | None:
+        """See :meth:`Store.claim_nonce`."""
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT {_NONCE_COLUMNS} FROM nonces WHERE tenant_id = ? AND nonce = ?",
+                (claim.tenant_id, claim.nonce),
+            ).fetchone()
+            if row is not None:
+                return NonceRecord(*row)
+            if claim.approval_id is not None:
+                used = db.execute(
+                    "SELECT 1 FROM consumed_approvals WHERE approval_id = ?", (claim.approval_id,)
+                ).fetchone()
+                if used is not None:
+                    return APPROVAL_CONSUMED
+                db.execute(
+                    "INSERT INTO consumed_approvals (approval_id, tenant_id, exec_id) VALUES (?, ?, ?)",
+                    (claim.approval_id, claim.tenant_id, claim.exec_id),
+                )
+            db.execute(
+                "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval,"
+                " started_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started')",
+                (
+                    claim.tenant_id, claim.nonce, claim.action, claim.action_hash, claim.exec_id,
+                    claim.run_id, claim.approval, claim.started_at,
+                ),
+            )  # fmt: skip
+        return None
+
+    def finish(self, tenant_id: str, nonce: str, outcome: Outcome, make_receipt: ReceiptFactory) -> LedgerEntry:
+        """See :meth:`Store.finish`."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT run_id, action FROM nonces WHERE tenant_id = ? AND nonce = ? AND state = 'started'",
+                (tenant_id, nonce),
+            ).fetchone()
+            if row is None:
+                raise StoreUnavailableError("the nonce claim vanished before its outcome was recorded")
+            db.execute(
+                "UPDATE nonces SET state = 'finished', status = ?, result = ?, result_hash = ?, error_code = ?,"
+                " error_message = ?, finished_at = ? WHERE tenant_id = ? AND nonce = ?",
+                (
+                    outcome.status, outcome.result, outcome.result_hash, outcome.error_code,
+                    outcome.error_message, outcome.finished_at, tenant_id, nonce,
+                ),
+            )  # fmt: skip
+            return self._append(db, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
+
+    def recover_started(self, make_receipt: Callable[[NonceRecord], ReceiptFactory]) -> list[LedgerEntry]:
+        """See :meth:`Store.recover_started`."""
+        entries: list[LedgerEntry] = []
+        with self._transaction() as db:
+            rows = db.execute(f"SELECT {_NONCE_COLUMNS} FROM nonces WHERE state = 'started'").fetchall()
+            for row in rows:
+                record = NonceRecord(*row)
+                db.execute(
+                    "UPDATE nonces SET state = 'indeterminate' WHERE tenant_id = ? AND nonce = ?",
+                    (record.tenant_id, record.nonce),
+                )
+                entries.append(
+                    self._append(
+                        db, make_receipt(record), tenant_id=record.tenant_id, run_id=record.run_id,
+                        action=record.action,
+                    )
+                )  # fmt: skip
+        return entries
+
+    # -- ledger ---------------------------------------------------------------------------------
+
+    def append(self, make_receipt: ReceiptFactory, *, tenant_id: str, run_id: str, action: str) -> LedgerEntry:
+        """See :meth:`Store.append`."""
+        with self._transaction() as db:
+            return self._append(db, make_receipt, tenant_id=tenant_id, run_id=run_id, action=action)
+
+    def ledger_size(self) -> int:
+        """See :meth:`Store.ledger_size`."""
+        with self._guard():
+            row = self._db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger").fetchone()
+        return int(row[0])
+
+    def get_entry(self, exec_id: str) -> LedgerEntry | None:
+        """See :meth:`Store.get_entry`."""
+        with self._guard():
+            row = self._db.execute(f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE exec_id = ?", (exec_id,)).fetchone()
+        return None if row is None else LedgerEntry(*row)
+
+    def get_entry_at(self, seq: int) -> LedgerEntry | None:
+        """See :meth:`Store.get_entry_at`."""
+        with self._guard():
+            row = self._db.execute(f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else LedgerEntry(*row)
+
+    def iter_entries(self, start_seq: int = 0, *, run_id: str | None = None) -> Iterator[LedgerEntry]:
+        """See :meth:`Store.iter_entries`. Reads in pages of 1000 rows so memory stays flat."""
+        where, args = ("AND run_id = ?", (run_id,)) if run_id is not None else ("", ())
+        seq = start_seq
+        while True:
+            with self._guard():
+                rows = self._db.execute(
+                    f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE seq >= ? {where} ORDER BY seq LIMIT 1000",  # noqa: S608
+                    (seq, *args),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield LedgerEntry(*row)
+            seq = rows[-1][0] + 1
+
+    def ping(self) -> None:
+        """See :meth:`Store.ping`."""
+        with self._guard():
+            self._db.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        """See :meth:`Store.close`."""
+        with self._lock:
+            self._db.close()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _append(
+        db: sqlite3.Connection, make_receipt: ReceiptFactory, *, tenant_id: str, run_id: str, action: str
+    ) -> LedgerEntry:
+        head = db.execute("SELECT seq, receipt_hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (0, None) if head is None else (head[0] + 1, head[1])
+        receipt = make_receipt(seq, prev)
+        entry = LedgerEntry(
+            seq, str(receipt.body["exec_id"]), receipt.receipt_hash, receipt.canonical.decode("utf-8"), tenant_id,
+            run_id, action, str(receipt.body["status"]),
+        )  # fmt: skip
+        db.execute(
+            f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+            (entry.seq, entry.exec_id, entry.receipt_hash, entry.envelope, tenant_id, run_id, action, entry.status),
+        )
+        return entry
+
+    def _guard(self) -> _Guard:
+        return _Guard(self._lock)
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db, self._lock)
+
+
+class _Guard:
+    """Hold the connection lock; turn database failures into StoreUnavailableError."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreUnavailableError(f"SQLite error: {exc}") from None
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock; ``ROLLBACK`` on any exception."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._db = db
+        self._lock = lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._lock.release()
+            raise StoreUnavailableError(f"SQLite error: {exc}") from None
+        return self._db
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            if exc is None:
+                self._db.execute("COMMIT")
+            else:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error as commit_exc:
+            if exc is None:
+                raise StoreUnavailableError(f"SQLite commit failed: {commit_exc}") from None
+        finally:
+            self._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreUnavailableError(f"SQLite error: {exc}") from None
