@@ -1,0 +1,1 @@
+"""Test support importable by server subprocesses (tests/ is put on PYTHONPATH)."""
