@@ -10,7 +10,8 @@ refuse, with :class:`~openexec_mcp.errors.MalformedInputError` (code ``invalid_r
 
 - a duplicate object key (raw bytes only: a parsed mapping cannot hold one),
 - NaN or ±Infinity (including a float literal that overflows to infinity, such as ``1e400``),
-- an integer outside ±(2^53 − 1) (I-JSON, RFC 7493 §2.2),
+- an integer outside ±(2^53 − 1) (I-JSON, RFC 7493 §2.2), or an integral float whose canonical
+  form would be such an integer literal (e.g. ``9007199254740992.0``),
 - a lone surrogate in a string or key,
 - nesting deeper than ``max_depth`` containers (default 32),
 - a canonical size over ``max_bytes`` (default 65536 bytes).
@@ -155,6 +156,10 @@ def _check_depth(value: Any, max_depth: int) -> None:
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, float) and item.is_integer() and MAX_SAFE_INTEGER < abs(item) < 1e21:
+            # RFC 8785 writes such a float as an integer literal (no exponent below 1e21), which
+            # would then be an out-of-range integer: refuse it so canonical bytes always re-parse.
+            raise MalformedInputError("number outside ±(2^53 - 1) (send large numbers as strings)")
         if isinstance(item, dict):
             children: list[Any] = list(item.values())  # pyright: ignore[reportUnknownArgumentType]
         elif isinstance(item, list):
