@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio.to_thread
 import mcp
-from mcp.server.mcpserver import MCPServer
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from openexec_mcp import __version__
 from openexec_mcp.canonical import canonicalize, parse_json, sha256_hex
+from openexec_mcp.auth import TokenTable, auth_settings, require_scope
 from openexec_mcp.core.action import parse_run_id
 from openexec_mcp.core.receipt import receipt_hash, verify_receipt
 from openexec_mcp.errors import (
@@ -38,6 +39,7 @@ from openexec_mcp.errors import (
 from openexec_mcp.gate import Answer, CallContext, refusal_envelope
 from openexec_mcp.keystore import public_keys_document
 from openexec_mcp.runtime import Runtime
+from openexec_mcp.server import build_mcp_server
 
 __all__ = ["build_http_app", "http_status"]
 
@@ -47,6 +49,8 @@ _EXECUTE_FIELDS = frozenset({"action", "payload", "nonce", "approval_artifact", 
 _MAX_VERIFY_BYTES = 1024 * 1024
 
 Handler = Callable[[Request], Awaitable[Response]]
+TenantHandler = Callable[[Request, "str | None"], Awaitable[Response]]
+"""A route handler; the second argument is the bearer token's tenant (``None`` when auth is off)."""
 
 
 def http_status(answer: Answer) -> int:
@@ -70,34 +74,57 @@ def http_status(answer: Answer) -> int:
     return 500
 
 
-def build_http_app(runtime: Runtime, mcp_server: MCPServer[Any], *, host: str) -> Starlette:
+def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
     """Return the Starlette app serving SPEC §8 routes, ``/mcp``, ``/sse`` and ``/messages/``.
+
+    With ``[[auth.tokens]]`` configured, every route but ``/health`` and ``/ready`` needs a bearer
+    token with the route's scope, and the token's tenant is the caller's tenant.
 
     Args:
         runtime: The started runtime.
-        mcp_server: The MCP server (its streamable-HTTP app carries the lifespan).
         host: The bind address; on loopback the SDK's DNS-rebinding protection is on.
+        port: The port (names this server in the SDK's auth settings).
     """
+    tokens = TokenTable(runtime.settings.auth.tokens)
+    default_tenant = runtime.settings.tenant_id
+
+    def tenant_for(_ctx: Any) -> str:
+        token = get_access_token()
+        return token.client_id if token is not None else default_tenant
+
+    mcp_server = build_mcp_server(
+        runtime.gate,
+        tenant_for,
+        token_verifier=tokens if tokens else None,
+        auth=auth_settings(host, port) if tokens else None,
+    )
     routes = _Routes(runtime)
-    for path, methods, handler in (
-        ("/", ["GET"], routes.index),
-        ("/health", ["GET"], routes.health),
-        ("/ready", ["GET"], routes.ready),
-        ("/version", ["GET"], routes.version),
-        ("/keys", ["GET"], routes.keys),
-        ("/execute", ["POST"], routes.execute),
-        ("/receipts/verify", ["POST"], routes.verify),
+    for path, methods, scope, handler in (
+        ("/", ["GET"], "read", routes.index),
+        ("/health", ["GET"], None, routes.health),
+        ("/ready", ["GET"], None, routes.ready),
+        ("/version", ["GET"], "read", routes.version),
+        ("/keys", ["GET"], "read", routes.keys),
+        ("/execute", ["POST"], "execute", routes.execute),
+        ("/receipts/verify", ["POST"], "read", routes.verify),
     ):
-        mcp_server.custom_route(path, methods=methods)(_never_raise(handler))
+        mcp_server.custom_route(path, methods=methods)(_guarded(handler, tokens, scope))
     app = mcp_server.streamable_http_app(host=host)
     app.router.routes.extend(mcp_server.sse_app(host=host).routes)
     return app
 
 
-def _never_raise(handler: Handler) -> Handler:
+def _guarded(handler: TenantHandler, tokens: TokenTable, scope: str | None) -> Handler:
+    """Check the bearer token's scope, then run the handler; never let an exception escape."""
+
     async def wrapped(request: Request) -> Response:
+        tenant_id: str | None = None
+        if scope is not None:
+            tenant_id, refusal = require_scope(request, tokens, scope)
+            if refusal is not None:
+                return refusal
         try:
-            return await handler(request)
+            return await handler(request, tenant_id)
         except OpenExecError as exc:
             return JSONResponse({"error": exc.to_dict()}, status_code=503 if isinstance(exc, StoreUnavailableError) else 422)
         except Exception:
@@ -114,10 +141,10 @@ class _Routes:
         self.keys_document = public_keys_document(runtime.server_key)
         self.public_keys = {runtime.server_key.kid: runtime.server_key.public_key()}
 
-    async def index(self, request: Request) -> Response:
+    async def index(self, request: Request, tenant_id: str | None) -> Response:
         return JSONResponse({"service": "openexec-mcp", "version": __version__, "mode": self.runtime.settings.mode})
 
-    async def health(self, request: Request) -> Response:
+    async def health(self, request: Request, tenant_id: str | None) -> Response:
         runtime = self.runtime
         size = await anyio.to_thread.run_sync(runtime.store.ledger_size)
         signed = any(policy == "signed" for policy in runtime.policy.approvals.values())
@@ -136,14 +163,14 @@ class _Routes:
             }
         )
 
-    async def ready(self, request: Request) -> Response:
+    async def ready(self, request: Request, tenant_id: str | None) -> Response:
         try:
             await anyio.to_thread.run_sync(self.runtime.store.ping)
         except StoreUnavailableError:
             return JSONResponse({"ready": False, "reason": "store_unavailable"}, status_code=503)
         return JSONResponse({"ready": True})
 
-    async def version(self, request: Request) -> Response:
+    async def version(self, request: Request, tenant_id: str | None) -> Response:
         return JSONResponse(
             {
                 "version": __version__,
@@ -155,10 +182,10 @@ class _Routes:
             }
         )
 
-    async def keys(self, request: Request) -> Response:
+    async def keys(self, request: Request, tenant_id: str | None) -> Response:
         return JSONResponse(self.keys_document)
 
-    async def execute(self, request: Request) -> Response:
+    async def execute(self, request: Request, tenant_id: str | None) -> Response:
         limits = self.runtime.policy.limits
         try:
             body = parse_json(
@@ -170,14 +197,14 @@ class _Routes:
         except InvalidRequestError as exc:
             return JSONResponse(refusal_envelope(None, exc), status_code=422)
         ctx = CallContext(
-            tenant_id=self.runtime.settings.tenant_id,
+            tenant_id=tenant_id or self.runtime.settings.tenant_id,
             run_id=run_id or "http:" + secrets.token_hex(8),  # without a run_id, each request is its own run
             approval_artifact=artifact,
         )
         answer = await self.runtime.gate.call(action, arguments, ctx)
         return JSONResponse(answer.envelope, status_code=http_status(answer))
 
-    async def verify(self, request: Request) -> Response:
+    async def verify(self, request: Request, tenant_id: str | None) -> Response:
         try:
             body = parse_json(await _read_body(request, _MAX_VERIFY_BYTES), max_bytes=_MAX_VERIFY_BYTES)
         except InvalidRequestError as exc:

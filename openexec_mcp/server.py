@@ -15,6 +15,8 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Extension, MCPServer
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
@@ -84,8 +86,21 @@ class GateExtension(Extension):
         return answer_to_result(answer)
 
 
-def build_mcp_server(gate: Gate, tenant_for: TenantResolver) -> MCPServer[Any]:
-    """Build the MCP server that advertises the exposed actions as guarded tools."""
+def build_mcp_server(
+    gate: Gate,
+    tenant_for: TenantResolver,
+    *,
+    token_verifier: TokenVerifier | None = None,
+    auth: AuthSettings | None = None,
+) -> MCPServer[Any]:
+    """Build the MCP server that advertises the exposed actions as guarded tools.
+
+    Args:
+        gate: The gate every call goes through.
+        tenant_for: The caller's tenant for a request context.
+        token_verifier: Bearer-token verifier for the HTTP transports (with ``auth``).
+        auth: The SDK auth settings (required scopes) for the HTTP transports.
+    """
     tools = [_tool_for(action, gate.policy.approvals[action.name]) for action in gate.exposed()]
     return MCPServer(
         "openexec-mcp",
@@ -94,6 +109,8 @@ def build_mcp_server(gate: Gate, tenant_for: TenantResolver) -> MCPServer[Any]:
         tools=tools,
         extensions=[GateExtension(gate, tenant_for)],
         log_level="WARNING",
+        token_verifier=token_verifier,
+        auth=auth,
     )
 
 

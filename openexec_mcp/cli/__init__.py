@@ -16,11 +16,12 @@ from openexec_mcp import __version__
 from openexec_mcp.cli import keys, ledger, receipt, serve
 from openexec_mcp.errors import ConfigError, OpenExecError
 
-__all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_VERIFY_FAILED", "main"]
+__all__ = ["EXIT_EXCEPTION", "EXIT_OK", "EXIT_USAGE", "EXIT_VERIFY_FAILED", "main"]
 
 EXIT_OK = 0
 EXIT_VERIFY_FAILED = 1
 EXIT_USAGE = 2
+EXIT_EXCEPTION = 70  # EX_SOFTWARE (sysexits.h): a bug, not a verdict
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,3 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # never a traceback to the user; details at --log-level DEBUG
+        logging.getLogger("openexec_mcp").debug("unexpected error", exc_info=True)
+        print(f"openexec-mcp: internal error: {type(exc).__name__} (run with --log-level DEBUG for details)",
+              file=sys.stderr)
+        return EXIT_EXCEPTION

@@ -34,15 +34,16 @@ def run(args: argparse.Namespace) -> int:
         check_bind_address(settings, args.host)
     runtime = build_runtime(settings, toolset=args.toolset)
     try:
-        mcp_server = build_mcp_server(runtime.gate, tenant_for=lambda _ctx: settings.tenant_id)
         if args.transport == "stdio":
+            # stdio callers are the local user: the configured tenant, no tokens.
+            mcp_server = build_mcp_server(runtime.gate, tenant_for=lambda _ctx: settings.tenant_id)
             anyio.run(mcp_server.run_stdio_async)
         else:
             import uvicorn
 
             from openexec_mcp.http import build_http_app
 
-            app = build_http_app(runtime, mcp_server, host=args.host)
+            app = build_http_app(runtime, host=args.host, port=args.port)
             logger.info("serving HTTP on http://%s:%d (MCP at /mcp, SSE at /sse)", args.host, args.port)
             uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")).run()
     finally:

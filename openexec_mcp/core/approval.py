@@ -1,5 +1,6 @@
-"""Approval artifacts (SPEC §5): the parser of untrusted artifacts, the signed bytes, and the
-verifier that runs the checks of SPEC §5 in order.
+"""Approval artifacts (SPEC §5): parser, signed bytes, and the verifier of the SPEC order.
+
+The parser takes untrusted artifacts; the verifier runs the checks of SPEC §5 in their order.
 
 An approval artifact is a JSON object::
 
@@ -93,6 +94,7 @@ class ApprovalArtifact:
         received: Every member exactly as received, including ``signature`` (read-only).
         signing_input: The signed bytes: PAE over the JCS of ``received`` minus ``signature``.
         artifact_hash: SHA-256 hex (64 chars) of the JCS of ``received``.
+
     """
 
     approval_id: str
@@ -119,6 +121,7 @@ class VerifiedApproval:
         issued_by: The artifact's issuer.
         artifact_hash: SHA-256 hex of the JCS of the artifact as received, signature included.
         expires_at: Aware UTC datetime.
+
     """
 
     approval_id: str
@@ -150,6 +153,7 @@ def approval_signing_input(artifact_fields: Mapping[str, Any]) -> bytes:
 
     Raises:
         MalformedInputError: A member cannot be canonicalized (RFC 8785).
+
     """
     body = {name: value for name, value in artifact_fields.items() if name != "signature"}
     return pae(APPROVAL_PAYLOAD_TYPE, canonicalize(body))
@@ -173,6 +177,7 @@ def sign_approval(
     Raises:
         MalformedInputError: A member cannot be canonicalized.
         ValueError: ``key`` is an ``ed25519`` keyring entry (it holds no private key).
+
     """
     body = {name: value for name, value in fields.items() if name != "signature"}
     signature = key.sign(approval_signing_input(body))
@@ -194,6 +199,7 @@ def parse_approval_artifact(obj: Any) -> ApprovalArtifact:
             64 lowercase hex; a timestamp that is not RFC 3339 with ``Z`` or an offset (naive
             timestamps included), is not a real instant, or an ``expires_at`` not later than
             ``issued_at``; a ``signature`` that is not strict base64; a lone surrogate.
+
     """
     if not isinstance(obj, dict):
         raise ApprovalMalformedError(f"approval artifact must be a JSON object, not {type(obj).__name__}")
@@ -294,6 +300,7 @@ def verify_approval(
     Raises:
         ApprovalError: The subclass of the first failing check, whose ``code`` is the SPEC code.
         ValueError: ``now`` or ``min_issued_at`` is naive, or a limit is negative.
+
     """
     if now.utcoffset() is None or (min_issued_at is not None and min_issued_at.utcoffset() is None):
         raise ValueError("now and min_issued_at must be aware datetimes")

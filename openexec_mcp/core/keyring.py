@@ -21,7 +21,7 @@ import hmac
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal, cast
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -94,6 +94,7 @@ def load_ed25519_public_key(text: str) -> bytes:
         ConfigError: The text is neither form, the PEM key is not Ed25519, or the key is
             refused: small order, non-canonical, or not a curve point. The message never echoes
             the key.
+
     """
     stripped = text.strip()
     if stripped.startswith("-----BEGIN"):
@@ -149,6 +150,7 @@ class KeyringEntry:
     Raises:
         ConfigError: On construction, when any attribute is invalid (including a refused
             Ed25519 key).
+
     """
 
     kid: str
@@ -170,10 +172,11 @@ class KeyringEntry:
             _check_ed25519_public_key(self.key)
         elif not self.key:
             raise ConfigError(f"approval key {self.kid!r}: the HMAC secret is empty")
-        issuers: object = self.issuers
+        # Configuration hands over lists; keep a frozenset so the entry stays immutable.
+        issuers: Any = self.issuers
         if isinstance(issuers, str) or not isinstance(issuers, Iterable):
             raise ConfigError(f"approval key {self.kid!r}: issuers must be a set of strings")
-        object.__setattr__(self, "issuers", frozenset(issuers))  # pyright: ignore[reportUnknownArgumentType]
+        object.__setattr__(self, "issuers", frozenset(cast("Iterable[Any]", issuers)))
         if not self.issuers or not all(isinstance(i, str) and i for i in self.issuers):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise ConfigError(f"approval key {self.kid!r}: issuers must be non-empty strings")
         for name in ("not_before", "not_after"):
@@ -204,6 +207,7 @@ class KeyringEntry:
         Raises:
             ApprovalBadSignatureError: Wrong length for the algorithm (SPEC §10), or the
                 signature does not verify.
+
         """
         expected = ED25519_SIGNATURE_BYTES if self.alg == "ed25519" else HMAC_SHA256_TAG_BYTES
         if len(signature) != expected:
@@ -226,6 +230,7 @@ class KeyringEntry:
 
         Raises:
             ValueError: The entry is ``ed25519``: it holds only a public key.
+
         """
         if self.alg != "hmac-sha256":
             raise ValueError(f"approval key {self.kid!r} is {self.alg}: sign with the private key")
@@ -237,6 +242,7 @@ class Keyring:
 
     Raises:
         ConfigError: On construction, when two entries share a ``kid``.
+
     """
 
     __slots__ = ("_by_kid",)
@@ -271,6 +277,7 @@ class Keyring:
             ApprovalUnknownKeyError: No key has that ``kid``; no ``kid`` was given and the
                 keyring does not hold exactly one key; or the key is revoked or ``now`` is
                 outside its ``not_before`` / ``not_after`` window.
+
         """
         if kid is None:
             if len(self._by_kid) != 1:

@@ -1,0 +1,82 @@
+"""A real ``openexec-mcp serve --transport http`` subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+READY_TIMEOUT_SECONDS = 30.0
+POLL_INTERVAL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class HttpServer:
+    """A running server: its base URL, state directory, counter file and stderr log."""
+
+    base_url: str
+    state_dir: Path
+    counter: Path
+    log: Path
+
+    @property
+    def mcp_url(self) -> str:
+        return self.base_url + "/mcp"
+
+    @property
+    def sse_url(self) -> str:
+        return self.base_url + "/sse"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll ``GET /ready`` until it answers 200, the process dies, or the deadline passes."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
+            try:
+                if client.get(base_url + "/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(POLL_INTERVAL_SECONDS)  # bounded readiness polling, not a fixed wait
+    raise RuntimeError(f"server not ready after {READY_TIMEOUT_SECONDS}s: {log.read_text()[-2000:]}")
+
+
+@contextmanager
+def running_http_server(env: dict[str, str], root: Path, *extra_args: str) -> Iterator[HttpServer]:
+    """Start the server with ``env`` (see ``conftest.server_env``); stop and reap it on exit."""
+    port = free_port()
+    log = root / "server-stderr.log"
+    with log.open("wb") as log_handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "openexec_mcp", "serve", "--transport", "http", "--host", "127.0.0.1",
+             "--port", str(port), *extra_args],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_handle,
+        )  # fmt: skip
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            wait_until_ready(base_url, process, log)
+            yield HttpServer(base_url, Path(env["OPENEXEC_STATE_DIR"]), Path(env["OPENEXEC_TEST_COUNTER"]), log)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=15)
