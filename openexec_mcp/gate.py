@@ -5,11 +5,13 @@ Steps of :meth:`Gate.call`; the first that refuses decides the answer:
   1. validate the request: exposed action, nonce, payload limits (SPEC §2), input model
      (strict: no type coercion). A refusal here is ``invalid_request``: nothing is recorded.
   2. compute the action_hash (SPEC §3), from the canonical bytes of step 1.
-  3. decide the approval (``auto`` in demo mode; ``deny``; other policies are refused until an
-     approval path is configured). Pure: nothing is consumed yet.
-  4. nonce check and claim, in one store transaction: a nonce that is already claimed answers
-     ``replayed``, ``nonce_conflict``, ``in_progress`` or ``outcome_unknown`` (SPEC §4) and
-     nothing runs. If the approval of step 3 failed, the nonce is only looked up, never claimed.
+  3. for any policy but ``auto``: look the nonce up first (a used nonce answers as in step 4,
+     and nobody is asked to approve it), then decide the approval (signed artifact, inbox,
+     elicitation, ``deny``). Nothing is consumed; a refusal records a receipt and, when an
+     approval is missing, a pending request in the approval inbox.
+  4. nonce claim, one store transaction that also consumes the artifact's ``approval_id``: a nonce
+     that is already claimed answers ``replayed``, ``nonce_conflict``, ``in_progress`` or
+     ``outcome_unknown`` (SPEC §4) and nothing runs.
   5. run the handler, shielded from cancellation so that a claimed call always reaches step 6.
   6. commit the outcome and its signed receipt in one transaction.
 
@@ -25,6 +27,7 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -37,11 +40,9 @@ from openexec_mcp.core.action import ActionRequest, parse_nonce
 from openexec_mcp.core.clock import format_timestamp, utc_now
 from openexec_mcp.core.nonce import NonceRecord, Replay, decide_existing
 from openexec_mcp.core.receipt import ServerKey, sign_receipt
+from openexec_mcp.approvals import AUTO_APPROVAL, Approver, Denied, Elicitor, InputRequired
 from openexec_mcp.errors import (
     ApprovalConsumedError,
-    ApprovalDeniedError,
-    ApprovalError,
-    ApprovalRequiredError,
     ExecutionError,
     HandlerError,
     InvalidRequestError,
@@ -61,11 +62,6 @@ logger = logging.getLogger("openexec_mcp.gate")
 
 SERVER_INFO: Mapping[str, str] = {"name": "openexec-mcp", "version": __version__}
 
-AUTO_APPROVAL: Mapping[str, Any] = {
-    "method": "auto", "approval_id": None, "kid": None, "issued_by": None, "artifact_hash": None,
-}  # fmt: skip
-"""The receipt ``approval`` object of an ``auto`` approval (SPEC §10)."""
-
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
@@ -75,11 +71,13 @@ class CallContext:
         tenant_id: The tenant: from the bearer token, else the configured ``tenant_id``.
         run_id: The run this call belongs to (SPEC §7).
         approval_artifact: The untrusted approval artifact that came with the call, if any.
+        elicitor: The client's elicitation channel, if the transport has one.
     """
 
     tenant_id: str
     run_id: str
     approval_artifact: Any = None
+    elicitor: Elicitor | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +87,13 @@ class Answer:
     Attributes:
         envelope: The JSON object sent to the client.
         error: The refusal or failure, or ``None`` when executed or replayed.
+        input_required: Set (with an empty envelope) when the user's confirmation must come in a
+            retry of the same call (2026-07-28 elicitation); nothing was recorded.
     """
 
     envelope: dict[str, Any]
     error: OpenExecError | None
+    input_required: InputRequired | None = None
 
     @property
     def status(self) -> str:
@@ -109,6 +110,7 @@ class Gate:
         store: The nonce table and ledger.
         server_key: Signs every receipt.
         server_id: The ledger's ``log_id`` (SPEC §7).
+        approver: Decides non-``auto`` approvals (signed artifacts, inbox, elicitation).
         clock: Returns the current aware UTC datetime; read once per timestamp.
     """
 
@@ -120,9 +122,11 @@ class Gate:
         store: Store,
         server_key: ServerKey,
         server_id: str,
-        clock: Callable[[], Any] = utc_now,
+        approver: Approver,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.registry = registry
+        self.approver = approver
         self.policy = policy
         self.store = store
         self.server_key = server_key
@@ -162,24 +166,43 @@ class Gate:
         ctx: CallContext,
     ) -> Answer:  # fmt: skip
         exec_id = secrets.token_hex(16)
-        started_at = format_timestamp(self._clock())
+        now = self._clock()
+        started_at = format_timestamp(now)
         receipt_fields: dict[str, Any] = {
             "exec_id": exec_id, "tenant_id": ctx.tenant_id, "action": action.name, "action_hash": action_hash,
             "nonce": nonce, "run_id": ctx.run_id, "started_at": started_at,
         }  # fmt: skip
-        # (3): the approval decision; pure, consumes nothing.
-        approval = self._decide_approval(action, ctx)
-        if isinstance(approval, ApprovalError):
-            # (4), approval refused: the nonce is looked up (nonce errors come first) but never claimed.
+        approval: Mapping[str, Any] = AUTO_APPROVAL
+        approval_id: str | None = None
+        policy = self.policy.approvals[action.name]
+        if policy != "auto":
+            # (3): nonce errors come before approval errors, and nobody is asked to approve a
+            # call whose nonce is already used; then the approval decision, consuming nothing.
             record = await anyio.to_thread.run_sync(self.store.get_nonce, ctx.tenant_id, nonce)
             if record is not None:
                 return await self._answer_existing(record, receipt_fields, action_hash)
-            return await self._deny(approval, receipt_fields, AUTO_APPROVAL)
+            request = {"action": action.name, "payload": payload, "nonce": nonce}
+            decision = await self.approver.decide(
+                policy, action_request=request, action_hash=action_hash, tenant_id=ctx.tenant_id,
+                artifact=ctx.approval_artifact, elicitor=ctx.elicitor, now=now,
+            )  # fmt: skip
+            if isinstance(decision, InputRequired):
+                return Answer({}, None, input_required=decision)
+            if isinstance(decision, Denied):
+                pending = None
+                if decision.open_request:
+                    opened = await self.approver.open_request(
+                        tenant_id=ctx.tenant_id, action_request=request, action_hash=action_hash, now=now
+                    )
+                    pending = {"request_id": opened.request_id, "action_hash": opened.action_hash,
+                               "expires_at": opened.expires_at}  # fmt: skip
+                return await self._deny(decision.error, receipt_fields, decision.receipt_approval, pending)
+            approval, approval_id = decision.receipt_approval, decision.approval_id
         # (4): claim the nonce durably as 'started', consuming the approval_id with it.
         claim = NonceClaim(
             tenant_id=ctx.tenant_id, nonce=nonce, action=action.name, action_hash=action_hash, exec_id=exec_id,
             run_id=ctx.run_id, approval=canonicalize(dict(approval)).decode(), started_at=started_at,
-            approval_id=approval.get("approval_id"),
+            approval_id=approval_id,
         )  # fmt: skip
         claimed = await anyio.to_thread.run_sync(self.store.claim_nonce, claim)
         if claimed is APPROVAL_CONSUMED:
@@ -226,14 +249,6 @@ class Gate:
             raise InvalidRequestError(f"invalid arguments for {action.name!r}: {problems}") from None
         return action, payload, nonce, model
 
-    def _decide_approval(self, action: Action, ctx: CallContext) -> Mapping[str, Any] | ApprovalError:
-        policy = self.policy.approvals[action.name]
-        if policy == "auto":
-            return AUTO_APPROVAL
-        if policy == "deny":
-            return ApprovalDeniedError(f"the policy denies {action.name!r}")
-        return ApprovalRequiredError(f"{action.name!r} needs a {policy} approval, which this call does not carry")
-
     async def _run_handler(self, action: Action, model: BaseModel) -> tuple[Outcome, Any, ExecutionError | None]:
         error: ExecutionError | None = None
         result: Any = None
@@ -272,14 +287,19 @@ class Gate:
         result = _loads(original.result) if original.result is not None else None
         return Answer(_envelope(entry, str(fields["action"]), "replayed", result, original_error), None)
 
-    async def _deny(self, error: OpenExecError, fields: Mapping[str, Any], approval: Mapping[str, Any]) -> Answer:
+    async def _deny(
+        self, error: OpenExecError, fields: Mapping[str, Any], approval: Mapping[str, Any],
+        approval_request: Mapping[str, Any] | None = None,
+    ) -> Answer:  # fmt: skip
         logger.info("denied %s: %s", fields["action"], error.code)
         factory = self._receipt_factory(
             fields, status="denied", error_code=error.code, approval=approval, result_hash=None,
             original_exec_id=None, finished_at=format_timestamp(self._clock()),
         )  # fmt: skip
         entry = await anyio.to_thread.run_sync(self._append, factory, fields)
-        return Answer(_envelope(entry, str(fields["action"]), "denied", None, error.to_dict()), error)
+        envelope = _envelope(entry, str(fields["action"]), "denied", None, error.to_dict())
+        envelope["approval_request"] = dict(approval_request) if approval_request else None
+        return Answer(envelope, error)
 
     # -- receipts -------------------------------------------------------------------------------
 

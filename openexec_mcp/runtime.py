@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from openexec_mcp.approvals import Approver, build_keyring
 from openexec_mcp.config import Settings
 from openexec_mcp.core.receipt import ServerKey
 from openexec_mcp.gate import Gate
@@ -57,10 +58,15 @@ def build_runtime(settings: Settings, *, toolset: str | None = None, registry: R
     """
     registry = registry if registry is not None else load_registry(settings.actions.modules)
     policy = build_policy(settings, registry, toolset=toolset)
+    keyring = build_keyring(settings)  # fail closed on a bad key before anything opens
     store = open_store(settings.storage_url(), sqlite_synchronous=settings.storage.sqlite_synchronous)
     try:
         server_key = load_or_create_server_key(settings.state_dir)
-        gate = Gate(registry=registry, policy=policy, store=store, server_key=server_key, server_id=settings.server_id)
+        approver = Approver(settings, keyring, store)
+        gate = Gate(
+            registry=registry, policy=policy, store=store, server_key=server_key, server_id=settings.server_id,
+            approver=approver,
+        )  # fmt: skip
         recovered = store.recover_started(gate.indeterminate_factory)
     except BaseException:
         store.close()

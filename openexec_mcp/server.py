@@ -20,16 +20,27 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Extension, MCPServer
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp_types import CallToolRequestParams, CallToolResult, TextContent, ToolAnnotations
+from mcp_types import (
+    CallToolRequestParams,
+    CallToolResult,
+    ElicitRequest,
+    ElicitRequestFormParams,
+    ElicitResult,
+    InputRequiredResult,
+    TextContent,
+    ToolAnnotations,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from openexec_mcp import __version__
+from openexec_mcp.approvals import APPROVAL_SCHEMA, ElicitOutcome, InputRequired
 from openexec_mcp.core.action import parse_run_id
 from openexec_mcp.errors import OpenExecError
 from openexec_mcp.gate import Answer, CallContext, Gate, refusal_envelope
 from openexec_mcp.registry import Action
 from openexec_mcp.schemas import envelope_schema, input_schema
 
-__all__ = ["APPROVAL_META", "RUN_ID_META", "GateExtension", "answer_to_result", "build_mcp_server"]
+__all__ = ["APPROVAL_META", "RUN_ID_META", "GateExtension", "McpElicitor", "answer_to_result", "build_mcp_server"]
 
 logger = logging.getLogger("openexec_mcp.server")
 
@@ -40,6 +51,8 @@ RUN_ID_META = "dev.openexec/run_id"
 """Request ``_meta`` key naming the caller's run (SPEC §7)."""
 
 _CONNECTION_RUN_ID = "dev.openexec/run_id"
+ELICITATION_KEY = "dev.openexec/approval"
+"""The ``input_requests`` key of the approval question (2026-07-28)."""
 
 INSTRUCTIONS = (
     "Every tool here is guarded by openexec-mcp. Each call needs a fresh, unique 'nonce' argument "
@@ -66,7 +79,9 @@ class GateExtension(Extension):
         self._gate = gate
         self._tenant_for = tenant_for
 
-    async def intercept_tool_call(self, params: CallToolRequestParams, ctx: Any, call_next: Any) -> CallToolResult:
+    async def intercept_tool_call(
+        self, params: CallToolRequestParams, ctx: Any, call_next: Any
+    ) -> CallToolResult | InputRequiredResult:
         """Answer the call through the gate; never raise, never call the SDK's tool runner."""
         try:
             meta = _meta_dict(params.meta)
@@ -74,8 +89,11 @@ class GateExtension(Extension):
                 tenant_id=self._tenant_for(ctx),
                 run_id=_run_id(meta, ctx),
                 approval_artifact=meta.get(APPROVAL_META),
+                elicitor=McpElicitor(params, ctx),
             )
             answer = await self._gate.call(params.name, params.arguments or {}, call_ctx)
+            if answer.input_required is not None:
+                return _input_required(answer.input_required)
         except OpenExecError as exc:
             answer = Answer(refusal_envelope(params.name, exc), exc)
         except Exception:
@@ -84,6 +102,56 @@ class GateExtension(Extension):
             exc = OpenExecError("internal error; the call was not executed")
             answer = Answer(refusal_envelope(params.name, exc), exc)
         return answer_to_result(answer)
+
+
+class McpElicitor:
+    """Asks the user to confirm a call through MCP elicitation (SPEC §5, source 4).
+
+    Handshake era (2025-11-25 and earlier): a form ``elicitation/create`` request on the call's own
+    channel, if the client declared the elicitation capability. 2026-07-28: no server-to-client
+    requests, so the first round answers ``input_required`` with the form and the action_hash as
+    ``requestState`` (sealed by the SDK, bound to this tool and these arguments); the client's retry
+    carries the answer. That retry is a continuation of the same call, not a replay: nothing was
+    recorded in the first round, the nonce is still free.
+    """
+
+    def __init__(self, params: CallToolRequestParams, ctx: Any) -> None:
+        self._params = params
+        self._ctx = ctx
+
+    async def confirm(self, message: str, action_hash: str) -> ElicitOutcome:
+        """Return ``accept`` only for an explicit ``approve: true``; see :class:`Elicitor`."""
+        capabilities = self._ctx.session.client_capabilities
+        if capabilities is None or capabilities.elicitation is None:
+            return "unsupported"
+        if self._ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            responses = self._params.input_responses or {}
+            response = responses.get(ELICITATION_KEY)
+            if response is None:
+                return "input_required"
+            if self._params.request_state != action_hash or not isinstance(response, ElicitResult):
+                return "decline"  # an answer for another call, or not an elicitation answer
+            return _outcome(response)
+        try:
+            result = await self._ctx.session.elicit_form(
+                message, APPROVAL_SCHEMA, related_request_id=self._ctx.request_id
+            )
+        except Exception:
+            logger.warning("elicitation failed; treating as unsupported", exc_info=True)
+            return "unsupported"
+        return _outcome(result)
+
+
+def _outcome(result: ElicitResult) -> ElicitOutcome:
+    if result.action != "accept":
+        return result.action
+    content: Mapping[str, Any] = result.content or {}
+    return "accept" if content.get("approve") is True else "decline"
+
+
+def _input_required(pending: InputRequired) -> InputRequiredResult:
+    request = ElicitRequest(params=ElicitRequestFormParams(message=pending.message, requested_schema=APPROVAL_SCHEMA))
+    return InputRequiredResult(input_requests={ELICITATION_KEY: request}, request_state=pending.action_hash)
 
 
 def build_mcp_server(

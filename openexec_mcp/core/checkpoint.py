@@ -1,4 +1,4 @@
-"""Ledger checkpoints: C2SP ``tlog-checkpoint`` bodies in C2SP ``signed-note`` envelopes (SPEC §7, §10).
+r"""Ledger checkpoints: C2SP ``tlog-checkpoint`` bodies in C2SP ``signed-note`` envelopes (SPEC §7, §10).
 
 A signed note (c2sp.org/signed-note) is a UTF-8 text ending in a newline, a blank line, and one
 or more signature lines ``— <key name> <base64(key ID || signature)>`` (U+2014 em dash). With
@@ -6,7 +6,7 @@ Ed25519 the key ID is ``SHA-256(key name || 0x0A || 0x01 || 32-byte public key)[
 
 A checkpoint (c2sp.org/tlog-checkpoint) is a note whose text is exactly::
 
-    <origin>\\n<tree size, ASCII decimal>\\n<base64 root hash>\\n
+    <origin>\n<tree size, ASCII decimal>\n<base64 root hash>\n
 
 openexec-mcp signs with name = origin = ``server_id``. Extension lines are refused: the spec
 does not recommend them and this ledger never writes them. Signatures by other keys are kept
@@ -69,6 +69,7 @@ class NoteSignature:
         name: The key name.
         key_id: The 4-byte key ID.
         signature: The signature bytes after the key ID (64 for Ed25519).
+
     """
 
     name: str
@@ -125,18 +126,19 @@ def _b64_canonical(text: str, what: str) -> bytes:
 
 
 def sign_note(text: str, name: str, private_key: Ed25519PrivateKey) -> str:
-    """Sign ``text`` as a signed note with one Ed25519 signature (c2sp.org/signed-note).
+    r"""Sign ``text`` as a signed note with one Ed25519 signature (c2sp.org/signed-note).
 
     Args:
-        text: Trusted note text: non-empty, ends with ``\\n``, no control character but ``\\n``.
+        text: Trusted note text: non-empty, ends with ``\n``, no control character but ``\n``.
         name: The key name; see :func:`is_valid_key_name`.
         private_key: The signing key.
 
     Returns:
-        ``text + "\\n" + "— <name> <base64(key ID || signature)>\\n"``.
+        ``text + "\n" + "— <name> <base64(key ID || signature)>\n"``.
 
     Raises:
         ValueError: ``text`` or ``name`` break the rules above.
+
     """
     if not text.endswith("\n") or _CONTROL.search(text) or not is_valid_key_name(name):
         raise ValueError("note text must end with a newline and the key name must be valid")
@@ -157,6 +159,7 @@ def parse_note(note: str | bytes) -> SignedNote:
     Raises:
         MalformedInputError: Invalid UTF-8, a control character, no blank line, a malformed
             signature line, or more than :data:`MAX_NOTE_SIGNATURES` signatures.
+
     """
     if isinstance(note, bytes):
         if len(note) > MAX_NOTE_BYTES:
@@ -203,6 +206,7 @@ def verify_note(note: str | bytes, name: str, public_key: Ed25519PublicKey) -> S
 
     Raises:
         VerificationError: ``malformed_note``, ``missing_signature`` or ``bad_signature``.
+
     """
     # (1) Parse.
     try:
@@ -225,7 +229,7 @@ def verify_note(note: str | bytes, name: str, public_key: Ed25519PublicKey) -> S
 
 
 def build_checkpoint(origin: str, size: int, root: bytes) -> str:
-    """Return the checkpoint note text ``<origin>\\n<size>\\n<base64 root>\\n`` (c2sp.org/tlog-checkpoint).
+    r"""Return the checkpoint note text ``<origin>\n<size>\n<base64 root>\n`` (c2sp.org/tlog-checkpoint).
 
     Args:
         origin: Non-empty, no control character (openexec-mcp: ``server_id``).
@@ -234,10 +238,11 @@ def build_checkpoint(origin: str, size: int, root: bytes) -> str:
 
     Raises:
         ValueError: An argument breaks the rules above.
+
     """
     if not origin or _CONTROL.search(origin) or "\n" in origin:
         raise ValueError("checkpoint origin must be a non-empty line")
-    if isinstance(size, bool) or not 0 <= size <= MAX_TREE_SIZE:  # pyright: ignore[reportUnnecessaryIsInstance]
+    if isinstance(size, bool) or not 0 <= size <= MAX_TREE_SIZE:
         raise ValueError(f"checkpoint size must be in 0..{MAX_TREE_SIZE}")
     if len(root) != HASH_SIZE:
         raise ValueError(f"checkpoint root must be {HASH_SIZE} bytes")
@@ -249,6 +254,7 @@ def sign_checkpoint(origin: str, size: int, root: bytes, private_key: Ed25519Pri
 
     Raises:
         ValueError: See :func:`build_checkpoint`; also when ``origin`` is not a valid key name.
+
     """
     return sign_note(build_checkpoint(origin, size, root), origin, private_key)
 
@@ -273,6 +279,7 @@ def parse_checkpoint(note: str | bytes) -> Checkpoint:
 
     Raises:
         MalformedInputError: The note or its checkpoint body is malformed.
+
     """
     parsed = parse_note(note)
     return _parse_body(parsed.text, parsed.signatures)
@@ -295,6 +302,7 @@ def verify_checkpoint(
     Raises:
         VerificationError: ``malformed_note``, ``missing_signature``, ``bad_signature``,
             ``malformed_checkpoint`` or ``origin_mismatch``.
+
     """
     # (1) Signature first.
     verified = verify_note(note, origin if key_name is None else key_name, public_key)

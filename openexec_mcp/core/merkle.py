@@ -77,6 +77,7 @@ def root_from_leaves(leaves: Sequence[bytes]) -> bytes:
 
     Returns:
         The 32-byte root; :data:`EMPTY_ROOT` for no leaves.
+
     """
     if not leaves:
         return EMPTY_ROOT
@@ -115,6 +116,7 @@ class MerkleFrontier:
 
         Raises:
             MalformedInputError: The size is out of range or does not match the nodes.
+
         """
         if isinstance(size, bool) or not 0 <= size <= MAX_TREE_SIZE:
             raise MalformedInputError(f"frontier size must be in 0..{MAX_TREE_SIZE}, got {size!r}")
@@ -180,6 +182,7 @@ def inclusion_proof(index: int, size: int, subtree_hash: SubtreeHasher) -> list[
 
     Raises:
         ValueError: ``index`` is not inside the tree.
+
     """
     if not 0 <= index < size <= MAX_TREE_SIZE:
         raise ValueError(f"leaf index {index} is not inside a tree of size {size}")
@@ -210,6 +213,7 @@ def consistency_proof(old_size: int, new_size: int, subtree_hash: SubtreeHasher)
 
     Raises:
         ValueError: The sizes are not ``0 < old_size <= new_size``.
+
     """
     if not 0 < old_size <= new_size <= MAX_TREE_SIZE:
         raise ValueError(f"no consistency proof from size {old_size} to size {new_size}")
@@ -250,6 +254,7 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
     Raises:
         VerificationError: ``malformed_hash``, ``index_out_of_range``, ``wrong_proof_length`` or
             ``root_mismatch``; ``seq`` is ``index``.
+
     """
     _check_hashes(leaf, root, *proof)
     # (1) The index must lie inside the tree.
@@ -274,9 +279,7 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
         raise VerificationError("root_mismatch", "inclusion proof does not lead to the root", seq=index)
 
 
-def verify_consistency(
-    old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes
-) -> None:
+def verify_consistency(old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes) -> None:
     """Verify that the tree ``new_size``/``new_root`` extends ``old_size``/``old_root`` (RFC 9162 §2.1.4.2).
 
     A consistency proof from the empty tree is meaningless and refused (``empty_tree``); every
@@ -292,6 +295,7 @@ def verify_consistency(
     Raises:
         VerificationError: ``malformed_hash``, ``size_regression``, ``empty_tree``,
             ``wrong_proof_length`` or ``root_mismatch``.
+
     """
     _check_hashes(old_root, new_root, *proof)
     if new_size < old_size:

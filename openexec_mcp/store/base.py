@@ -25,7 +25,7 @@ from openexec_mcp.core.nonce import NonceRecord
 from openexec_mcp.core.receipt import SignedReceipt
 from openexec_mcp.errors import ConfigError
 
-__all__ = ["LedgerEntry", "NonceClaim", "Outcome", "ReceiptFactory", "Store", "open_store"]
+__all__ = ["APPROVAL_CONSUMED", "ApprovalAlreadyConsumed", "ApprovalRequest", "LedgerEntry", "NonceClaim", "Outcome", "ReceiptFactory", "Store", "open_store"]
 
 ReceiptFactory = Callable[[int, str | None], SignedReceipt]
 """Builds and signs the receipt for ledger index ``seq`` whose predecessor hash is ``prev``."""
@@ -84,6 +84,29 @@ class LedgerEntry:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """A pending approval request in the inbox (SPEC §5, "Where an artifact comes from" 3).
+
+    Attributes:
+        request_id: Random id, 32 hex.
+        tenant_id: The tenant of the call that needs approval.
+        action_hash: 64 hex, what an approver signs.
+        action_request: JCS text of ``{"action", "payload", "nonce"}``, shown to the approver.
+        created_at: RFC 3339 UTC (ms).
+        expires_at: RFC 3339 UTC (ms); after it the request is no longer listed.
+        expires_unix: ``expires_at`` in seconds since the epoch (for comparisons in SQL).
+    """
+
+    request_id: str
+    tenant_id: str
+    action_hash: str
+    action_request: str
+    created_at: str
+    expires_at: str
+    expires_unix: float
+
+
 class ApprovalAlreadyConsumed:
     """Sentinel answer of :meth:`Store.claim_nonce` when the approval_id was already used."""
 
@@ -103,6 +126,9 @@ class Store(Protocol):
 
     def claim_nonce(self, claim: NonceClaim) -> NonceRecord | ApprovalAlreadyConsumed | None:
         """Claim the nonce durably as ``started`` (and consume ``claim.approval_id``).
+
+        A pending approval request for the same ``(tenant_id, action_hash)`` is closed in the
+        same transaction.
 
         Returns:
             ``None`` when this call now owns the nonce; the existing record when the nonce was
@@ -125,6 +151,27 @@ class Store(Protocol):
 
     def ledger_size(self) -> int:
         """Return the number of receipts in the ledger."""
+        ...
+
+    def open_approval_request(self, request: ApprovalRequest, now_unix: float) -> ApprovalRequest:
+        """Record a pending request, or return the unexpired one already pending for its
+        ``(tenant_id, action_hash)``; expired requests are dropped on the way."""
+        ...
+
+    def list_approval_requests(self, now_unix: float, tenant_id: str | None = None) -> list[ApprovalRequest]:
+        """Return the unexpired pending requests, oldest first (one tenant's, or all)."""
+        ...
+
+    def get_approval_request(self, request_id: str) -> ApprovalRequest | None:
+        """Return a pending request by id, or ``None``."""
+        ...
+
+    def add_approval_artifact(self, action_hash: str, approval_id: str, artifact: str, submitted_at: str) -> bool:
+        """Store a submitted artifact (JCS text) against its action_hash; ``False`` if already stored."""
+        ...
+
+    def approval_artifacts(self, action_hash: str) -> list[str]:
+        """Return the artifacts (JCS texts) submitted for ``action_hash``, newest first."""
         ...
 
     def get_entry(self, exec_id: str) -> LedgerEntry | None:

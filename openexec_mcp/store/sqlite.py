@@ -19,6 +19,7 @@ from openexec_mcp.errors import ConfigError, StoreUnavailableError
 from openexec_mcp.store.base import (
     APPROVAL_CONSUMED,
     ApprovalAlreadyConsumed,
+    ApprovalRequest,
     LedgerEntry,
     NonceClaim,
     Outcome,
@@ -52,6 +53,23 @@ CREATE TABLE IF NOT EXISTS consumed_approvals (
     tenant_id   TEXT NOT NULL,
     exec_id     TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS approval_requests (
+    request_id     TEXT PRIMARY KEY,
+    tenant_id      TEXT NOT NULL,
+    action_hash    TEXT NOT NULL,
+    action_request TEXT NOT NULL,
+    created_at     TEXT NOT NULL,
+    expires_at     TEXT NOT NULL,
+    expires_unix   REAL NOT NULL,
+    UNIQUE (tenant_id, action_hash)
+);
+CREATE TABLE IF NOT EXISTS approval_artifacts (
+    action_hash  TEXT NOT NULL,
+    approval_id  TEXT NOT NULL,
+    artifact     TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    PRIMARY KEY (action_hash, approval_id)
+);
 CREATE TABLE IF NOT EXISTS ledger (
     seq          INTEGER PRIMARY KEY,
     exec_id      TEXT NOT NULL UNIQUE,
@@ -73,6 +91,7 @@ _NONCE_COLUMNS = (
     "tenant_id, nonce, action, action_hash, exec_id, run_id, approval, started_at, state, status, "
     "result, result_hash, error_code, error_message"
 )
+_REQUEST_COLUMNS = "request_id, tenant_id, action_hash, action_request, created_at, expires_at, expires_unix"
 _LEDGER_COLUMNS = "seq, exec_id, receipt_hash, envelope, tenant_id, run_id, action, status"
 
 
@@ -135,6 +154,10 @@ class SQLiteStore:
                     (claim.approval_id, claim.tenant_id, claim.exec_id),
                 )
             db.execute(
+                "DELETE FROM approval_requests WHERE tenant_id = ? AND action_hash = ?",
+                (claim.tenant_id, claim.action_hash),
+            )
+            db.execute(
                 "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval,"
                 " started_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started')",
                 (
@@ -181,6 +204,65 @@ class SQLiteStore:
                     )
                 )  # fmt: skip
         return entries
+
+    # -- approval inbox -------------------------------------------------------------------------
+
+    def open_approval_request(self, request: ApprovalRequest, now_unix: float) -> ApprovalRequest:
+        """See :meth:`Store.open_approval_request`."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM approval_requests WHERE expires_unix < ?", (now_unix,))
+            row = db.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE tenant_id = ? AND action_hash = ?",
+                (request.tenant_id, request.action_hash),
+            ).fetchone()
+            if row is not None:
+                return ApprovalRequest(*row)
+            db.execute(
+                f"INSERT INTO approval_requests ({_REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    request.request_id, request.tenant_id, request.action_hash, request.action_request,
+                    request.created_at, request.expires_at, request.expires_unix,
+                ),
+            )  # fmt: skip
+        return request
+
+    def list_approval_requests(self, now_unix: float, tenant_id: str | None = None) -> list[ApprovalRequest]:
+        """See :meth:`Store.list_approval_requests`."""
+        where, args = ("AND tenant_id = ?", (tenant_id,)) if tenant_id is not None else ("", ())
+        with self._guard():
+            rows = self._db.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE expires_unix >= ? {where}"
+                " ORDER BY created_at, request_id",
+                (now_unix, *args),
+            ).fetchall()
+        return [ApprovalRequest(*row) for row in rows]
+
+    def get_approval_request(self, request_id: str) -> ApprovalRequest | None:
+        """See :meth:`Store.get_approval_request`."""
+        with self._guard():
+            row = self._db.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE request_id = ?", (request_id,)
+            ).fetchone()
+        return None if row is None else ApprovalRequest(*row)
+
+    def add_approval_artifact(self, action_hash: str, approval_id: str, artifact: str, submitted_at: str) -> bool:
+        """See :meth:`Store.add_approval_artifact`."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO approval_artifacts (action_hash, approval_id, artifact, submitted_at)"
+                " VALUES (?, ?, ?, ?)",
+                (action_hash, approval_id, artifact, submitted_at),
+            )
+            return cursor.rowcount == 1
+
+    def approval_artifacts(self, action_hash: str) -> list[str]:
+        """See :meth:`Store.approval_artifacts`."""
+        with self._guard():
+            rows = self._db.execute(
+                "SELECT artifact FROM approval_artifacts WHERE action_hash = ? ORDER BY submitted_at DESC LIMIT 16",
+                (action_hash,),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     # -- ledger ---------------------------------------------------------------------------------
 
