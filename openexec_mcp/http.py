@@ -7,6 +7,7 @@ refusal is a JSON body with a stable code.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import secrets
@@ -25,6 +26,8 @@ from openexec_mcp import __version__
 from openexec_mcp.canonical import canonicalize, parse_json, sha256_hex
 from openexec_mcp.auth import TokenTable, auth_settings, require_scope
 from openexec_mcp.core.action import parse_run_id
+from openexec_mcp.core.approval import parse_approval_artifact
+from openexec_mcp.core.clock import format_timestamp, utc_now
 from openexec_mcp.core.receipt import receipt_hash, verify_receipt
 from openexec_mcp.errors import (
     ApprovalError,
@@ -47,6 +50,7 @@ logger = logging.getLogger("openexec_mcp.http")
 
 _EXECUTE_FIELDS = frozenset({"action", "payload", "nonce", "approval_artifact", "run_id"})
 _MAX_VERIFY_BYTES = 1024 * 1024
+_MAX_ARTIFACT_BYTES = 16 * 1024
 
 Handler = Callable[[Request], Awaitable[Response]]
 TenantHandler = Callable[[Request, "str | None"], Awaitable[Response]]
@@ -107,6 +111,8 @@ def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
         ("/keys", ["GET"], "read", routes.keys),
         ("/execute", ["POST"], "execute", routes.execute),
         ("/receipts/verify", ["POST"], "read", routes.verify),
+        ("/approvals", ["POST"], "approve", routes.submit_approval),
+        ("/approvals", ["GET"], "read", routes.list_approvals),
     ):
         mcp_server.custom_route(path, methods=methods)(_guarded(handler, tokens, scope))
     app = mcp_server.streamable_http_app(host=host)
@@ -217,6 +223,43 @@ class _Routes:
             result = {"valid": False, "reason": "malformed", "seq": None,
                       "message": "expected a DSSE receipt or {exec_id, result, receipt}"}  # fmt: skip
         return JSONResponse(result)
+
+    async def submit_approval(self, request: Request, tenant_id: str | None) -> Response:
+        """Store a signed artifact against its own action_hash (SPEC §5, §10): 201, or the approval code.
+
+        The artifact is verified now (all checks but the action match, which happens at execution)
+        so an approver learns at once that it will not work; it is verified again when used.
+        """
+        try:
+            artifact = parse_json(await _read_body(request, _MAX_ARTIFACT_BYTES), max_bytes=_MAX_ARTIFACT_BYTES)
+            parsed = parse_approval_artifact(artifact)
+            self.runtime.gate.approver.verify(
+                artifact, action_hash=parsed.action_hash, tenant_id=tenant_id or self.runtime.settings.tenant_id,
+                now=utc_now(),
+            )
+        except ApprovalError as exc:
+            status = 422 if exc.code == "approval_malformed" else 403
+            return JSONResponse({"error": exc.to_dict()}, status_code=status)
+        except InvalidRequestError as exc:
+            return JSONResponse({"error": {"code": "approval_malformed", "message": exc.message}}, status_code=422)
+        stored = await anyio.to_thread.run_sync(
+            self.runtime.store.add_approval_artifact, parsed.action_hash, parsed.approval_id,
+            canonicalize(artifact).decode(), format_timestamp(utc_now()),
+        )  # fmt: skip
+        body = {"approval_id": parsed.approval_id, "action_hash": parsed.action_hash, "stored": stored}
+        return JSONResponse(body, status_code=201 if stored else 200)
+
+    async def list_approvals(self, request: Request, tenant_id: str | None) -> Response:
+        """List pending approval requests (the caller's tenant only, when tokens are configured)."""
+        pending = await anyio.to_thread.run_sync(
+            self.runtime.store.list_approval_requests, utc_now().timestamp(), tenant_id
+        )
+        return JSONResponse({"approval_requests": [
+            {"request_id": item.request_id, "tenant_id": item.tenant_id, "action_hash": item.action_hash,
+             "action_request": json.loads(item.action_request), "created_at": item.created_at,
+             "expires_at": item.expires_at}
+            for item in pending
+        ]})  # fmt: skip
 
     def _verify_envelope(self, envelope: dict[str, Any]) -> dict[str, Any]:
         """Signature, then inclusion: the ledger holds this exact receipt at its ``seq``."""

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from openexec_mcp import __version__
-from openexec_mcp.cli import keys, ledger, receipt, serve
+from openexec_mcp.cli import governance, keys, ledger, receipt, serve
 from openexec_mcp.errors import ConfigError, OpenExecError
 
 __all__ = ["EXIT_EXCEPTION", "EXIT_OK", "EXIT_USAGE", "EXIT_VERIFY_FAILED", "main"]
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (serve, keys, receipt, ledger):
         module.register(commands, common)
+    governance.register_approvals(commands, common)
+    governance.register_approve(commands, common)
     return parser
 
 
@@ -49,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise in a CLI
     try:
         return int(args.run(args))
     except ConfigError as exc:

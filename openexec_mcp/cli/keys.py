@@ -1,4 +1,4 @@
-"""``openexec-mcp keys``: the server's public key (SPEC §7, §9)."""
+"""``openexec-mcp keys``: the server's public key, and governance key pairs (SPEC §7, §9)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from openexec_mcp.cli.governance import register_keys_generate
 from openexec_mcp.config import load_settings
 from openexec_mcp.keystore import load_or_create_server_key, public_keys_document
 
@@ -16,6 +17,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
     public = sub.add_parser("public", parents=[common], help="print the GET /keys JSON")
     public.set_defaults(run=run_public)
+    register_keys_generate(sub, common)
 
 
 def run_public(args: argparse.Namespace) -> int:
