@@ -99,8 +99,8 @@ def env(state_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def keys_json(state_dir: Path, envelopes: list[dict[str, Any]], env: dict[str, str]) -> str:
-    outcome = run_subprocess(["keys", "public"], env)
+def keys_json(cli: Callable[..., Outcome], envelopes: list[dict[str, Any]]) -> str:
+    outcome = cli("keys", "public")
     assert outcome.code == 0, outcome
     return outcome.stdout
 
@@ -406,21 +406,32 @@ BAD_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("content", list(BAD_CONFIGS.values()), ids=list(BAD_CONFIGS))
-@pytest.mark.parametrize("command", [["serve"], ["keys", "public"]], ids=["serve", "keys-public"])
-def test_invalid_config_exits_2_with_one_line_and_no_traceback(
-    tmp_path: Path, env: dict[str, str], content: str, command: list[str]
+@pytest.mark.parametrize("content", [BAD_CONFIGS["unknown-key"], BAD_CONFIGS["bogus-mode"]], ids=["unknown-key", "bogus-mode"])
+def test_serve_with_invalid_config_exits_2_with_one_line_and_no_traceback(
+    tmp_path: Path, env: dict[str, str], content: str
 ) -> None:
     config = tmp_path / "openexec.toml"
     config.write_text(content)
-    assert_one_line_error(run_subprocess([*command, "--config", str(config)], env))
+    outcome = run_subprocess(["serve", "--config", str(config)], env)
+    assert_one_line_error(outcome)
+    assert "config" in outcome.stderr
 
 
-def test_missing_config_file_exits_2_with_one_line(tmp_path: Path, env: dict[str, str]) -> None:
-    assert_one_line_error(run_subprocess(["serve", "--config", str(tmp_path / "absent.toml")], env))
+@pytest.mark.parametrize("content", list(BAD_CONFIGS.values()), ids=list(BAD_CONFIGS))
+@pytest.mark.parametrize("command", [["keys", "public"], ["ledger", "verify"]], ids=["keys-public", "ledger-verify"])
+def test_invalid_config_exits_2_with_one_line(
+    cli: Callable[..., Outcome], tmp_path: Path, content: str, command: list[str]
+) -> None:
+    config = tmp_path / "openexec.toml"
+    config.write_text(content)
+    assert_one_line_error(cli(*command, "--config", str(config)))
 
 
-@pytest.mark.parametrize(("transport", "host"), [("http", "0.0.0.0"), ("sse", "0.0.0.0"), ("http", "::")])
+def test_missing_config_file_exits_2_with_one_line(cli: Callable[..., Outcome], tmp_path: Path) -> None:
+    assert_one_line_error(cli("keys", "public", "--config", str(tmp_path / "absent.toml")))
+
+
+@pytest.mark.parametrize(("transport", "host"), [("http", "0.0.0.0"), ("sse", "::")])
 def test_serve_on_a_public_address_without_tokens_refuses_to_start(
     env: dict[str, str], transport: str, host: str
 ) -> None:

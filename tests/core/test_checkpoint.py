@@ -236,7 +236,7 @@ MALFORMED_BODIES = {
     "size-too-large": f"{ORIGIN}\n{2**63}\n{base64.b64encode(ROOT).decode()}\n",
     "short-root": f"{ORIGIN}\n1\n{base64.b64encode(ROOT[:31]).decode()}\n",
     "unpadded-root": f"{ORIGIN}\n1\n{base64.b64encode(ROOT).decode().rstrip('=')}\n",
-    "urlsafe-root": f"{ORIGIN}\n1\n{base64.urlsafe_b64encode(b'\xfb' * 32).decode()}\n",
+    "urlsafe-root": f"{ORIGIN}\n1\n{base64.urlsafe_b64encode(bytes([0xFB]) * 32).decode()}\n",
     "hex-root": f"{ORIGIN}\n1\n{ROOT.hex()}\n",
 }
 
