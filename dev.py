@@ -84,7 +84,7 @@ def bench(args: list[str]) -> int:
     return run([str(PYTHON), str(ROOT / "bench" / "run.py"), *args])
 
 
-class _postgres:  # noqa: N801 - used as a context manager, reads like a function
+class _postgres:
     """Start a temporary PostgreSQL cluster for the tests when one is available and none is given."""
 
     def __init__(self, env: dict[str, str]) -> None:

@@ -66,8 +66,11 @@ class Elicitor(Protocol):
     """Asks the user to confirm one call through the MCP client (transport-specific)."""
 
     async def confirm(self, message: str, action_hash: str) -> ElicitOutcome:
-        """Return the user's answer, ``unsupported`` when the client cannot elicit, or
-        ``input_required`` when the answer must come in a retry (2026-07-28)."""
+        """Return the user's answer for one call.
+
+        ``unsupported`` when the client cannot elicit; ``input_required`` when the answer must
+        come in a retry of the same call (2026-07-28).
+        """
         ...
 
 
@@ -176,7 +179,9 @@ class Approver:
         outcome = await elicitor.confirm(message, action_hash)
         if outcome == "accept":
             evidence = {"action_hash": action_hash, "action": "accept", "content": {"approve": True}}
-            return Approved({**AUTO_APPROVAL, "method": "elicitation", "artifact_hash": sha256_hex(canonicalize(evidence))})
+            return Approved(
+                {**AUTO_APPROVAL, "method": "elicitation", "artifact_hash": sha256_hex(canonicalize(evidence))}
+            )
         if outcome == "input_required":
             return InputRequired(message, action_hash)
         if outcome == "unsupported":
@@ -203,7 +208,9 @@ class Approver:
         )  # fmt: skip
         return await anyio.to_thread.run_sync(self._store.open_approval_request, request, now.timestamp())
 
-    def _verify_first(self, candidates: list[Any], *, action_hash: str, tenant_id: str, now: datetime) -> Approved | Denied:
+    def _verify_first(
+        self, candidates: list[Any], *, action_hash: str, tenant_id: str, now: datetime
+    ) -> Approved | Denied:
         first_error: ApprovalError | None = None
         for candidate in candidates:
             try:
@@ -222,8 +229,10 @@ class Approver:
 
 
 def _presented(artifact: Any) -> dict[str, Any]:
-    """What a receipt can say of a refused artifact: its hash, and its claims, marked unverified
-    by the error code beside them."""
+    """Return what a receipt can say of a refused artifact.
+
+    Its hash, and its claims, which the error code beside them marks as unverified.
+    """
     fields: dict[str, Any] = artifact if isinstance(artifact, dict) else {}  # pyright: ignore[reportUnknownVariableType]
     try:
         artifact_hash: str | None = sha256_hex(canonicalize(artifact))

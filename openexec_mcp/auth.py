@@ -46,7 +46,7 @@ class TokenTable:
         return found
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        """The SDK ``TokenVerifier`` protocol: ``client_id`` carries the tenant_id."""
+        """Implement the SDK ``TokenVerifier`` protocol; ``client_id`` carries the tenant_id."""
         entry = self.lookup(token)
         if entry is None:
             return None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import rfc8785
 
@@ -34,6 +34,7 @@ __all__ = [
     "MAX_SAFE_INTEGER",
     "canonicalize",
     "check_json_value",
+    "json_object",
     "parse_json",
     "sha256_hex",
 ]
@@ -70,9 +71,7 @@ def canonicalize(value: Any) -> bytes:
     try:
         return rfc8785.dumps(value)
     except rfc8785.IntegerDomainError as exc:
-        raise MalformedInputError(
-            f"integer outside ±(2^53 - 1) (send large numbers as strings): {exc}"
-        ) from None
+        raise MalformedInputError(f"integer outside ±(2^53 - 1) (send large numbers as strings): {exc}") from None
     except rfc8785.FloatDomainError:
         raise MalformedInputError("NaN and Infinity are not JSON numbers") from None
     except rfc8785.CanonicalizationError as exc:
@@ -82,9 +81,7 @@ def canonicalize(value: Any) -> bytes:
         raise MalformedInputError("string contains a lone surrogate") from None
 
 
-def parse_json(
-    data: bytes | str, *, max_depth: int = DEFAULT_MAX_DEPTH, max_bytes: int = DEFAULT_MAX_BYTES
-) -> Any:
+def parse_json(data: bytes | str, *, max_depth: int = DEFAULT_MAX_DEPTH, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Parse untrusted JSON text strictly (RFC 8259 plus the limits of SPEC §2).
 
     Args:
@@ -128,9 +125,7 @@ def parse_json(
     return value
 
 
-def check_json_value(
-    value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH, max_bytes: int = DEFAULT_MAX_BYTES
-) -> bytes:
+def check_json_value(value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """Check an already-parsed value against SPEC §2 and return its canonical bytes.
 
     Args:
@@ -149,6 +144,11 @@ def check_json_value(
     if len(canonical) > max_bytes:
         raise MalformedInputError(f"canonical size is {len(canonical)} bytes; the limit is {max_bytes}")
     return canonical
+
+
+def json_object(value: Any) -> dict[str, Any] | None:
+    """Return ``value`` typed as a JSON object (``dict[str, Any]``), or ``None`` if it is not a dict."""
+    return cast("dict[str, Any]", value) if isinstance(value, dict) else None
 
 
 def _check_depth(value: Any, max_depth: int) -> None:

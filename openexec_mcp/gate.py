@@ -35,12 +35,12 @@ import anyio.to_thread
 from pydantic import BaseModel, ValidationError
 
 from openexec_mcp import __version__
+from openexec_mcp.approvals import AUTO_APPROVAL, Approver, Denied, Elicitor, InputRequired
 from openexec_mcp.canonical import canonicalize, check_json_value, sha256_hex
 from openexec_mcp.core.action import ActionRequest, parse_nonce
 from openexec_mcp.core.clock import format_timestamp, utc_now
 from openexec_mcp.core.nonce import NonceRecord, Replay, decide_existing
 from openexec_mcp.core.receipt import ServerKey, sign_receipt
-from openexec_mcp.approvals import AUTO_APPROVAL, Approver, Denied, Elicitor, InputRequired
 from openexec_mcp.errors import (
     ApprovalConsumedError,
     ExecutionError,
@@ -211,15 +211,8 @@ class Gate:
             return await self._answer_existing(claimed, receipt_fields, action_hash)
         # (5) and (6): shielded, so a cancelled request still records its outcome and receipt.
         with anyio.CancelScope(shield=True):
-            outcome, result, error = await self._run_handler(action, model)
-            entry = await anyio.to_thread.run_sync(
-                self.store.finish, ctx.tenant_id, nonce, outcome,
-                self._receipt_factory(
-                    receipt_fields, status=outcome.status, error_code=outcome.error_code, approval=approval,
-                    result_hash=outcome.result_hash, original_exec_id=None, finished_at=outcome.finished_at,
-                ),
-            )  # fmt: skip
-        return Answer(_envelope(entry, action.name, outcome.status, result, error and error.to_dict()), error)
+            return await self._execute(action, model, nonce, receipt_fields, approval, ctx)
+        raise AssertionError("unreachable: a shielded scope does not swallow the return")  # pragma: no cover
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -249,9 +242,20 @@ class Gate:
             raise InvalidRequestError(f"invalid arguments for {action.name!r}: {problems}") from None
         return action, payload, nonce, model
 
+    async def _execute(
+        self, action: Action, model: BaseModel, nonce: str, fields: Mapping[str, Any], approval: Mapping[str, Any],
+        ctx: CallContext,
+    ) -> Answer:  # fmt: skip
+        outcome, result, error = await self._run_handler(action, model)
+        factory = self._receipt_factory(
+            fields, status=outcome.status, error_code=outcome.error_code, approval=approval,
+            result_hash=outcome.result_hash, original_exec_id=None, finished_at=outcome.finished_at,
+        )  # fmt: skip
+        entry = await anyio.to_thread.run_sync(self.store.finish, ctx.tenant_id, nonce, outcome, factory)
+        return Answer(_envelope(entry, action.name, outcome.status, result, error and error.to_dict()), error)
+
     async def _run_handler(self, action: Action, model: BaseModel) -> tuple[Outcome, Any, ExecutionError | None]:
-        error: ExecutionError | None = None
-        result: Any = None
+        error: ExecutionError
         try:
             if action.is_async:
                 output = await action.handler(model)
@@ -260,14 +264,16 @@ class Gate:
             result = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
             result_bytes = check_json_value(result, max_bytes=self.policy.limits["max_result_bytes"])
         except MalformedInputError as exc:
-            error, result = InvalidResultError(f"the handler returned an invalid result: {exc.message}"), None
+            error = InvalidResultError(f"the handler returned an invalid result: {exc.message}")
         except Exception as exc:
             logger.exception("action %r raised", action.name)
-            error, result = HandlerError(f"the handler raised {type(exc).__name__}"), None
+            error = HandlerError(f"the handler raised {type(exc).__name__}")
+        else:
+            finished_at = format_timestamp(self._clock())
+            executed = Outcome("executed", result_bytes.decode(), sha256_hex(result_bytes), None, None, finished_at)
+            return executed, result, None
         finished_at = format_timestamp(self._clock())
-        if error is not None:
-            return Outcome("failed", None, None, error.code, error.message, finished_at), None, error
-        return Outcome("executed", result_bytes.decode(), sha256_hex(result_bytes), None, None, finished_at), result, None
+        return Outcome("failed", None, None, error.code, error.message, finished_at), None, error
 
     async def _answer_existing(self, record: NonceRecord, fields: Mapping[str, Any], action_hash: str) -> Answer:
         decision = decide_existing(record, action_hash)

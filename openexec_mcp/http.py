@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from openexec_mcp import __version__
-from openexec_mcp.canonical import canonicalize, parse_json, sha256_hex
 from openexec_mcp.auth import TokenTable, auth_settings, require_scope
+from openexec_mcp.canonical import canonicalize, json_object, parse_json, sha256_hex
 from openexec_mcp.core.action import parse_run_id
 from openexec_mcp.core.approval import parse_approval_artifact
 from openexec_mcp.core.clock import format_timestamp, utc_now
@@ -132,7 +132,9 @@ def _guarded(handler: TenantHandler, tokens: TokenTable, scope: str | None) -> H
         try:
             return await handler(request, tenant_id)
         except OpenExecError as exc:
-            return JSONResponse({"error": exc.to_dict()}, status_code=503 if isinstance(exc, StoreUnavailableError) else 422)
+            return JSONResponse(
+                {"error": exc.to_dict()}, status_code=503 if isinstance(exc, StoreUnavailableError) else 422
+            )
         except Exception:
             logger.exception("internal error on %s %s", request.method, request.url.path)
             return JSONResponse({"error": {"code": "internal_error", "message": "internal error"}}, status_code=500)
@@ -215,10 +217,11 @@ class _Routes:
             body = parse_json(await _read_body(request, _MAX_VERIFY_BYTES), max_bytes=_MAX_VERIFY_BYTES)
         except InvalidRequestError as exc:
             return JSONResponse({"valid": False, "reason": "malformed", "message": exc.message, "seq": None}, 422)
-        if isinstance(body, dict) and "payloadType" in body:
-            result = await anyio.to_thread.run_sync(self._verify_envelope, body)
-        elif isinstance(body, dict) and set(body) == {"exec_id", "result", "receipt"}:
-            result = await anyio.to_thread.run_sync(self._verify_legacy, body)
+        document = json_object(body)
+        if document is not None and "payloadType" in document:
+            result = await anyio.to_thread.run_sync(self._verify_envelope, document)
+        elif document is not None and set(document) == {"exec_id", "result", "receipt"}:
+            result = await anyio.to_thread.run_sync(self._verify_legacy, document)
         else:
             result = {"valid": False, "reason": "malformed", "seq": None,
                       "message": "expected a DSSE receipt or {exec_id, result, receipt}"}  # fmt: skip
@@ -234,7 +237,9 @@ class _Routes:
             artifact = parse_json(await _read_body(request, _MAX_ARTIFACT_BYTES), max_bytes=_MAX_ARTIFACT_BYTES)
             parsed = parse_approval_artifact(artifact)
             self.runtime.gate.approver.verify(
-                artifact, action_hash=parsed.action_hash, tenant_id=tenant_id or self.runtime.settings.tenant_id,
+                artifact,
+                action_hash=parsed.action_hash,
+                tenant_id=tenant_id or self.runtime.settings.tenant_id,
                 now=utc_now(),
             )
         except ApprovalError as exc:

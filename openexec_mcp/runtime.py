@@ -24,7 +24,7 @@ logger = logging.getLogger("openexec_mcp")
 
 DEMO_WARNING = (
     "DEMO MODE: every action is approved automatically (approval policy 'auto'). "
-    "Do not expose this server to untrusted agents; set mode = \"clawshield\" to require signed approvals."
+    'Do not expose this server to untrusted agents; set mode = "clawshield" to require signed approvals.'
 )
 
 

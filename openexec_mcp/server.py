@@ -34,6 +34,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from openexec_mcp import __version__
 from openexec_mcp.approvals import APPROVAL_SCHEMA, ElicitOutcome, InputRequired
+from openexec_mcp.canonical import json_object
 from openexec_mcp.core.action import parse_run_id
 from openexec_mcp.errors import OpenExecError
 from openexec_mcp.gate import Answer, CallContext, Gate, refusal_envelope
@@ -215,6 +216,7 @@ def _tool_for(action: Action, approval: str) -> Tool:
         parameters=input_schema(action),
         fn_metadata=FuncMetadata(arg_model=ArgModelBase, output_schema=envelope_schema(action)),
         is_async=False,
+        context_kwarg=None,
         annotations=ToolAnnotations(
             title=action.title,
             read_only_hint=action.read_only,
@@ -248,8 +250,8 @@ def _run_id(meta: Mapping[str, Any], ctx: Any) -> str:
             return f"mcp-session:{session}"[:128]
     # stdio, and HTTP without sessions: one run per connection.
     connection = getattr(getattr(ctx, "session", None), "_connection", None)
-    state = getattr(connection, "state", None)
-    if isinstance(state, dict):
-        run_id: str = state.setdefault(_CONNECTION_RUN_ID, "conn:" + secrets.token_hex(8))  # pyright: ignore[reportUnknownMemberType]
-        return run_id
+    state = json_object(getattr(connection, "state", None))
+    if state is not None:
+        run_id = state.setdefault(_CONNECTION_RUN_ID, "conn:" + secrets.token_hex(8))
+        return str(run_id)
     return "call:" + secrets.token_hex(8)

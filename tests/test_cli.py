@@ -145,11 +145,12 @@ def test_keys_public_prints_the_get_keys_document(
 
 
 def test_keys_public_creates_the_server_key_private_to_the_owner(state_dir: Path, env: dict[str, str]) -> None:
-    assert run_subprocess(["keys", "public"], env).code == 0
+    outcome = run_subprocess(["keys", "public"], env)
+    assert outcome.code == 0, outcome
+    assert "PRIVATE" not in outcome.stdout
     key_files = list(state_dir.glob("*.pem"))
     assert len(key_files) == 1
     assert key_files[0].stat().st_mode & 0o777 == 0o600
-    assert "PRIVATE KEY" not in run_subprocess(["keys", "public"], env).stdout
 
 
 # -- receipt verify ------------------------------------------------------------------------------------

@@ -49,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        stream=sys.stderr, level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        stream=sys.stderr,
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise in a CLI
     try:
@@ -64,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # never a traceback to the user; details at --log-level DEBUG
         logging.getLogger("openexec_mcp").debug("unexpected error", exc_info=True)
-        print(f"openexec-mcp: internal error: {type(exc).__name__} (run with --log-level DEBUG for details)",
-              file=sys.stderr)
+        print(
+            f"openexec-mcp: internal error: {type(exc).__name__} (run with --log-level DEBUG for details)",
+            file=sys.stderr,
+        )
         return EXIT_EXCEPTION

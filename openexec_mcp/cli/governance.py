@@ -99,7 +99,9 @@ def run_keys_generate(args: argparse.Namespace) -> int:
     kid = args.kid or "gov-" + kid_for_public_key(raw)
     print(f"wrote {private_path} (private, 0600: keep it with the approver) and {public_path}")
     print("\nadd to the server's config:\n")
-    print(f'[[approvals.keys]]\nkid = "{kid}"\nalg = "ed25519"\npublic_key = "{b64encode(raw)}"\nissuers = ["clawshield"]')
+    print(
+        f'[[approvals.keys]]\nkid = "{kid}"\nalg = "ed25519"\npublic_key = "{b64encode(raw)}"\nissuers = ["clawshield"]'
+    )
     print(f"\nor set CLAWSHIELD_PUBLIC_KEY={b64encode(raw)}  (kid 'clawshield', issuer 'clawshield')")
     return 0
 
@@ -116,7 +118,9 @@ def run_approvals_list(args: argparse.Namespace) -> int:
     for item in pending:
         request = item["action_request"]
         payload = json.dumps(request.get("payload"), sort_keys=True)
-        print(f"{item['request_id']}  {request.get('action')}  tenant={item['tenant_id']}  expires={item['expires_at']}")
+        print(
+            f"{item['request_id']}  {request.get('action')}  tenant={item['tenant_id']}  expires={item['expires_at']}"
+        )
         print(f"    payload={payload[:300]}  nonce={request.get('nonce')}  action_hash={item['action_hash']}")
     return 0
 

@@ -18,9 +18,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("ledger", help="the ledger of receipts")
     sub = parser.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
     verify = sub.add_parser("verify", parents=[common], help="check every signature and prev link")
-    verify.add_argument(
-        "--public-key", metavar="KEY", help="trusted server public key (default: the key in state_dir)"
-    )
+    verify.add_argument("--public-key", metavar="KEY", help="trusted server public key (default: the key in state_dir)")
     verify.set_defaults(run=run_verify)
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from openexec_mcp.canonical import json_object
 from openexec_mcp.core.receipt import parse_server_public_keys, receipt_hash, verify_receipt
 from openexec_mcp.errors import ConfigError, MalformedInputError, VerificationError
 
@@ -47,7 +48,8 @@ def run_verify(args: argparse.Namespace) -> int:
         document = json.loads(text)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read receipt {args.file}: {exc}") from None
-    envelope = document.get("receipt", document) if isinstance(document, dict) else document
+    wrapper = json_object(document)
+    envelope = wrapper.get("receipt", document) if wrapper is not None else document
     try:
         body = verify_receipt(envelope, public_keys)
         leaf = receipt_hash(envelope)
@@ -55,7 +57,7 @@ def run_verify(args: argparse.Namespace) -> int:
         reason = getattr(exc, "reason", "malformed")
         print(f"INVALID {reason}: {exc.message}")
         return 1
-    if isinstance(document, dict) and document.get("receipt_hash") not in (None, leaf):
+    if wrapper is not None and wrapper.get("receipt_hash") not in (None, leaf):
         print("INVALID receipt_hash: the envelope's receipt_hash is not the hash of its receipt")
         return 1
     print(

@@ -159,9 +159,7 @@ def approval_signing_input(artifact_fields: Mapping[str, Any]) -> bytes:
     return pae(APPROVAL_PAYLOAD_TYPE, canonicalize(body))
 
 
-def sign_approval(
-    fields: Mapping[str, Any], key: Ed25519PrivateKey | KeyringEntry
-) -> dict[str, Any]:
+def sign_approval(fields: Mapping[str, Any], key: Ed25519PrivateKey | KeyringEntry) -> dict[str, Any]:
     """Sign approval fields; used by the governance CLI and by tests, never by the server.
 
     The fields are not checked: :func:`verify_approval` is the only judge of an artifact.
@@ -327,20 +325,16 @@ def verify_approval(
         )
     # (6): an audience, when present, names this server.
     if artifact.audience is not None and artifact.audience != audience:
-        raise ApprovalAudienceMismatchError(
-            f"artifact audience {_quote(artifact.audience)} does not match this server"
-        )
+        raise ApprovalAudienceMismatchError(f"artifact audience {_quote(artifact.audience)} does not match this server")
     # (7): not issued in the future.
     if artifact.issued_at > now + skew:
         raise ApprovalNotYetValidError(
-            f"artifact issued_at {_iso(artifact.issued_at)} is more than {clock_skew_seconds} s "
-            f"after now ({_iso(now)})"
+            f"artifact issued_at {_iso(artifact.issued_at)} is more than {clock_skew_seconds} s after now ({_iso(now)})"
         )
     # (8): not expired, and not older than the nonce-retention horizon.
     if now > artifact.expires_at + skew:
         raise ApprovalExpiredError(
-            f"artifact expired at {_iso(artifact.expires_at)} (now {_iso(now)}, "
-            f"clock skew {clock_skew_seconds} s)"
+            f"artifact expired at {_iso(artifact.expires_at)} (now {_iso(now)}, clock skew {clock_skew_seconds} s)"
         )
     if min_issued_at is not None and artifact.issued_at < min_issued_at:
         raise ApprovalExpiredError(
@@ -371,8 +365,7 @@ def _parse_timestamp(name: str, text: str) -> datetime:
     match = _RFC3339.match(text)
     if match is None:
         raise ApprovalMalformedError(
-            f"approval artifact {name} must be an RFC 3339 timestamp with 'Z' or an offset, "
-            "e.g. 2026-11-21T10:00:00Z"
+            f"approval artifact {name} must be an RFC 3339 timestamp with 'Z' or an offset, e.g. 2026-11-21T10:00:00Z"
         )
     year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
     # Sub-microsecond digits are dropped; a datetime cannot hold them.

@@ -79,7 +79,13 @@ class NoteSignature:
 
 @dataclass(frozen=True, slots=True)
 class SignedNote:
-    """A parsed, not yet verified, signed note: ``text`` ends with a newline."""
+    """A parsed signed note; its text is untrusted until :func:`verify_note` returns it.
+
+    Attributes:
+        text: The signed text, up to and including its final newline.
+        signatures: Every signature line, in order, whatever its key.
+
+    """
 
     text: str
     signatures: tuple[NoteSignature, ...]
@@ -87,7 +93,15 @@ class SignedNote:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A checkpoint: the tree head of a log (``root`` is the 32-byte RFC 6962 root)."""
+    """A checkpoint: the signed tree head of a log.
+
+    Attributes:
+        origin: The log's origin line (openexec-mcp: ``server_id``).
+        size: The tree size, ``0 <= size <= MAX_TREE_SIZE``.
+        root: The 32-byte RFC 6962 root hash of the first ``size`` leaves.
+        signatures: The note's signature lines, including any from other keys (e.g. witnesses).
+
+    """
 
     origin: str
     size: int

@@ -72,9 +72,7 @@ _SMALL_ORDER_Y: Final = (
     "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
 )
 SMALL_ORDER_ENCODINGS: Final[frozenset[bytes]] = frozenset(
-    bytes.fromhex(y)[:31] + bytes([bytes.fromhex(y)[31] | sign])
-    for y in _SMALL_ORDER_Y
-    for sign in (0x00, 0x80)
+    bytes.fromhex(y)[:31] + bytes([bytes.fromhex(y)[31] | sign]) for y in _SMALL_ORDER_Y for sign in (0x00, 0x80)
 )
 """The 14 32-byte encodings of Ed25519 points of order 1, 2, 4 or 8 that are refused as keys."""
 
@@ -109,9 +107,7 @@ def load_ed25519_public_key(text: str) -> bytes:
         try:
             raw = b64decode_strict(stripped)
         except MalformedInputError:
-            raise ConfigError(
-                "approval public key is neither PEM nor base64 of the raw 32-byte key"
-            ) from None
+            raise ConfigError("approval public key is neither PEM nor base64 of the raw 32-byte key") from None
     _check_ed25519_public_key(raw)
     return raw
 
@@ -212,16 +208,13 @@ class KeyringEntry:
         expected = ED25519_SIGNATURE_BYTES if self.alg == "ed25519" else HMAC_SHA256_TAG_BYTES
         if len(signature) != expected:
             raise ApprovalBadSignatureError(
-                f"signature is {len(signature)} bytes; approval key {self.kid!r} ({self.alg}) "
-                f"needs {expected}"
+                f"signature is {len(signature)} bytes; approval key {self.kid!r} ({self.alg}) needs {expected}"
             )
         if self.alg == "ed25519":
             try:
                 Ed25519PublicKey.from_public_bytes(self.key).verify(signature, message)
             except InvalidSignature:
-                raise ApprovalBadSignatureError(
-                    f"signature does not verify under approval key {self.kid!r}"
-                ) from None
+                raise ApprovalBadSignatureError(f"signature does not verify under approval key {self.kid!r}") from None
         elif not hmac.compare_digest(hmac.new(self.key, message, hashlib.sha256).digest(), signature):
             raise ApprovalBadSignatureError(f"signature does not verify under approval key {self.kid!r}")
 
@@ -282,8 +275,7 @@ class Keyring:
         if kid is None:
             if len(self._by_kid) != 1:
                 raise ApprovalUnknownKeyError(
-                    f"artifact has no kid and {len(self._by_kid)} approval keys are configured; "
-                    "name the key with kid"
+                    f"artifact has no kid and {len(self._by_kid)} approval keys are configured; name the key with kid"
                 )
             (entry,) = self._by_kid.values()
         else:

@@ -55,7 +55,9 @@ class LedgerAuditor:
             raise VerificationError("gap", f"expected seq {self.size}, found {seq}", seq=self.size)
         raw = envelope_text.encode("utf-8")
         if hashlib.sha256(b"\x00" + raw).hexdigest() != stored_hash:
-            raise VerificationError("hash_mismatch", "stored receipt_hash is not the hash of the stored receipt", seq=seq)
+            raise VerificationError(
+                "hash_mismatch", "stored receipt_hash is not the hash of the stored receipt", seq=seq
+            )
         try:
             envelope = json.loads(raw)
             canonical = canonicalize(envelope)

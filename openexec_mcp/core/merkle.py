@@ -26,6 +26,7 @@ from openexec_mcp.errors import MalformedInputError, VerificationError
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "MAX_PROOF_LENGTH",
     "MAX_TREE_SIZE",
     "MerkleFrontier",
     "SubtreeHasher",
@@ -47,6 +48,9 @@ EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
 
 MAX_TREE_SIZE: Final = 2**63 - 1
 """Largest accepted tree size; fits a signed 64-bit database column."""
+
+MAX_PROOF_LENGTH: Final = 64
+"""No inclusion or consistency proof in a tree of at most ``MAX_TREE_SIZE`` leaves is longer."""
 
 SubtreeHasher = Callable[[int, int], bytes]
 """``subtree_hash(start, end)`` returns ``MTH`` (32 bytes) of the leaves ``[start, end)``."""
@@ -235,8 +239,11 @@ def consistency_proof(old_size: int, new_size: int, subtree_hash: SubtreeHasher)
     return proof
 
 
-def _check_hashes(*hashes: bytes) -> None:
-    for value in hashes:
+def _check_shape(proof: Sequence[bytes], *hashes: bytes) -> None:
+    # Bound the work before touching an untrusted proof.
+    if len(proof) > MAX_PROOF_LENGTH:
+        raise VerificationError("wrong_proof_length", f"proof has more than {MAX_PROOF_LENGTH} hashes")
+    for value in (*hashes, *proof):
         if len(value) != HASH_SIZE:
             raise VerificationError("malformed_hash", f"expected a {HASH_SIZE}-byte hash, got {len(value)} bytes")
 
@@ -256,7 +263,7 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
             ``root_mismatch``; ``seq`` is ``index``.
 
     """
-    _check_hashes(leaf, root, *proof)
+    _check_shape(proof, leaf, root)
     # (1) The index must lie inside the tree.
     if not 0 <= index < size:
         raise VerificationError("index_out_of_range", f"index {index} not inside size {size}", seq=index)
@@ -297,7 +304,7 @@ def verify_consistency(old_size: int, new_size: int, proof: Sequence[bytes], old
             ``wrong_proof_length`` or ``root_mismatch``.
 
     """
-    _check_hashes(old_root, new_root, *proof)
+    _check_shape(proof, old_root, new_root)
     if new_size < old_size:
         raise VerificationError("size_regression", f"new size {new_size} is below old size {old_size}")
     if old_size == 0:

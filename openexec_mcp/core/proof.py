@@ -25,11 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from openexec_mcp.core.checkpoint import MAX_NOTE_BYTES, Checkpoint, parse_checkpoint, verify_checkpoint
 from openexec_mcp.core.encoding import b64decode_strict, b64encode
-from openexec_mcp.core.merkle import HASH_SIZE, MAX_TREE_SIZE, verify_inclusion
+from openexec_mcp.core.merkle import HASH_SIZE, MAX_PROOF_LENGTH, MAX_TREE_SIZE, verify_inclusion
 from openexec_mcp.errors import MalformedInputError, VerificationError
 
 __all__ = [
-    "MAX_PROOF_HASHES",
     "TLOG_PROOF_HEADER",
     "InclusionProof",
     "format_inclusion_proof",
@@ -39,9 +38,6 @@ __all__ = [
 
 TLOG_PROOF_HEADER: Final = "c2sp.org/tlog-proof@v1"
 """The first line of every proof."""
-
-MAX_PROOF_HASHES: Final = 63
-"""Longest audit path of a tree of at most ``MAX_TREE_SIZE`` leaves."""
 
 _INDEX: Final = re.compile(r"\Aindex (0|[1-9][0-9]{0,18})\Z")
 
@@ -82,8 +78,8 @@ def format_inclusion_proof(
     """
     if isinstance(index, bool) or not 0 <= index < MAX_TREE_SIZE:
         raise ValueError(f"index must be in 0..{MAX_TREE_SIZE - 1}")
-    if len(proof_hashes) > MAX_PROOF_HASHES or any(len(h) != HASH_SIZE for h in proof_hashes):
-        raise ValueError(f"proof must be at most {MAX_PROOF_HASHES} hashes of {HASH_SIZE} bytes")
+    if len(proof_hashes) > MAX_PROOF_LENGTH or any(len(h) != HASH_SIZE for h in proof_hashes):
+        raise ValueError(f"proof must be at most {MAX_PROOF_LENGTH} hashes of {HASH_SIZE} bytes")
     if not checkpoint_note.endswith("\n"):
         raise ValueError("checkpoint note must end with a newline")
     lines = [TLOG_PROOF_HEADER]
@@ -109,11 +105,11 @@ def parse_inclusion_proof(text: str | bytes) -> InclusionProof:
 
     Raises:
         MalformedInputError: A missing or wrong header, a malformed ``extra`` or ``index`` line,
-            a hash that is not canonical base64 of 32 bytes, more than :data:`MAX_PROOF_HASHES`
+            a hash that is not canonical base64 of 32 bytes, more than :data:`MAX_PROOF_LENGTH`
             hashes, or a malformed checkpoint.
 
     """
-    # The checkpoint is bounded by MAX_NOTE_BYTES; the rest by MAX_PROOF_HASHES lines.
+    # The checkpoint is bounded by MAX_NOTE_BYTES; the rest by MAX_PROOF_LENGTH lines.
     if len(text) > MAX_NOTE_BYTES + 8192:
         raise MalformedInputError(f"proof is {len(text)} long; the limit is {MAX_NOTE_BYTES + 8192}")
     if isinstance(text, bytes):
@@ -139,8 +135,8 @@ def parse_inclusion_proof(text: str | bytes) -> InclusionProof:
     if index >= MAX_TREE_SIZE:
         raise MalformedInputError("proof index is out of range")
     hash_lines = lines[position + 1 :]
-    if len(hash_lines) > MAX_PROOF_HASHES:
-        raise MalformedInputError(f"proof has more than {MAX_PROOF_HASHES} hashes")
+    if len(hash_lines) > MAX_PROOF_LENGTH:
+        raise MalformedInputError(f"proof has more than {MAX_PROOF_LENGTH} hashes")
     hashes = tuple(_b64_canonical(line, "proof hash") for line in hash_lines)
     if any(len(h) != HASH_SIZE for h in hashes):
         raise MalformedInputError(f"proof hashes must be {HASH_SIZE} bytes")

@@ -13,13 +13,13 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
-from openexec_mcp.canonical import canonicalize
+from openexec_mcp.canonical import canonicalize, json_object
 from openexec_mcp.core.encoding import b64decode_strict, b64encode, pae
 from openexec_mcp.errors import MalformedInputError, VerificationError
 
@@ -120,8 +120,8 @@ def sign_receipt(body: Mapping[str, Any], key: ServerKey) -> SignedReceipt:
     Raises:
         ValueError: ``body`` does not have exactly the SPEC §7 fields or has an unknown status.
     """
-    if set(body) != RECEIPT_BODY_FIELDS:
-        raise ValueError(f"receipt body fields differ from SPEC §7: {sorted(set(body) ^ RECEIPT_BODY_FIELDS)}")
+    if difference := RECEIPT_BODY_FIELDS.symmetric_difference(body):
+        raise ValueError(f"receipt body fields differ from SPEC §7: {sorted(difference)}")
     if body["status"] not in RECEIPT_STATUSES:
         raise ValueError(f"unknown receipt status {body['status']!r}")
     payload = canonicalize(dict(body))
@@ -158,11 +158,14 @@ def verify_receipt(envelope: Any, public_keys: Mapping[str, Ed25519PublicKey]) -
             ``unknown_key``, ``bad_signature``, ``bad_body``; ``seq`` is set when the body was read.
     """
     # (1): the envelope's shape.
-    if not isinstance(envelope, dict) or set(envelope) != {"payloadType", "payload", "signatures"}:  # pyright: ignore[reportUnknownArgumentType]
+    env = json_object(envelope)
+    if env is None or set(env) != {"payloadType", "payload", "signatures"}:
         raise VerificationError("malformed", "receipt must be a DSSE envelope {payloadType, payload, signatures}")
-    env: dict[str, Any] = envelope  # pyright: ignore[reportUnknownVariableType]
-    signatures = env["signatures"]
-    if not isinstance(signatures, list) or not signatures or not isinstance(env["payload"], str):
+    raw_signatures: Any = env["signatures"]
+    signatures = (
+        [json_object(item) for item in cast("list[Any]", raw_signatures)] if isinstance(raw_signatures, list) else []
+    )
+    if not signatures or not isinstance(env["payload"], str):
         raise VerificationError("malformed", "receipt envelope needs a base64 payload and a signature list")
     try:
         payload = b64decode_strict(env["payload"])
@@ -174,15 +177,16 @@ def verify_receipt(envelope: Any, public_keys: Mapping[str, Ed25519PublicKey]) -
     # (3): a signature by a trusted key.
     signed = pae(RECEIPT_PAYLOAD_TYPE, payload)
     known = False
-    for entry in signatures:  # pyright: ignore[reportUnknownVariableType]
-        if not isinstance(entry, dict) or not isinstance(entry.get("keyid"), str) or not isinstance(entry.get("sig"), str):  # pyright: ignore[reportUnknownMemberType]
+    for entry in signatures:
+        keyid, sig = (entry.get("keyid"), entry.get("sig")) if entry is not None else (None, None)
+        if not isinstance(keyid, str) or not isinstance(sig, str):
             raise VerificationError("malformed", "each signature must be {keyid, sig} strings")
-        public_key = public_keys.get(entry["keyid"])  # pyright: ignore[reportUnknownArgumentType]
+        public_key = public_keys.get(keyid)
         if public_key is None:
             continue
         known = True
         try:
-            public_key.verify(b64decode_strict(entry["sig"]), signed)  # pyright: ignore[reportUnknownArgumentType]
+            public_key.verify(b64decode_strict(sig), signed)
         except (InvalidSignature, MalformedInputError):
             continue
         break
@@ -192,19 +196,19 @@ def verify_receipt(envelope: Any, public_keys: Mapping[str, Ed25519PublicKey]) -
         raise VerificationError("bad_signature", "receipt signature does not verify")
     # (4): the body.
     try:
-        body = json.loads(payload)
+        body = json_object(json.loads(payload))
     except (ValueError, UnicodeDecodeError):
         raise VerificationError("bad_body", "receipt payload is not JSON") from None
-    if not isinstance(body, dict) or set(body) != RECEIPT_BODY_FIELDS or body.get("v") != 1:  # pyright: ignore[reportUnknownArgumentType]
+    if body is None or set(body) != set(RECEIPT_BODY_FIELDS) or body.get("v") != 1:
         raise VerificationError("bad_body", "receipt body does not have the SPEC §7 v1 fields")
-    result: dict[str, Any] = body  # pyright: ignore[reportUnknownVariableType]
-    seq = result["seq"] if isinstance(result["seq"], int) else None
+    seq = body["seq"] if isinstance(body["seq"], int) else None
     try:
-        if canonicalize(result) != payload:
-            raise VerificationError("bad_body", "receipt payload is not RFC 8785 canonical", seq=seq)
+        canonical = canonicalize(body)
     except MalformedInputError:
         raise VerificationError("bad_body", "receipt payload is not canonical JSON", seq=seq) from None
-    return result
+    if canonical != payload:
+        raise VerificationError("bad_body", "receipt payload is not RFC 8785 canonical", seq=seq)
+    return body
 
 
 def parse_server_public_keys(text: str) -> dict[str, Ed25519PublicKey]:
@@ -226,7 +230,7 @@ def parse_server_public_keys(text: str) -> dict[str, Ed25519PublicKey]:
             document = json.loads(stripped)
             raws = [b64decode_strict(entry["public_key"]) for entry in document["keys"]]
         except (ValueError, KeyError, TypeError):
-            raise MalformedInputError("keys document must be {\"keys\": [{\"public_key\": base64}]}") from None
+            raise MalformedInputError('keys document must be {"keys": [{"public_key": base64}]}') from None
     elif stripped.startswith("-----BEGIN"):
         try:
             key = load_pem_public_key(stripped.encode("ascii"))

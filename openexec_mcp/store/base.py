@@ -25,7 +25,17 @@ from openexec_mcp.core.nonce import NonceRecord
 from openexec_mcp.core.receipt import SignedReceipt
 from openexec_mcp.errors import ConfigError
 
-__all__ = ["APPROVAL_CONSUMED", "ApprovalAlreadyConsumed", "ApprovalRequest", "LedgerEntry", "NonceClaim", "Outcome", "ReceiptFactory", "Store", "open_store"]
+__all__ = [
+    "APPROVAL_CONSUMED",
+    "ApprovalAlreadyConsumed",
+    "ApprovalRequest",
+    "LedgerEntry",
+    "NonceClaim",
+    "Outcome",
+    "ReceiptFactory",
+    "Store",
+    "open_store",
+]
 
 ReceiptFactory = Callable[[int, str | None], SignedReceipt]
 """Builds and signs the receipt for ledger index ``seq`` whose predecessor hash is ``prev``."""
@@ -154,8 +164,10 @@ class Store(Protocol):
         ...
 
     def open_approval_request(self, request: ApprovalRequest, now_unix: float) -> ApprovalRequest:
-        """Record a pending request, or return the unexpired one already pending for its
-        ``(tenant_id, action_hash)``; expired requests are dropped on the way."""
+        """Record a pending request, or return the one already pending for the same call.
+
+        "The same call" is the same ``(tenant_id, action_hash)``; expired requests are dropped.
+        """
         ...
 
     def list_approval_requests(self, now_unix: float, tenant_id: str | None = None) -> list[ApprovalRequest]:
@@ -210,5 +222,11 @@ def open_store(url: str, *, sqlite_synchronous: str = "full") -> Store:
 
         return SQLiteStore(Path(url.removeprefix("sqlite:///")), synchronous=sqlite_synchronous)
     if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("storage.url: the PostgreSQL backend is not available in this build yet")
+        try:
+            from openexec_mcp.store.postgres import PostgresStore
+        except ImportError:
+            raise ConfigError(
+                "storage.url: the PostgreSQL backend needs `pip install openexec-mcp[postgres]`"
+            ) from None
+        return PostgresStore(url)
     raise ConfigError("storage.url must start with sqlite:/// or postgresql://")

@@ -296,7 +296,7 @@ class SQLiteStore:
         while True:
             with self._guard():
                 rows = self._db.execute(
-                    f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE seq >= ? {where} ORDER BY seq LIMIT 1000",  # noqa: S608
+                    f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE seq >= ? {where} ORDER BY seq LIMIT 1000",
                     (seq, *args),
                 ).fetchall()
             if not rows:
@@ -329,7 +329,7 @@ class SQLiteStore:
             run_id, action, str(receipt.body["status"]),
         )  # fmt: skip
         db.execute(
-            f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+            f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (entry.seq, entry.exec_id, entry.receipt_hash, entry.envelope, tenant_id, run_id, action, entry.status),
         )
         return entry

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from openexec_mcp.core.merkle import (
     EMPTY_ROOT,
+    MAX_PROOF_LENGTH,
     MerkleFrontier,
     SubtreeHasher,
     consistency_proof,
@@ -31,9 +32,9 @@ from openexec_mcp.errors import MalformedInputError, VerificationError
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "transparency-dev-merkle"
 TREE: dict[str, Any] = json.loads((VECTORS / "rfc6962_tree.json").read_text())
-LEAVES = [leaf_hash(bytes.fromhex(data)) for data in TREE["leaf_inputs_hex"]]
-ROOTS = [bytes.fromhex(root) for root in TREE["root_hashes_hex"]]
-NODES = [[bytes.fromhex(node) for node in level] for level in TREE["node_hashes_hex"]]
+LEAVES: list[bytes] = [leaf_hash(bytes.fromhex(data)) for data in TREE["leaf_inputs_hex"]]
+ROOTS: list[bytes] = [bytes.fromhex(root) for root in TREE["root_hashes_hex"]]
+NODES: list[list[bytes]] = [[bytes.fromhex(node) for node in level] for level in TREE["node_hashes_hex"]]
 
 
 def synthetic_leaves(n: int) -> list[bytes]:
@@ -50,6 +51,9 @@ def failure(check: Callable[..., None], *args: Any) -> VerificationError:
     return excinfo.value
 
 
+BIT = st.tuples(st.integers(0, 31), st.integers(0, 7))  # (byte, bit) within a 32-byte hash
+
+
 def flip(value: bytes, byte: int = 0, bit: int = 0) -> bytes:
     changed = bytearray(value)
     changed[byte] ^= 1 << bit
@@ -60,7 +64,7 @@ def flip(value: bytes, byte: int = 0, bit: int = 0) -> bytes:
 
 
 def test_leaf_and_node_hashes_match_the_rfc6962_tree() -> None:
-    assert LEAVES == NODES[0]
+    assert NODES[0] == LEAVES
     for level in range(1, len(NODES)):
         below = NODES[level - 1]
         assert NODES[level] == [node_hash(below[2 * i], below[2 * i + 1]) for i in range(len(NODES[level]))]
@@ -84,12 +88,14 @@ def test_frontier_holds_the_compact_range_nodes(size: int) -> None:
     frontier = MerkleFrontier()
     for leaf in LEAVES[:size]:
         frontier.append(leaf)
-    assert frontier.nodes == tuple(NODES[level][index] for level, index in TREE["compact_trees"][size])
+    positions: list[list[int]] = TREE["compact_trees"][size]
+    assert frontier.nodes == tuple(NODES[level][index] for level, index in positions)
 
 
 @pytest.mark.parametrize("vector", TREE["inclusion_proofs"], ids=lambda v: f"leaf{v['leaf']}-size{v['size']}")
 def test_inclusion_proofs_match_the_vectors(vector: dict[str, Any]) -> None:
-    index, size = vector["leaf"] - 1, vector["size"]
+    index: int = vector["leaf"] - 1
+    size: int = vector["size"]
     expected = [bytes.fromhex(h) for h in vector["proof_hex"]]
     assert inclusion_proof(index, size, subtree_hasher_from_leaves(LEAVES[:size])) == expected
     verify_inclusion(LEAVES[index], index, size, expected, ROOTS[size])
@@ -97,7 +103,8 @@ def test_inclusion_proofs_match_the_vectors(vector: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("vector", TREE["consistency_proofs"], ids=lambda v: f"{v['size1']}-{v['size2']}")
 def test_consistency_proofs_match_the_vectors(vector: dict[str, Any]) -> None:
-    old, new = vector["size1"], vector["size2"]
+    old: int = vector["size1"]
+    new: int = vector["size2"]
     expected = [bytes.fromhex(h) for h in vector["proof_hex"]]
     assert consistency_proof(old, new, subtree_hasher_from_leaves(LEAVES[:new])) == expected
     verify_consistency(old, new, expected, ROOTS[old], ROOTS[new])
@@ -199,6 +206,13 @@ def test_consistency_between_equal_sizes_needs_an_empty_proof_and_equal_roots() 
     verify_consistency(5, 5, [], ROOTS[5], ROOTS[5])
     assert failure(verify_consistency, 5, 5, [], ROOTS[5], ROOTS[6]).reason == "root_mismatch"
     assert failure(verify_consistency, 5, 5, [ROOTS[5]], ROOTS[5], ROOTS[5]).reason == "wrong_proof_length"
+
+
+def test_overlong_proofs_are_refused_before_any_hashing() -> None:
+    proof = [ROOTS[1]] * (MAX_PROOF_LENGTH + 1)
+    assert failure(verify_inclusion, LEAVES[0], 0, 2**62, proof, ROOTS[8]).reason == "wrong_proof_length"
+    assert failure(verify_consistency, 1, 2**62, proof, ROOTS[1], ROOTS[8]).reason == "wrong_proof_length"
+    assert failure(verify_inclusion, LEAVES[0], 0, 8, [*proof, b"short"], ROOTS[8]).reason == "wrong_proof_length"
 
 
 def test_tree_size_is_bound_by_the_root_not_by_the_audit_path() -> None:
@@ -312,7 +326,7 @@ def test_any_flipped_bit_in_an_inclusion_proof_fails(data: st.DataObject, size: 
     leaves = synthetic_leaves(size)
     index = data.draw(st.integers(0, size - 1))
     proof = inclusion_proof(index, size, cached_hasher(leaves))
-    k, byte, bit = data.draw(st.integers(0, len(proof) - 1)), data.draw(st.integers(0, 31)), data.draw(st.integers(0, 7))
+    k, (byte, bit) = data.draw(st.integers(0, len(proof) - 1)), data.draw(BIT)
     root = root_from_leaves(leaves)
     tampered = [*proof[:k], flip(proof[k], byte, bit), *proof[k + 1 :]]
     assert failure(verify_inclusion, leaves[index], index, size, tampered, root).reason == "root_mismatch"
@@ -326,7 +340,7 @@ def test_any_flipped_bit_in_a_consistency_proof_fails(data: st.DataObject, new: 
     hasher = cached_hasher(synthetic_leaves(new))
     old = data.draw(st.integers(1, new - 1))
     proof = consistency_proof(old, new, hasher)
-    k, byte, bit = data.draw(st.integers(0, len(proof) - 1)), data.draw(st.integers(0, 31)), data.draw(st.integers(0, 7))
+    k, (byte, bit) = data.draw(st.integers(0, len(proof) - 1)), data.draw(BIT)
     tampered = [*proof[:k], flip(proof[k], byte, bit), *proof[k + 1 :]]
     old_root, new_root = hasher(0, old), hasher(0, new)
     assert failure(verify_consistency, old, new, tampered, old_root, new_root).reason == "root_mismatch"

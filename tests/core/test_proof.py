@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from typing import Any
 
 import pytest
@@ -11,9 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openexec_mcp.core.checkpoint import build_checkpoint, sign_checkpoint, sign_note
-from openexec_mcp.core.merkle import inclusion_proof, leaf_hash, root_from_leaves, subtree_hasher_from_leaves
+from openexec_mcp.core.merkle import (
+    MAX_PROOF_LENGTH,
+    inclusion_proof,
+    leaf_hash,
+    root_from_leaves,
+    subtree_hasher_from_leaves,
+)
 from openexec_mcp.core.proof import (
-    MAX_PROOF_HASHES,
     TLOG_PROOF_HEADER,
     InclusionProof,
     format_inclusion_proof,
@@ -115,7 +121,7 @@ MALFORMED = {
     "hash-not-base64": f"{TLOG_PROOF_HEADER}\nindex 0\n!!notbase64!!\n\n{CHECKPOINT}",
     "hash-too-long": f"{TLOG_PROOF_HEADER}\nindex 0\n{base64.b64encode(bytes(64)).decode()}\n\n{CHECKPOINT}",
     "hash-unpadded": f"{TLOG_PROOF_HEADER}\nindex 0\n{HASH.rstrip('=')}\n\n{CHECKPOINT}",
-    "too-many-hashes": f"{TLOG_PROOF_HEADER}\nindex 0\n" + f"{HASH}\n" * (MAX_PROOF_HASHES + 1) + f"\n{CHECKPOINT}",
+    "too-many-hashes": f"{TLOG_PROOF_HEADER}\nindex 0\n" + f"{HASH}\n" * (MAX_PROOF_LENGTH + 1) + f"\n{CHECKPOINT}",
     "bad-checkpoint": f"{TLOG_PROOF_HEADER}\nindex 0\n\ncheckpoint\n",
     "not-utf8": b"\xff" + f"{TLOG_PROOF_HEADER}\nindex 0\n\n{CHECKPOINT}".encode(),
 }
@@ -162,7 +168,5 @@ def test_any_flipped_bit_in_a_proof_fails(index: int, position: int, bit: int) -
 
 @given(st.one_of(st.text(), st.binary()))
 def test_parser_refuses_arbitrary_input_only_with_malformed_input(data: str | bytes) -> None:
-    try:
+    with contextlib.suppress(MalformedInputError):
         parse_inclusion_proof(data)
-    except MalformedInputError:
-        pass
