@@ -72,6 +72,13 @@ class LimitsSettings(_Section):
     """Maximum JSON nesting depth of a payload, in containers."""
     max_result_bytes: int = Field(default=1024 * 1024, ge=64, le=64 * 1024 * 1024)
     """Maximum canonical size of a handler result, in bytes; larger results are ``invalid_result``."""
+    handler_timeout_seconds: int = Field(default=300, ge=1, le=86400)
+    """A handler running longer is abandoned and the call recorded ``failed`` / ``handler_timeout``.
+    Async handlers are cancelled; a sync handler's thread cannot be stopped and may still finish."""
+    rate_limit_per_second: float = Field(default=0, ge=0, le=1e6)
+    """Calls per second allowed per tenant in this process (token bucket); 0 turns it off."""
+    rate_limit_burst: int = Field(default=50, ge=1, le=1_000_000)
+    """Bucket size: calls a tenant may make at once before the rate applies."""
 
 
 class NonceSettings(_Section):

@@ -34,6 +34,7 @@ The hierarchy::
     │   ├── HandlerError             handler_error
     │   ├── InvalidResultError       invalid_result
     │   └── HandlerTimeoutError      handler_timeout
+    ├── RateLimitedError             rate_limited          (nothing is recorded; HTTP 429)
     ├── StoreUnavailableError        store_unavailable
     ├── VerificationError            verification_failed   (receipts, ledger; ``reason`` says why)
     └── ConfigError                  config_error          (CLI exit code 2)
@@ -71,6 +72,7 @@ __all__ = [
     "NonceError",
     "OpenExecError",
     "OutcomeUnknownError",
+    "RateLimitedError",
     "StoreUnavailableError",
     "UnknownActionError",
     "VerificationError",
@@ -246,6 +248,13 @@ class HandlerTimeoutError(ExecutionError):
     """The handler ran longer than ``limits.handler_timeout_seconds``."""
 
     code = "handler_timeout"
+
+
+class RateLimitedError(OpenExecError):
+    """The tenant exceeded ``limits.rate_limit_per_second``; retry later. Nothing is recorded, so
+    a flood of calls cannot flood the ledger."""
+
+    code = "rate_limited"
 
 
 class StoreUnavailableError(OpenExecError):

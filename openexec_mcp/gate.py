@@ -45,14 +45,17 @@ from openexec_mcp.errors import (
     ApprovalConsumedError,
     ExecutionError,
     HandlerError,
+    HandlerTimeoutError,
     InvalidRequestError,
     InvalidResultError,
     MalformedInputError,
     OpenExecError,
+    RateLimitedError,
     StoreUnavailableError,
     UnknownActionError,
 )
 from openexec_mcp.policy import Policy
+from openexec_mcp.ratelimit import TokenBucket
 from openexec_mcp.registry import Action, Registry
 from openexec_mcp.store.base import APPROVAL_CONSUMED, LedgerEntry, NonceClaim, Outcome, ReceiptFactory, Store
 
@@ -112,6 +115,8 @@ class Gate:
         server_id: The ledger's ``log_id`` (SPEC §7).
         approver: Decides non-``auto`` approvals (signed artifacts, inbox, elicitation).
         clock: Returns the current aware UTC datetime; read once per timestamp.
+        rate_limit_per_second: Calls per second per tenant (0: no limit); refusals record nothing.
+        rate_limit_burst: Calls a tenant may make at once.
     """
 
     def __init__(
@@ -124,9 +129,12 @@ class Gate:
         server_id: str,
         approver: Approver,
         clock: Callable[[], datetime] = utc_now,
+        rate_limit_per_second: float = 0,
+        rate_limit_burst: int = 50,
     ) -> None:
         self.registry = registry
         self.approver = approver
+        self._rate_limit = TokenBucket(rate_limit_per_second, rate_limit_burst)
         self.policy = policy
         self.store = store
         self.server_key = server_key
@@ -148,6 +156,9 @@ class Gate:
         Returns:
             The answer; never raises for anything a caller can send.
         """
+        if not self._rate_limit.allow(ctx.tenant_id):
+            refused = RateLimitedError("too many calls for this tenant; retry later")
+            return Answer(refusal_envelope(name, refused), refused)
         try:
             # (1): validate; nothing is recorded for a refusal here.
             action, payload, nonce, model = self._validate(name, arguments)
@@ -257,14 +268,20 @@ class Gate:
     async def _run_handler(self, action: Action, model: BaseModel) -> tuple[Outcome, Any, ExecutionError | None]:
         error: ExecutionError
         try:
-            if action.is_async:
-                output = await action.handler(model)
-            else:
-                output = await anyio.to_thread.run_sync(action.handler, model)
+            with anyio.fail_after(self.policy.limits["handler_timeout_seconds"]):
+                if action.is_async:
+                    output = await action.handler(model)
+                else:
+                    # A thread cannot be stopped: on timeout it is abandoned and may still finish.
+                    output = await anyio.to_thread.run_sync(action.handler, model, abandon_on_cancel=True)
             result = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
             result_bytes = check_json_value(result, max_bytes=self.policy.limits["max_result_bytes"])
         except MalformedInputError as exc:
             error = InvalidResultError(f"the handler returned an invalid result: {exc.message}")
+        except TimeoutError:
+            logger.warning("action %r timed out", action.name)
+            limit = self.policy.limits["handler_timeout_seconds"]
+            error = HandlerTimeoutError(f"the handler ran longer than {limit} s and was abandoned")
         except Exception as exc:
             logger.exception("action %r raised", action.name)
             error = HandlerError(f"the handler raised {type(exc).__name__}")

@@ -35,6 +35,7 @@ from openexec_mcp.errors import (
     MalformedInputError,
     NonceError,
     OpenExecError,
+    RateLimitedError,
     StoreUnavailableError,
     UnknownActionError,
     VerificationError,
@@ -75,6 +76,8 @@ def http_status(answer: Answer) -> int:
         return 409
     if isinstance(error, StoreUnavailableError):
         return 503
+    if isinstance(error, RateLimitedError):
+        return 429
     return 500
 
 

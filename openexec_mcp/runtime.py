@@ -66,6 +66,8 @@ def build_runtime(settings: Settings, *, toolset: str | None = None, registry: R
         gate = Gate(
             registry=registry, policy=policy, store=store, server_key=server_key, server_id=settings.server_id,
             approver=approver,
+            rate_limit_per_second=settings.limits.rate_limit_per_second,
+            rate_limit_burst=settings.limits.rate_limit_burst,
         )  # fmt: skip
         recovered = store.recover_started(gate.indeterminate_factory)
     except BaseException:

@@ -279,3 +279,33 @@ def _hash(action_name: str, payload: dict[str, Any], nonce: str) -> str:
     from openexec_mcp.core.action import compute_action_hash
 
     return compute_action_hash(action_name, payload, nonce)
+
+
+async def test_async_handler_over_the_timeout_is_failed_with_receipt(make_runtime: Callable[..., Runtime]):
+    never = anyio.Event()
+
+    @action(name="stuck", destructive=False)
+    async def stuck(payload: Empty) -> dict[str, bool]:
+        await never.wait()
+        return {"ok": True}
+
+    runtime = make_runtime(registry_actions=[stuck], limits={"handler_timeout_seconds": 1})
+    answer = await runtime.gate.call("stuck", {"nonce": "nonce-stuck"}, CTX)
+    assert answer.status == "failed"
+    assert answer.envelope["error"]["code"] == "handler_timeout"
+    assert body_of(answer.envelope)["error_code"] == "handler_timeout"
+    again = await runtime.gate.call("stuck", {"nonce": "nonce-stuck"}, CTX)
+    assert again.status == "replayed"  # never re-run
+
+
+async def test_rate_limit_refuses_per_tenant_and_records_nothing(make_runtime: Callable[..., Runtime], counter_file: Path):
+    runtime = make_runtime(limits={"rate_limit_per_second": 0.001, "rate_limit_burst": 2})
+    results = [await runtime.gate.call("count", {"nonce": f"nonce-{i:04d}"}, CTX) for i in range(3)]
+    assert [r.status for r in results] == ["executed", "executed", "denied"]
+    assert results[2].envelope["error"]["code"] == "rate_limited"
+    assert "receipt" not in results[2].envelope
+    assert runtime.store.ledger_size() == 2
+    assert runtime.store.get_nonce("default", "nonce-0002") is None
+    other = await runtime.gate.call("count", {"nonce": "nonce-0002"}, CallContext(tenant_id="other", run_id="r"))
+    assert other.status == "executed"
+    assert executions(counter_file) == 3
