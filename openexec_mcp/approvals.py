@@ -169,9 +169,15 @@ class Approver:
             return Approved(AUTO_APPROVAL)
         if policy == "deny":
             return Denied(ApprovalDeniedError("the policy denies this action"), AUTO_APPROVAL)
-        candidates = [artifact] if artifact is not None else await self._inbox_artifacts(action_hash)
-        if candidates:
-            return self._verify_first(candidates, action_hash=action_hash, tenant_id=tenant_id, now=now)
+        if artifact is not None:
+            return self._verify_first([artifact], action_hash=action_hash, tenant_id=tenant_id, now=now)
+        inbox = await self._inbox_artifacts(tenant_id, action_hash)
+        if inbox:
+            decision = self._verify_first(inbox, action_hash=action_hash, tenant_id=tenant_id, now=now)
+            if isinstance(decision, Approved):
+                return decision
+            # Every stored artifact failed (expired, say): the approver must see the call again.
+            return Denied(decision.error, decision.receipt_approval, open_request=True)
         required = {**AUTO_APPROVAL, "method": "signed" if policy == "signed" else "elicitation"}
         if policy == "signed" or elicitor is None:
             return Denied(ApprovalRequiredError("this action needs an approval artifact"), required, open_request=True)
@@ -223,9 +229,15 @@ class Approver:
             raise ValueError("no candidate artifacts")
         return Denied(first_error, _presented(candidates[0]))
 
-    async def _inbox_artifacts(self, action_hash: str) -> list[Any]:
+    async def _inbox_artifacts(self, tenant_id: str, action_hash: str) -> list[Any]:
+        """Return the stored artifacts for this call's tenant only.
+
+        Two tenants' calls can share an action_hash (same action, payload and nonce); another
+        tenant's artifact must neither block this call nor reveal that tenant's name.
+        """
         texts = await anyio.to_thread.run_sync(self._store.approval_artifacts, action_hash)
-        return [json.loads(text) for text in texts]
+        artifacts = [json.loads(text) for text in texts]
+        return [item for item in artifacts if isinstance(item, dict) and item.get("tenant_id") == tenant_id]
 
 
 def _presented(artifact: Any) -> dict[str, Any]:

@@ -275,7 +275,10 @@ class Gate:
                     # A thread cannot be stopped: on timeout it is abandoned and may still finish.
                     output = await anyio.to_thread.run_sync(action.handler, model, abandon_on_cancel=True)
             result = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
-            result_bytes = check_json_value(result, max_bytes=self.policy.limits["max_result_bytes"])
+            # A result may nest deeper than its input (echo wraps it): allow twice the input depth.
+            result_bytes = check_json_value(
+                result, max_depth=2 * self.policy.limits["max_depth"], max_bytes=self.policy.limits["max_result_bytes"]
+            )
         except MalformedInputError as exc:
             error = InvalidResultError(f"the handler returned an invalid result: {exc.message}")
         except TimeoutError:

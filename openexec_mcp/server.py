@@ -79,6 +79,7 @@ class GateExtension(Extension):
     def __init__(self, gate: Gate, tenant_for: TenantResolver) -> None:
         self._gate = gate
         self._tenant_for = tenant_for
+        self._process_run_id = "conn:" + secrets.token_hex(8)
 
     async def intercept_tool_call(
         self, params: CallToolRequestParams, ctx: Any, call_next: Any
@@ -88,7 +89,7 @@ class GateExtension(Extension):
             meta = _meta_dict(params.meta)
             call_ctx = CallContext(
                 tenant_id=self._tenant_for(ctx),
-                run_id=_run_id(meta, ctx),
+                run_id=_run_id(meta, ctx, self._process_run_id),
                 approval_artifact=meta.get(APPROVAL_META),
                 elicitor=McpElicitor(params, ctx),
             )
@@ -237,18 +238,24 @@ def _meta_dict(meta: Any) -> dict[str, Any]:
     return dumped
 
 
-def _run_id(meta: Mapping[str, Any], ctx: Any) -> str:
-    """``_meta`` run_id, else the MCP session id, else one per connection (SPEC §7)."""
+def _run_id(meta: Mapping[str, Any], ctx: Any, process_run_id: str) -> str:
+    """``_meta`` run_id, else the MCP session id, else one per connection (SPEC §7).
+
+    A stdio server has exactly one connection, its process, so stdio calls share
+    ``process_run_id`` in both protocol eras (2026-07-28 has no connection object that outlives
+    a request). Over HTTP without a session, the SDK connection decides.
+    """
     given = meta.get(RUN_ID_META)
     if given is not None:
         return parse_run_id(given)
     request = getattr(ctx, "request", None)
+    if request is None:
+        return process_run_id
     headers = getattr(request, "headers", None)
     if headers is not None:
         session = headers.get("mcp-session-id") or getattr(request, "query_params", {}).get("session_id")
         if session:
             return f"mcp-session:{session}"[:128]
-    # stdio, and HTTP without sessions: one run per connection.
     connection = getattr(getattr(ctx, "session", None), "_connection", None)
     state = json_object(getattr(connection, "state", None))
     if state is not None:

@@ -21,14 +21,14 @@ from typing import Any
 
 import anyio
 import pytest
+import rfc8785
+from conftest import server_env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
-
-import rfc8785
-from conftest import server_env
 from oe_testing import verifier
 from oe_testing.http_server import free_port
+
 from openexec_mcp.cli import main
 from openexec_mcp.gate import CallContext
 from openexec_mcp.runtime import Runtime
@@ -70,23 +70,33 @@ def assert_one_line_error(outcome: Outcome) -> None:
     assert len(lines) == 1, outcome.stderr
 
 
-def make_receipts(runtime: Runtime, count: int = 5) -> list[dict[str, Any]]:
-    """Execute ``count`` echo calls through the real gate; return their result envelopes."""
+RECEIPT_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("echo", {"i": 0, "nonce": "cli-nonce-0"}),  # seq 0 executed
+    ("echo", {"i": 0, "nonce": "cli-nonce-0"}),  # seq 1 replayed
+    ("echo", {"i": 1, "nonce": "cli-nonce-0"}),  # seq 2 denied, nonce_conflict
+    ("boom", {"nonce": "cli-nonce-3"}),  # seq 3 failed
+    ("add", {"a": 1, "b": 2, "nonce": "cli-nonce-4"}),  # seq 4 executed
+]
+
+
+def make_receipts(runtime: Runtime) -> list[dict[str, Any]]:
+    """Run :data:`RECEIPT_CALLS` through the real gate; return their result envelopes."""
 
     async def calls() -> list[dict[str, Any]]:
         envelopes = []
-        for index in range(count):
+        for name, arguments in RECEIPT_CALLS:
             context = CallContext(tenant_id=runtime.settings.tenant_id, run_id="cli-test")
-            answer = await runtime.gate.call("echo", {"i": index, "nonce": f"cli-nonce-{index}"}, context)
-            envelopes.append(answer.envelope)
+            envelopes.append((await runtime.gate.call(name, arguments, context)).envelope)
         return envelopes
 
-    return anyio.run(calls)
+    made = anyio.run(calls)
+    assert [envelope["status"] for envelope in made] == ["executed", "replayed", "denied", "failed", "executed"]
+    return made
 
 
 @pytest.fixture
 def envelopes(make_runtime: Callable[..., Runtime]) -> list[dict[str, Any]]:
-    """Five receipts in the test's state dir; the runtime is closed so the CLI owns the database."""
+    """Five receipts of every status in the test's state dir; the runtime is closed afterwards."""
     runtime = make_runtime()
     made = make_receipts(runtime)
     runtime.close()
@@ -125,9 +135,7 @@ def public_key_forms(keys_json: str, tmp_path: Path) -> dict[str, str]:
 # -- keys public -------------------------------------------------------------------------------------
 
 
-def test_keys_public_prints_the_get_keys_document(
-    env: dict[str, str], make_runtime: Callable[..., Runtime]
-) -> None:
+def test_keys_public_prints_the_get_keys_document(env: dict[str, str], make_runtime: Callable[..., Runtime]) -> None:
     outcome = run_subprocess(["keys", "public"], env)
     assert outcome.code == 0, outcome
     document = json.loads(outcome.stdout)
@@ -175,7 +183,9 @@ def test_receipt_verify_exits_0_for_a_real_receipt(
 ) -> None:  # fmt: skip
     value = envelopes[1]["receipt"] if document == "dsse-receipt" else envelopes[1]
     receipt_file = write_json(tmp_path / "receipt.json", value)
-    outcome = cli("receipt", "verify", str(receipt_file), "--public-key", public_key_forms(keys_json, tmp_path)[key_form])
+    outcome = cli(
+        "receipt", "verify", str(receipt_file), "--public-key", public_key_forms(keys_json, tmp_path)[key_form]
+    )
     assert outcome.code == 0, outcome
     assert f"receipt_hash={envelopes[1]['receipt_hash']}" in outcome.stdout
 
@@ -242,7 +252,9 @@ def test_receipt_verify_exits_2_for_a_bad_key_in_a_subprocess(
     assert_one_line_error(outcome)
 
 
-@pytest.mark.parametrize("content", [b"", b"{not json", b"\xff\xfe\x00", b'{"a":1'], ids=["empty", "syntax", "binary", "truncated"])
+@pytest.mark.parametrize(
+    "content", [b"", b"{not json", b"\xff\xfe\x00", b'{"a":1'], ids=["empty", "syntax", "binary", "truncated"]
+)
 def test_receipt_verify_exits_2_for_a_file_that_is_not_json(
     cli: Callable[..., Outcome], keys_json: str, tmp_path: Path, content: bytes
 ) -> None:
@@ -254,7 +266,9 @@ def test_receipt_verify_exits_2_for_a_file_that_is_not_json(
 
 def _x25519_pem(tmp_path: Path) -> str:
     path = tmp_path / "x25519.pem"
-    path.write_bytes(X25519PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    path.write_bytes(
+        X25519PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
     return str(path)
 
 
@@ -326,7 +340,9 @@ def edit_payload_char(state_dir: Path, seq: int) -> None:
 def edit_receipt_hash(state_dir: Path, seq: int) -> None:
     with _db(state_dir) as db:
         (stored,) = db.execute("SELECT receipt_hash FROM ledger WHERE seq = ?", (seq,)).fetchone()
-        db.execute("UPDATE ledger SET receipt_hash = ? WHERE seq = ?", (("0" if stored[0] != "0" else "1") + stored[1:], seq))
+        db.execute(
+            "UPDATE ledger SET receipt_hash = ? WHERE seq = ?", (("0" if stored[0] != "0" else "1") + stored[1:], seq)
+        )
     db.close()
 
 
@@ -400,14 +416,16 @@ def test_ledger_verify_in_a_subprocess_names_the_edited_seq(
 
 
 BAD_CONFIGS = {
-    "unknown-key": 'bogus_key = 1\n',
-    "unknown-nested-key": '[limits]\nmax_payload_kilobytes = 1\n',
+    "unknown-key": "bogus_key = 1\n",
+    "unknown-nested-key": "[limits]\nmax_payload_kilobytes = 1\n",
     "bogus-mode": 'mode = "bogus"\n',
-    "toml-syntax": 'mode = \n',
+    "toml-syntax": "mode = \n",
 }
 
 
-@pytest.mark.parametrize("content", [BAD_CONFIGS["unknown-key"], BAD_CONFIGS["bogus-mode"]], ids=["unknown-key", "bogus-mode"])
+@pytest.mark.parametrize(
+    "content", [BAD_CONFIGS["unknown-key"], BAD_CONFIGS["bogus-mode"]], ids=["unknown-key", "bogus-mode"]
+)
 def test_serve_with_invalid_config_exits_2_with_one_line_and_no_traceback(
     tmp_path: Path, env: dict[str, str], content: str
 ) -> None:

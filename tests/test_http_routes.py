@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,13 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import server_env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-from conftest import server_env
 from oe_testing import verifier
 from oe_testing.actions import executions
 from oe_testing.http_server import HttpServer, running_http_server
+
 from openexec_mcp import __version__
 from openexec_mcp.http import build_http_app
 from openexec_mcp.runtime import Runtime
@@ -284,9 +286,18 @@ def _nested(depth: int) -> Any:
 
 
 @pytest.mark.anyio
-async def test_payload_nesting_32_is_accepted(http: httpx.AsyncClient) -> None:
-    response = await execute(http, "echo", _nested(32), fresh_nonce())
+async def test_payload_nesting_31_is_echoed(http: httpx.AsyncClient) -> None:
+    response = await execute(http, "echo", _nested(31), fresh_nonce())
     assert response.status_code == 200, response.text
+    assert response.json()["result"] == {"echo": _nested(31)}
+
+
+@pytest.mark.anyio
+async def test_echo_of_a_payload_at_the_depth_limit_executes(http: httpx.AsyncClient) -> None:
+    # SPEC §2 accepts nesting up to 32 and SPEC §1 says echo returns {"echo": payload}.
+    response = await execute(http, "echo", _nested(32), fresh_nonce())
+    assert response.status_code == 200, response.json()["error"]
+    assert response.json()["result"] == {"echo": _nested(32)}
 
 
 @pytest.mark.anyio
@@ -461,6 +472,17 @@ async def test_legacy_claim_is_valid_only_when_exec_id_result_and_receipt_hash_a
 
 
 @pytest.mark.anyio
+async def test_legacy_claim_for_a_replay_is_valid_with_the_returned_result(http: httpx.AsyncClient) -> None:
+    nonce = fresh_nonce()
+    await execute(http, "add", {"a": 1, "b": 1}, nonce)
+    replay = (await execute(http, "add", {"a": 1, "b": 1}, nonce)).json()
+    assert replay["status"] == "replayed"
+    claim = {"exec_id": replay["exec_id"], "result": replay["result"], "receipt": replay["receipt_hash"]}
+    assert (await verify(http, claim))["valid"] is True
+    assert (await verify(http, {**claim, "result": {"sum": 3}}))["valid"] is False
+
+
+@pytest.mark.anyio
 async def test_legacy_claim_for_a_failed_call_is_never_valid(http: httpx.AsyncClient) -> None:
     failed = (await execute(http, "boom", {}, fresh_nonce())).json()
     for result in (None, {}, "secret internal detail"):
@@ -515,6 +537,18 @@ def test_live_server_answers_every_get_route(live_server: HttpServer) -> None:
             assert response.status_code == 200, path
             assert response.headers["content-type"].startswith("application/json"), path
         assert client.get("/").json()["service"] == "openexec-mcp"
+
+
+def test_live_server_keys_match_the_keys_public_command(live_server: HttpServer) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENEXEC_TEST_COUNTER", str(live_server.counter))
+        env = server_env(live_server.state_dir)
+    completed = subprocess.run(
+        [sys.executable, "-m", "openexec_mcp", "keys", "public"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 0, completed.stderr
+    with httpx.Client(base_url=live_server.base_url, timeout=10) as client:
+        assert json.loads(completed.stdout) == client.get("/keys").json()
 
 
 def test_live_server_executes_quickstart_then_replays_without_rerunning(live_server: HttpServer) -> None:

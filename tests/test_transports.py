@@ -21,11 +21,10 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
+from conftest import server_env
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp_types import CallToolResult
-
-from conftest import server_env
 from oe_testing import verifier
 from oe_testing.http_server import HttpServer, running_http_server
 
@@ -304,6 +303,25 @@ async def test_missing_or_malformed_nonce_is_invalid_request(conn: Connection, n
 
 
 @pytest.mark.anyio
+async def test_integer_beyond_2_pow_53_is_invalid_request(conn: Connection) -> None:
+    result = await conn.call("echo", {"big": 2**53, "nonce": fresh_nonce()})
+    envelope = envelope_of(result)
+    assert result.is_error is True
+    assert envelope["error"]["code"] == "invalid_request"
+    assert "receipt" not in envelope
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("run_id", [123, "", "x" * 129, "has space"], ids=["int", "empty", "too-long", "space"])
+async def test_malformed_run_id_is_invalid_request_without_receipt(conn: Connection, run_id: Any) -> None:
+    result = await conn.call("echo", {"nonce": fresh_nonce()}, meta={RUN_ID_META: run_id})
+    envelope = envelope_of(result)
+    assert result.is_error is True
+    assert envelope["error"]["code"] == "invalid_request"
+    assert "receipt" not in envelope
+
+
+@pytest.mark.anyio
 async def test_failing_handler_is_failed_with_receipt_and_no_exception_text(conn: Connection) -> None:
     result = await conn.call("boom", {"nonce": fresh_nonce()})
     envelope = envelope_of(result)
@@ -324,7 +342,9 @@ async def test_run_id_from_request_meta_is_recorded_in_receipt(conn: Connection)
 
 
 @pytest.mark.anyio
-async def test_calls_without_run_id_share_the_session_or_connection_run(conn: Connection) -> None:
+async def test_calls_without_run_id_share_the_session_or_connection_run(
+    conn: Connection, request: pytest.FixtureRequest
+) -> None:
     if conn.transport == "http" and conn.mode == "auto":
         pytest.skip("2026-07-28 streamable HTTP has no session and no lasting connection to group calls by")
     first = envelope_of(await conn.call("echo", {"nonce": fresh_nonce()}))

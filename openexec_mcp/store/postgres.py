@@ -36,6 +36,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from typing import Any, Final, LiteralString, TypeVar, cast
 
 import psycopg
@@ -186,11 +187,10 @@ class PostgresStore:
 
     def get_nonce(self, tenant_id: str, nonce: str) -> NonceRecord | None:
         """See :meth:`Store.get_nonce`."""
-
-        def work(conn: _Conn) -> NonceRecord | None:
-            return _nonce_record(conn, tenant_id, nonce)
-
-        return self._run(work, transaction=False)
+        rows = self._fetch(
+            f"SELECT {_NONCE_COLUMNS} FROM nonces WHERE tenant_id = %s AND nonce = %s", (tenant_id, nonce)
+        )
+        return NonceRecord(*rows[0]) if rows else None
 
     def claim_nonce(self, claim: NonceClaim) -> NonceRecord | ApprovalAlreadyConsumed | None:
         """See :meth:`Store.claim_nonce`. Also records :attr:`owner` on the new row.
@@ -201,7 +201,7 @@ class PostgresStore:
 
         def work(conn: _Conn) -> object:
             # A free liveness lock means the liveness session died: claim nothing until it is back.
-            if False:
+            if _scalar(conn, _OWNER_LOCK_FREE, (self.owner,)):
                 raise _Rollback(_OWNER_LOST)
             inserted = conn.execute(
                 "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval, started_at,"
@@ -327,51 +327,35 @@ class PostgresStore:
 
     def list_approval_requests(self, now_unix: float, tenant_id: str | None = None) -> list[ApprovalRequest]:
         """See :meth:`Store.list_approval_requests`."""
-
-        def work(conn: _Conn) -> list[TupleRow]:
-            if tenant_id is None:
-                query = f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE expires_unix >= %s"
-                return conn.execute(query + " ORDER BY created_at, request_id", (now_unix,)).fetchall()
-            query = f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE expires_unix >= %s AND tenant_id = %s"
-            return conn.execute(query + " ORDER BY created_at, request_id", (now_unix, tenant_id)).fetchall()
-
-        return [ApprovalRequest(*row) for row in self._run(work, transaction=False)]
+        rows = self._fetch(
+            f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE expires_unix >= %s"
+            " AND (%s::text IS NULL OR tenant_id = %s) ORDER BY created_at, request_id",
+            (now_unix, tenant_id, tenant_id),
+        )
+        return [ApprovalRequest(*row) for row in rows]
 
     def get_approval_request(self, request_id: str) -> ApprovalRequest | None:
         """See :meth:`Store.get_approval_request`."""
-
-        def work(conn: _Conn) -> TupleRow | None:
-            query = f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE request_id = %s"
-            return conn.execute(query, (request_id,)).fetchone()
-
-        row = self._run(work, transaction=False)
-        return None if row is None else ApprovalRequest(*row)
+        rows = self._fetch(f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE request_id = %s", (request_id,))
+        return ApprovalRequest(*rows[0]) if rows else None
 
     def add_approval_artifact(self, action_hash: str, approval_id: str, artifact: str, submitted_at: str) -> bool:
         """See :meth:`Store.add_approval_artifact`."""
-
-        def work(conn: _Conn) -> bool:
-            return (
-                conn.execute(
-                    "INSERT INTO approval_artifacts (action_hash, approval_id, artifact, submitted_at)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-                    (action_hash, approval_id, artifact, submitted_at),
-                ).fetchone()
-                is not None
+        return bool(
+            self._fetch(
+                "INSERT INTO approval_artifacts (action_hash, approval_id, artifact, submitted_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                (action_hash, approval_id, artifact, submitted_at),
             )
-
-        return self._run(work, transaction=False)
+        )
 
     def approval_artifacts(self, action_hash: str) -> list[str]:
         """See :meth:`Store.approval_artifacts`."""
-
-        def work(conn: _Conn) -> list[TupleRow]:
-            return conn.execute(
-                "SELECT artifact FROM approval_artifacts WHERE action_hash = %s ORDER BY submitted_at DESC LIMIT 16",
-                (action_hash,),
-            ).fetchall()
-
-        return [str(row[0]) for row in self._run(work, transaction=False)]
+        rows = self._fetch(
+            "SELECT artifact FROM approval_artifacts WHERE action_hash = %s ORDER BY submitted_at DESC LIMIT 16",
+            (action_hash,),
+        )
+        return [str(row[0]) for row in rows]
 
     # -- ledger ---------------------------------------------------------------------------------
 
@@ -385,42 +369,47 @@ class PostgresStore:
 
     def ledger_size(self) -> int:
         """See :meth:`Store.ledger_size`."""
-        return self._run(
-            lambda conn: int(_scalar(conn, "SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger")), transaction=False
-        )
+        return int(self._fetch("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger")[0][0])
 
     def get_entry(self, exec_id: str) -> LedgerEntry | None:
         """See :meth:`Store.get_entry`."""
-        return self._run(lambda conn: _entry(conn, "exec_id = %s", exec_id), transaction=False)
+        rows = self._fetch(f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE exec_id = %s", (exec_id,))
+        return LedgerEntry(*rows[0]) if rows else None
 
     def get_entry_at(self, seq: int) -> LedgerEntry | None:
         """See :meth:`Store.get_entry_at`."""
-        return self._run(lambda conn: _entry(conn, "seq = %s", seq), transaction=False)
+        rows = self._fetch(f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE seq = %s", (seq,))
+        return LedgerEntry(*rows[0]) if rows else None
 
     def iter_entries(self, start_seq: int = 0, *, run_id: str | None = None) -> Iterator[LedgerEntry]:
         """See :meth:`Store.iter_entries`. Reads in pages of 1000 rows so memory stays flat."""
         seq = start_seq
-
-        def page(conn: _Conn) -> list[TupleRow]:
+        while True:
+            # Two statements rather than one with "run_id IS NULL OR": each keeps its own index plan.
             if run_id is None:
                 query = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE seq >= %s ORDER BY seq LIMIT 1000"
-                return conn.execute(query, (seq,)).fetchall()
-            query = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE run_id = %s AND seq >= %s ORDER BY seq LIMIT 1000"
-            return conn.execute(query, (run_id, seq)).fetchall()
-
-        while rows := self._run(page, transaction=False):
+                rows = self._fetch(query, (seq,))
+            else:
+                query = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE run_id = %s AND seq >= %s ORDER BY seq LIMIT 1000"
+                rows = self._fetch(query, (run_id, seq))
+            if not rows:
+                return
             yield from (LedgerEntry(*row) for row in rows)
             seq = rows[-1][0] + 1
 
     def ping(self) -> None:
         """See :meth:`Store.ping`."""
-        self._run(lambda conn: _scalar(conn, "SELECT 1"), transaction=False)
+        self._fetch("SELECT 1")
 
     def close(self) -> None:
         """See :meth:`Store.close`. Also ends the liveness session, which releases its lock."""
         self._pool.close()
         with self._owner_guard:
             if self._owner_conn is not None:
+                # Unlock explicitly: the server ends a closed session (and frees its locks) only
+                # some time after close() returns.
+                with suppress(psycopg.Error):
+                    self._owner_conn.execute("SELECT pg_advisory_unlock_all()")
                 self._owner_conn.close()
                 self._owner_conn = None
 
@@ -443,6 +432,10 @@ class PostgresStore:
             (entry.seq, entry.exec_id, entry.receipt_hash, entry.envelope, tenant_id, run_id, action, entry.status),
         )
         return entry
+
+    def _fetch(self, query: LiteralString, params: tuple[object, ...] = ()) -> list[TupleRow]:
+        """Run one statement outside any explicit transaction and return its rows."""
+        return self._run(lambda conn: conn.execute(query, params).fetchall(), transaction=False)
 
     def _run(self, work: Callable[[_Conn], _T], *, transaction: bool) -> _T:
         """Run ``work`` on a pooled connection, in one transaction if asked; map every failure."""
@@ -575,11 +568,6 @@ def _nonce_record(conn: _Conn, tenant_id: str, nonce: str) -> NonceRecord | None
         f"SELECT {_NONCE_COLUMNS} FROM nonces WHERE tenant_id = %s AND nonce = %s", (tenant_id, nonce)
     ).fetchone()
     return None if row is None else NonceRecord(*row)
-
-
-def _entry(conn: _Conn, where: LiteralString, value: object) -> LedgerEntry | None:
-    row = conn.execute(f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE {where}", (value,)).fetchone()
-    return None if row is None else LedgerEntry(*row)
 
 
 def _ledger_lock_key(conn: _Conn) -> int:
