@@ -54,6 +54,7 @@ from openexec_mcp.errors import (
     StoreUnavailableError,
     UnknownActionError,
 )
+from openexec_mcp.faults import unsafe_fault_point
 from openexec_mcp.policy import Policy
 from openexec_mcp.ratelimit import TokenBucket
 from openexec_mcp.registry import Action, Registry
@@ -220,6 +221,7 @@ class Gate:
             return await self._deny(ApprovalConsumedError("this approval was already used"), receipt_fields, approval)
         if isinstance(claimed, NonceRecord):
             return await self._answer_existing(claimed, receipt_fields, action_hash)
+        unsafe_fault_point("after_claim")
         # (5) and (6): shielded, so a cancelled request still records its outcome and receipt.
         with anyio.CancelScope(shield=True):
             return await self._execute(action, model, nonce, receipt_fields, approval, ctx)
@@ -258,11 +260,13 @@ class Gate:
         ctx: CallContext,
     ) -> Answer:  # fmt: skip
         outcome, result, error = await self._run_handler(action, model)
+        unsafe_fault_point("before_finish")
         factory = self._receipt_factory(
             fields, status=outcome.status, error_code=outcome.error_code, approval=approval,
             result_hash=outcome.result_hash, original_exec_id=None, finished_at=outcome.finished_at,
         )  # fmt: skip
         entry = await anyio.to_thread.run_sync(self.store.finish, ctx.tenant_id, nonce, outcome, factory)
+        unsafe_fault_point("after_finish")
         return Answer(_envelope(entry, action.name, outcome.status, result, error and error.to_dict()), error)
 
     async def _run_handler(self, action: Action, model: BaseModel) -> tuple[Outcome, Any, ExecutionError | None]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from openexec_mcp.approvals import Approver, build_keyring
 from openexec_mcp.config import Settings
 from openexec_mcp.core.receipt import ServerKey
+from openexec_mcp.faults import unsafe_faults_enabled
 from openexec_mcp.gate import Gate
 from openexec_mcp.keystore import load_or_create_server_key
 from openexec_mcp.policy import Policy, build_policy
@@ -77,6 +78,8 @@ def build_runtime(settings: Settings, *, toolset: str | None = None, registry: R
         logger.warning("call %s (%s) was cut off by a restart; recorded as indeterminate", entry.exec_id, entry.action)
     if settings.mode == "demo":
         logger.warning(DEMO_WARNING)
+    if armed := unsafe_faults_enabled():
+        logger.warning("UNSAFE: fault injection armed at %s; this process will kill itself", ",".join(sorted(armed)))
     logger.info(
         "openexec-mcp ready: mode=%s storage=%s actions=%s policy_hash=%s kid=%s",
         settings.mode, store.kind, ",".join(policy.approvals), policy.policy_hash, server_key.kid,

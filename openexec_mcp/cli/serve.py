@@ -7,12 +7,8 @@ import ipaddress
 import logging
 from typing import Any
 
-import anyio
-
 from openexec_mcp.config import Settings, load_settings
 from openexec_mcp.errors import ConfigError
-from openexec_mcp.runtime import build_runtime
-from openexec_mcp.server import build_mcp_server
 
 logger = logging.getLogger("openexec_mcp")
 
@@ -29,6 +25,12 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the server; returns when it stops."""
+    # Imported here so that the other commands (verify, approve) start without the MCP stack.
+    import anyio
+
+    from openexec_mcp.runtime import build_runtime
+    from openexec_mcp.server import build_mcp_server
+
     settings = load_settings(args.config)
     if args.transport != "stdio":
         check_bind_address(settings, args.host)

@@ -56,3 +56,13 @@ def boom(payload: Nothing) -> CountOut:
 def not_json(payload: Nothing) -> object:
     """Return a set, which is not JSON."""
     return {1, 2}
+
+
+@action(name="count_then_crash", title="Count, then hit the in_handler fault point", destructive=False)
+def count_then_crash(payload: CountIn) -> CountOut:
+    """Record one execution, then die if the ``in_handler`` fault point is armed."""
+    from openexec_mcp.faults import unsafe_fault_point
+
+    result = count.handler(payload)
+    unsafe_fault_point("in_handler")
+    return result

@@ -12,10 +12,11 @@ import hashlib
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from openexec_mcp.core.approval import sign_approval
 from openexec_mcp.core.encoding import b64encode
@@ -36,6 +37,13 @@ Signer = Ed25519PrivateKey | KeyringEntry
 def approvals_config(kid: str = GOV_KID) -> dict[str, Any]:
     """The ``[approvals]`` table holding the test governance key (a ``make_runtime`` override)."""
     return {"keys": [{"kid": kid, "alg": "ed25519", "public_key": GOV_PUBLIC_B64, "issuers": [ISSUER]}]}
+
+
+def write_private_key(path: Path) -> Path:
+    """Write the test governance private key as the PEM file ``openexec-mcp approve --key`` reads."""
+    path.write_bytes(GOV_KEY.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    path.chmod(0o600)
+    return path
 
 
 def iso(moment: datetime) -> str:
