@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 
 import anyio.to_thread
 
-from openexec_mcp.canonical import canonicalize, sha256_hex
+from openexec_mcp.canonical import canonicalize, json_object, sha256_hex
 from openexec_mcp.config import Settings
 from openexec_mcp.core.approval import VerifiedApproval, verify_approval
 from openexec_mcp.core.clock import format_timestamp
@@ -236,8 +236,8 @@ class Approver:
         tenant's artifact must neither block this call nor reveal that tenant's name.
         """
         texts = await anyio.to_thread.run_sync(self._store.approval_artifacts, action_hash)
-        artifacts = [json.loads(text) for text in texts]
-        return [item for item in artifacts if isinstance(item, dict) and item.get("tenant_id") == tenant_id]
+        artifacts = [json_object(json.loads(text)) for text in texts]
+        return [item for item in artifacts if item is not None and item.get("tenant_id") == tenant_id]
 
 
 def _presented(artifact: Any) -> dict[str, Any]:

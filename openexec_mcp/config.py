@@ -110,6 +110,26 @@ class ApprovalsSettings(_Section):
     keys: list[ApprovalKeySettings] = Field(default_factory=list[ApprovalKeySettings])
 
 
+class McpSettings(_Section):
+    """``[mcp]``: protocol settings shared by replicas."""
+
+    request_state_keys: list[SecretStr] = Field(default_factory=list[SecretStr])
+    """Keys (at least 32 characters each) sealing the 2026-07-28 ``requestState`` of an
+    ``input_required`` round, so the retry may land on another replica. The first key seals,
+    every key unseals (rotation). Empty: a random per-process key (one replica only)."""
+    request_state_ttl_seconds: int = Field(default=600, ge=10, le=86400)
+    """How long a sealed ``requestState`` stays valid, in seconds."""
+    shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
+    """On SIGTERM, in-flight calls get this long to finish before the process exits, in seconds."""
+
+    @field_validator("request_state_keys")
+    @classmethod
+    def _long_enough(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        if any(len(key.get_secret_value().encode("utf-8")) < 32 for key in keys):
+            raise ValueError("each request-state key needs at least 32 bytes")
+        return keys
+
+
 class AuthToken(_Section):
     """``[[auth.tokens]]``: a bearer token, stored only as its SHA-256 (SPEC §8)."""
 
@@ -150,6 +170,7 @@ class Settings(BaseSettings):
     nonce: NonceSettings = NonceSettings()
     approvals: ApprovalsSettings = ApprovalsSettings()
     auth: AuthSettings = AuthSettings()
+    mcp: McpSettings = McpSettings()
 
     @classmethod
     def settings_customise_sources(

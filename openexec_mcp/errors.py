@@ -35,6 +35,7 @@ The hierarchy::
     │   ├── InvalidResultError       invalid_result
     │   └── HandlerTimeoutError      handler_timeout
     ├── RateLimitedError             rate_limited          (nothing is recorded; HTTP 429)
+    ├── ShuttingDownError            shutting_down         (draining on SIGTERM; HTTP 503)
     ├── StoreUnavailableError        store_unavailable
     ├── VerificationError            verification_failed   (receipts, ledger; ``reason`` says why)
     └── ConfigError                  config_error          (CLI exit code 2)
@@ -73,6 +74,7 @@ __all__ = [
     "OpenExecError",
     "OutcomeUnknownError",
     "RateLimitedError",
+    "ShuttingDownError",
     "StoreUnavailableError",
     "UnknownActionError",
     "VerificationError",
@@ -257,6 +259,12 @@ class RateLimitedError(OpenExecError):
     """
 
     code = "rate_limited"
+
+
+class ShuttingDownError(OpenExecError):
+    """The server is draining before it exits; nothing ran. Retry on another replica or later."""
+
+    code = "shutting_down"
 
 
 class StoreUnavailableError(OpenExecError):

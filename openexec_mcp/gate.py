@@ -51,6 +51,7 @@ from openexec_mcp.errors import (
     MalformedInputError,
     OpenExecError,
     RateLimitedError,
+    ShuttingDownError,
     StoreUnavailableError,
     UnknownActionError,
 )
@@ -136,11 +137,28 @@ class Gate:
         self.registry = registry
         self.approver = approver
         self._rate_limit = TokenBucket(rate_limit_per_second, rate_limit_burst)
+        self._in_flight = 0
+        self.draining = False
+        """Set on shutdown: new calls are refused with ``shutting_down``; running ones finish."""
         self.policy = policy
         self.store = store
         self.server_key = server_key
         self.server_id = server_id
         self._clock = clock
+
+    async def drain(self, grace_seconds: float) -> int:
+        """Refuse new calls and wait up to ``grace_seconds`` for running ones; return how many remain."""
+        self.draining = True
+        with anyio.move_on_after(grace_seconds):
+            while self._in_flight:
+                await anyio.sleep(0.05)
+        if self._in_flight:
+            logger.warning(
+                "%d call(s) still running after %s s; their outcome is recorded at restart",
+                self._in_flight,
+                grace_seconds,
+            )
+        return self._in_flight
 
     def exposed(self) -> list[Action]:
         """Return the exposed actions, by name."""
@@ -157,6 +175,9 @@ class Gate:
         Returns:
             The answer; never raises for anything a caller can send.
         """
+        if self.draining:
+            refused = ShuttingDownError("the server is shutting down; retry later")
+            return Answer(refusal_envelope(name, refused), refused)
         if not self._rate_limit.allow(ctx.tenant_id):
             refused = RateLimitedError("too many calls for this tenant; retry later")
             return Answer(refusal_envelope(name, refused), refused)
@@ -167,11 +188,14 @@ class Gate:
             action_hash = ActionRequest(action.name, payload, nonce).action_hash()
         except InvalidRequestError as exc:
             return Answer(refusal_envelope(name, exc), exc)
+        self._in_flight += 1
         try:
             return await self._guarded(action, payload, nonce, model, action_hash, ctx)
         except StoreUnavailableError as exc:
             logger.error("store unavailable: %s", exc.message)
             return Answer(refusal_envelope(action.name, exc), exc)
+        finally:
+            self._in_flight -= 1
 
     async def _guarded(
         self, action: Action, payload: dict[str, Any], nonce: str, model: BaseModel, action_hash: str,

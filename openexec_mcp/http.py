@@ -36,6 +36,7 @@ from openexec_mcp.errors import (
     NonceError,
     OpenExecError,
     RateLimitedError,
+    ShuttingDownError,
     StoreUnavailableError,
     UnknownActionError,
     VerificationError,
@@ -74,7 +75,7 @@ def http_status(answer: Answer) -> int:
         return 403
     if isinstance(error, NonceError):
         return 409
-    if isinstance(error, StoreUnavailableError):
+    if isinstance(error, (StoreUnavailableError, ShuttingDownError)):
         return 503
     if isinstance(error, RateLimitedError):
         return 429
@@ -104,6 +105,8 @@ def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
         tenant_for,
         token_verifier=tokens if tokens else None,
         auth=auth_settings(host, port) if tokens else None,
+        request_state_keys=[key.get_secret_value() for key in runtime.settings.mcp.request_state_keys],
+        request_state_ttl_seconds=runtime.settings.mcp.request_state_ttl_seconds,
     )
     routes = _Routes(runtime)
     for path, methods, scope, handler in (
@@ -175,6 +178,8 @@ class _Routes:
         )
 
     async def ready(self, request: Request, tenant_id: str | None) -> Response:
+        if self.runtime.gate.draining:
+            return JSONResponse({"ready": False, "reason": "shutting_down"}, status_code=503)
         try:
             await anyio.to_thread.run_sync(self.runtime.store.ping)
         except StoreUnavailableError:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.mcpserver import Extension, MCPServer
+from mcp.server.mcpserver import Extension, MCPServer, RequestStateSecurity
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import (
@@ -162,6 +162,8 @@ def build_mcp_server(
     *,
     token_verifier: TokenVerifier | None = None,
     auth: AuthSettings | None = None,
+    request_state_keys: Sequence[str] = (),
+    request_state_ttl_seconds: int = 600,
 ) -> MCPServer[Any]:
     """Build the MCP server that advertises the exposed actions as guarded tools.
 
@@ -170,7 +172,14 @@ def build_mcp_server(
         tenant_for: The caller's tenant for a request context.
         token_verifier: Bearer-token verifier for the HTTP transports (with ``auth``).
         auth: The SDK auth settings (required scopes) for the HTTP transports.
+        request_state_keys: Shared keys sealing ``requestState`` (replicas); empty: per process.
+        request_state_ttl_seconds: Lifetime of a sealed ``requestState``, in seconds.
     """
+    security = (
+        RequestStateSecurity(keys=list(request_state_keys), ttl=request_state_ttl_seconds, audience=gate.server_id)
+        if request_state_keys
+        else None
+    )
     tools = [_tool_for(action, gate.policy.approvals[action.name]) for action in gate.exposed()]
     return MCPServer(
         "openexec-mcp",
@@ -181,6 +190,7 @@ def build_mcp_server(
         log_level="WARNING",
         token_verifier=token_verifier,
         auth=auth,
+        request_state_security=security,
     )
 
 

@@ -36,21 +36,54 @@ def run(args: argparse.Namespace) -> int:
         check_bind_address(settings, args.host)
     runtime = build_runtime(settings, toolset=args.toolset)
     try:
+        grace = settings.mcp.shutdown_grace_seconds
         if args.transport == "stdio":
             # stdio callers are the local user: the configured tenant, no tokens.
             mcp_server = build_mcp_server(runtime.gate, tenant_for=lambda _ctx: settings.tenant_id)
-            anyio.run(mcp_server.run_stdio_async)
+            anyio.run(_serve_stdio, mcp_server, runtime.gate, grace)
         else:
             import uvicorn
 
             from openexec_mcp.http import build_http_app
 
+            gate = runtime.gate
+
+            class DrainingServer(uvicorn.Server):
+                """On SIGTERM/SIGINT: /ready answers 503, new calls are refused, running ones finish."""
+
+                def handle_exit(self, sig: int, frame: Any) -> None:
+                    gate.draining = True
+                    super().handle_exit(sig, frame)
+
             app = build_http_app(runtime, host=args.host, port=args.port)
             logger.info("serving HTTP on http://%s:%d (MCP at /mcp, SSE at /sse)", args.host, args.port)
-            uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")).run()
+            config = uvicorn.Config(
+                app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=grace
+            )
+            DrainingServer(config).run()
     finally:
         runtime.close()
     return 0
+
+
+async def _serve_stdio(mcp_server: Any, gate: Any, grace_seconds: float) -> None:
+    """Serve MCP over stdio until EOF, or until SIGTERM/SIGINT after draining running calls."""
+    import signal
+
+    import anyio
+
+    async with anyio.create_task_group() as tasks:
+
+        async def serve() -> None:
+            await mcp_server.run_stdio_async()
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(serve)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                await gate.drain(grace_seconds)
+                tasks.cancel_scope.cancel()
+                return
 
 
 def check_bind_address(settings: Settings, host: str) -> None:
