@@ -289,9 +289,21 @@ class Gate:
             fields, status=outcome.status, error_code=outcome.error_code, approval=approval,
             result_hash=outcome.result_hash, original_exec_id=None, finished_at=outcome.finished_at,
         )  # fmt: skip
-        entry = await anyio.to_thread.run_sync(self.store.finish, ctx.tenant_id, nonce, outcome, factory)
+        try:
+            entry = await anyio.to_thread.run_sync(self.store.finish, ctx.tenant_id, nonce, outcome, factory)
+        except StoreUnavailableError as exc:
+            # The handler ran but its outcome is not recorded: never say "denied" here. The claim
+            # stays 'started', so the nonce answers in_progress, then outcome_unknown after restart.
+            logger.error("outcome of %s not recorded: %s", fields["exec_id"], exc.message)
+            lost = StoreUnavailableError(
+                "the action ran but its outcome could not be recorded; do not assume it failed"
+            )
+            envelope = refusal_envelope(action.name, lost)
+            envelope.update(status="failed", exec_id=fields["exec_id"])
+            return Answer(envelope, lost)
         unsafe_fault_point("after_finish")
-        return Answer(_envelope(entry, action.name, outcome.status, result, error and error.to_dict()), error)
+        error_json = error.to_dict() if error is not None else None
+        return Answer(_envelope(entry, action.name, outcome.status, result, error_json), error)
 
     async def _run_handler(self, action: Action, model: BaseModel) -> tuple[Outcome, Any, ExecutionError | None]:
         error: ExecutionError

@@ -309,3 +309,24 @@ async def test_rate_limit_refuses_per_tenant_and_records_nothing(make_runtime: C
     other = await runtime.gate.call("count", {"nonce": "nonce-0002"}, CallContext(tenant_id="other", run_id="r"))
     assert other.status == "executed"
     assert executions(counter_file) == 3
+
+
+async def test_store_failure_after_the_handler_ran_is_failed_not_denied(
+    make_runtime: Callable[..., Runtime], counter_file: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from openexec_mcp.errors import StoreUnavailableError
+
+    runtime = make_runtime()
+
+    def broken_finish(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailableError("database went away")
+
+    monkeypatch.setattr(runtime.store, "finish", broken_finish)
+    answer = await runtime.gate.call("count", {"nonce": "nonce-lost"}, CTX)
+    assert executions(counter_file) == 1
+    assert answer.status == "failed"
+    assert answer.envelope["error"]["code"] == "store_unavailable"
+    assert answer.envelope["exec_id"] is not None
+    retry = await runtime.gate.call("count", {"nonce": "nonce-lost"}, CTX)
+    assert retry.envelope["error"]["code"] == "in_progress"
+    assert executions(counter_file) == 1
