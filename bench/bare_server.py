@@ -55,10 +55,10 @@ def build_mcp_server() -> MCPServer[Any]:
 
 async def execute(request: Request) -> Response:
     """``POST /execute`` without the gate: parse, run ``echo`` inline, answer the envelope's shape."""
-    body = json.loads(await request.body())
-    if not isinstance(body, dict) or body.get("action") != "echo" or not isinstance(body.get("payload"), dict):
+    body: Any = json.loads(await request.body())
+    if not isinstance(body, dict) or body.get("action") != "echo" or not isinstance(body.get("payload"), dict):  # pyright: ignore[reportUnknownMemberType]
         return JSONResponse({"status": "denied", "error": {"code": "invalid_request", "message": "bad body"}}, 422)
-    envelope = {
+    envelope: dict[str, Any] = {
         "status": "executed", "exec_id": secrets.token_hex(16), "action": "echo",
         "result": {"echo": body["payload"]}, "error": None, "approval_request": None,
         "receipt": None, "receipt_hash": None,

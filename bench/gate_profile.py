@@ -10,7 +10,7 @@ add up to the measured per-call time. Nothing in ``openexec_mcp`` is edited; the
 assigned at run time. The probes cost about 1 us each (some 20 per call).
 
 The same loop without probes, and on the bare ``MCPServer`` of ``bench/bare_server.py``, gives
-the totals. ``python bench/gate_profile.py [N] [full|normal]`` prints the breakdown alone.
+the totals. ``python -m bench.gate_profile [N] [full|normal]`` (from the repository root) prints the breakdown alone.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
@@ -36,9 +36,9 @@ from mcp.client.session import ClientSession
 
 import openexec_mcp.canonical
 import openexec_mcp.gate
+from bench import bare_server
 from openexec_mcp.config import load_settings
 from openexec_mcp.core.receipt import ServerKey
-from openexec_mcp.registry import Registry, load_registry
 from openexec_mcp.runtime import Runtime, build_runtime
 from openexec_mcp.server import GateExtension, build_mcp_server
 
@@ -47,12 +47,12 @@ PHASES = (
     ("client_validation", "SDK client: outputSchema validation of the envelope (jsonschema)"),
     ("wiring", "openexec MCP wiring: envelope to CallToolResult (server.py)"),
     ("validation", "gate step 1: limits, nonce, strict pydantic input (excl. canonicalization)"),
-    ("canonicalization", "RFC 8785 canonicalization + depth check (all 6 call sites)"),
+    ("canonicalization", "RFC 8785 canonicalization + depth check (every call site)"),
     ("nonce_claim", "gate step 4: nonce claim SQL (excl. commit)"),
     ("handler", "gate step 5: handler + result dump/limits (excl. canonicalization)"),
     ("receipt", "receipt body + DSSE envelope + hashes (excl. canonicalization, signing)"),
     ("signing", "Ed25519 signature"),
-    ("ledger", "gate step 6: outcome UPDATE + ledger INSERT SQL (excl. commit)"),
+    ("ledger", "gate step 6: outcome UPDATE, ledger INSERT, tree-node SQL (excl. commit)"),
     ("commit", "COMMIT x2 (claim, outcome+receipt): fsync under FULL"),
     ("threads", "worker-thread hand-offs (anyio.to_thread) x3"),
     ("gate_other", "gate, other: action hash, timestamps, exec_id, envelope"),
@@ -68,7 +68,7 @@ class Probe:
         self._lock = threading.Lock()
 
     @contextmanager
-    def span(self, phase: str) -> Iterator[list[float]]:
+    def span(self, phase: str) -> Generator[list[float], None, None]:
         stack: list[list[float]] = self._local.__dict__.setdefault("stack", [])
         frame = [0.0]  # time of children, including other threads' work this span waited for
         stack.append(frame)
@@ -126,7 +126,7 @@ class _TimedConnection:
 
 
 @contextmanager
-def instrumented(runtime: Runtime, probe: Probe) -> Iterator[None]:
+def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
     """Install the probes on ``runtime`` and on the modules the gate calls; undo them on exit."""
     gate, store = runtime.gate, runtime.store
     saved_modules = [
@@ -160,13 +160,13 @@ def instrumented(runtime: Runtime, probe: Probe) -> Iterator[None]:
     anyio.to_thread.run_sync = run_sync
     ClientSession.validate_tool_result = probe.wrap_async(ClientSession.validate_tool_result, "client_validation")
     GateExtension.intercept_tool_call = probe.wrap_async(GateExtension.intercept_tool_call, "wiring")
-    gate_attrs = {name: gate.__dict__.get(name) for name in ("call", "_validate", "_run_handler", "server_key")}
+    key = gate.server_key
     gate.call = probe.wrap_async(gate.call, "gate_other")  # type: ignore[method-assign]
     gate._validate = probe.wrap(gate._validate, "validation")  # type: ignore[method-assign]
     gate._run_handler = probe.wrap_async(gate._run_handler, "handler")  # type: ignore[method-assign]
-    key = gate.server_key
-    gate.server_key = ServerKey(private_key=_TimedKey(key.private_key, probe), public_raw=key.public_raw, kid=key.kid)  # type: ignore[arg-type]
-    store_attrs = {name: store.__dict__.get(name) for name in ("claim_nonce", "finish", "_db")}
+    timed_key = ServerKey(private_key=_TimedKey(key.private_key, probe), public_raw=key.public_raw, kid=key.kid)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    gate.server_key = timed_key
+    db = store._db  # type: ignore[attr-defined]  # pyright: ignore[reportUnknownMemberType, reportAttributeAccessIssue]
     store.claim_nonce = probe.wrap(store.claim_nonce, "nonce_claim")  # type: ignore[method-assign]
     store.finish = probe.wrap(store.finish, "ledger")  # type: ignore[method-assign]
     store._db = _TimedConnection(store._db, probe)  # type: ignore[attr-defined]
@@ -175,21 +175,14 @@ def instrumented(runtime: Runtime, probe: Probe) -> Iterator[None]:
     finally:
         for owner, name, value in saved:
             setattr(owner, name, value)
-        for name, value in gate_attrs.items():
-            if name == "server_key":
-                gate.server_key = value
-            else:
-                delattr(gate, name)
-        for name, value in store_attrs.items():
-            if name == "_db":
-                store._db = value  # type: ignore[attr-defined]
-            else:
-                delattr(store, name)
-
-
-def _timed_registry() -> Registry:
-    """The built-in actions, the ``echo`` handler wrapped later by the handler phase's probe."""
-    return load_registry()
+        gate.server_key = key
+        store._db = db  # type: ignore[attr-defined]
+        for owner_instance, names in (
+            (gate, ("call", "_validate", "_run_handler")),
+            (store, ("claim_nonce", "finish")),
+        ):
+            for name in names:
+                delattr(owner_instance, name)  # the instance attribute hid the class's method
 
 
 async def _loop(client: Client, count: int, prefix: str, probe: Probe | None, deadline: float) -> tuple[int, float]:
@@ -228,12 +221,9 @@ async def profile(
     are medians over blocks, so a burst of load from another process on this shared machine hits
     all three alike.
     """
-    sys.path.insert(0, str(Path(__file__).parent))
-    import bare_server
-
     deadline = time.perf_counter() + time_limit
     settings = load_settings(None, state_dir=state_dir, mode="demo", storage={"sqlite_synchronous": synchronous})
-    runtime = build_runtime(settings, registry=_timed_registry())
+    runtime = build_runtime(settings)
     per_call: dict[str, list[float]] = {"gated": [], "bare": [], "probed": []}
     probe = Probe()
     n_probed = 0
@@ -245,7 +235,7 @@ async def profile(
             await _loop(bare, size, "warm", None, deadline)
             for block in range(blocks):
                 order = ["gated", "bare", "probed"]
-                for kind in order[block % 3:] + order[: block % 3]:
+                for kind in order[block % 3 :] + order[: block % 3]:
                     prefix = f"{kind}{block}"
                     if kind == "probed":
                         with instrumented(runtime, probe):

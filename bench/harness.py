@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +79,12 @@ def bare_command(*args: str) -> list[str]:
 
 def with_pid_file(command: Sequence[str], pid_file: Path) -> list[str]:
     """Wrap ``command`` so that it writes its PID to ``pid_file`` and then ``exec``s (same PID)."""
-    script = "import os,sys; open(sys.argv[1],'w').write(str(os.getpid())); os.execv(sys.argv[2], sys.argv[2:])"
+    script = (
+        "import os, sys\n"
+        "with open(sys.argv[1], 'w') as f:\n"
+        "    f.write(str(os.getpid()))\n"
+        "os.execv(sys.argv[2], sys.argv[2:])"
+    )
     return [PYTHON, "-c", script, str(pid_file), *command]
 
 
@@ -122,7 +127,7 @@ class HttpServer:
 
 
 @contextlib.contextmanager
-def http_server(command_for_port: Sequence[str], env: dict[str, str], log: Path) -> Iterator[HttpServer]:
+def http_server(command_for_port: Sequence[str], env: dict[str, str], log: Path) -> Generator[HttpServer, None, None]:
     """Start an HTTP server child (``{port}`` in the command is replaced), wait until it accepts."""
     port = free_port()
     command = [part.replace("{port}", str(port)) for part in command_for_port]
@@ -150,6 +155,16 @@ def wait_accepting(server: HttpServer) -> None:
         except OSError:
             time.sleep(0.05)  # bounded readiness poll
     raise RuntimeError(f"server not accepting after {READY_TIMEOUT_SECONDS}s: {server.log_tail()}")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """Return the CPU time (user + system, all threads) a live process has used, or ``None``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # Fields 14 and 15 of proc(5) (utime, stime), counted after the ")" that ends the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_bytes(pid: int) -> int | None:
@@ -220,6 +235,10 @@ def fmt_rate(value: float) -> str:
 
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
+
+
+def fmt_us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f} µs"
 
 
 def fmt_mib(value: float) -> str:

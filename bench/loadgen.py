@@ -1,14 +1,15 @@
 """A load-generating worker process for the HTTP figures (run by ``bench/run.py``, not by hand).
 
-``python bench/loadgen.py CONFIG_JSON`` where the config is
-``{"mode": "mcp" | "execute", "url", "concurrency", "duration_seconds", "max_calls", "warmup",
-"nonce_prefix"}``. The worker connects ``concurrency`` clients (SDK ``mcp.Client`` over
-streamable HTTP, or one ``httpx.AsyncClient`` with a pool of ``concurrency`` connections),
-warms each up, prints ``ready``, waits for one line on stdin, then runs ``concurrency``
-sequential loops until ``duration_seconds`` pass or ``max_calls`` calls are done, and prints one
-JSON line: ``{"count", "errors", "elapsed", "latencies"}`` (seconds). Several workers started
-together and released at once give the figures their concurrency without one client process
-being the bottleneck.
+``python bench/loadgen.py CONFIG_JSON`` where the config is ``{"mode": "mcp" | "execute",
+"targets": {NAME: URL}, "concurrency", "max_calls", "warmup", "nonce_prefix"}``. For every target
+the worker connects ``concurrency`` clients (SDK ``mcp.Client`` over streamable HTTP, or one
+``httpx.AsyncClient`` with a pool of ``concurrency`` connections) and warms each up, then prints
+``ready``. Each stdin line ``go NAME SECONDS`` runs ``concurrency`` sequential loops against that
+target until the time is up (or ``max_calls`` calls are done) and prints one JSON line:
+``{"count", "errors", "elapsed", "latencies"}`` (seconds). End of input ends the worker.
+
+Several workers released together give a figure its concurrency without one client process being
+the bottleneck; alternating ``go`` lines between targets interleaves the configurations finely.
 """
 
 from __future__ import annotations
@@ -55,56 +56,61 @@ async def _execute_callers(stack: AsyncExitStack, url: str, concurrency: int) ->
     return [call] * concurrency
 
 
-async def run(config: dict[str, Any]) -> dict[str, Any]:
-    """Connect, warm up, wait for the go line, load, and return the measurements."""
+async def run(config: dict[str, Any]) -> None:
+    """Connect to every target, warm up, then answer ``go`` lines until end of input."""
     concurrency = int(config["concurrency"])
     prefix = str(config["nonce_prefix"])
-    latencies: list[float] = []
-    errors = 0
     async with AsyncExitStack() as stack:
         make = _mcp_callers if config["mode"] == "mcp" else _execute_callers
-        callers = await make(stack, str(config["url"]), concurrency)
+        targets = {name: await make(stack, str(url), concurrency) for name, url in config["targets"].items()}
 
-        async def warm(index: int, call: Call) -> None:
+        async def warm(name: str, index: int, call: Call) -> None:
             for n in range(int(config["warmup"])):
-                await call(f"{prefix}w{index}-{n:06d}")
+                await call(f"{prefix}{name}-w{index}-{n:06d}")
 
         async with anyio.create_task_group() as tg:
-            for index, call in enumerate(callers):
-                tg.start_soon(warm, index, call)
-        print("ready", flush=True)
-        await anyio.to_thread.run_sync(sys.stdin.readline)
-
-        budget = [int(config["max_calls"])]
-        start = time.perf_counter()
-        deadline = start + float(config["duration_seconds"])
-
-        async def loop(index: int, call: Call) -> None:
-            nonlocal errors
-            n = 0
-            while budget[0] > 0 and time.perf_counter() < deadline:
-                budget[0] -= 1
-                n += 1
-                begin = time.perf_counter()
-                try:
-                    ok = await call(f"{prefix}{index}-{n:08d}")
-                except Exception:
-                    ok = False
-                latencies.append(time.perf_counter() - begin)
-                errors += not ok
-
-        with anyio.fail_after(float(config["duration_seconds"]) + TIMEOUT_SECONDS):
-            async with anyio.create_task_group() as tg:
+            for name, callers in targets.items():
                 for index, call in enumerate(callers):
-                    tg.start_soon(loop, index, call)
-        elapsed = time.perf_counter() - start
-    return {"count": len(latencies), "errors": errors, "elapsed": elapsed, "latencies": latencies}
+                    tg.start_soon(warm, name, index, call)
+        print("ready", flush=True)
+        phase = 0
+        while line := await anyio.to_thread.run_sync(sys.stdin.readline):
+            _, name, seconds = line.split()
+            phase += 1
+            result = await _phase(targets[name], float(seconds), int(config["max_calls"]), f"{prefix}{phase}-")
+            print(json.dumps(result), flush=True)
+
+
+async def _phase(callers: list[Call], seconds: float, max_calls: int, prefix: str) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    budget = [max_calls]
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def loop(index: int, call: Call) -> None:
+        nonlocal errors
+        n = 0
+        while budget[0] > 0 and time.perf_counter() < deadline:
+            budget[0] -= 1
+            n += 1
+            begin = time.perf_counter()
+            try:
+                ok = await call(f"{prefix}{index}-{n:08d}")
+            except Exception:
+                ok = False
+            latencies.append(time.perf_counter() - begin)
+            errors += not ok
+
+    with anyio.fail_after(seconds + TIMEOUT_SECONDS):
+        async with anyio.create_task_group() as tg:
+            for index, call in enumerate(callers):
+                tg.start_soon(loop, index, call)
+    return {"count": len(latencies), "errors": errors, "elapsed": time.perf_counter() - start, "latencies": latencies}
 
 
 def main() -> int:
-    config = json.loads(sys.argv[1])
-    result = anyio.run(run, config)
-    print(json.dumps(result), flush=True)
+    anyio.run(run, json.loads(sys.argv[1]))
     return 0
 
 

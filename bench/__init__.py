@@ -1,0 +1,1 @@
+"""Benchmarks of issue 6: ``python bench/run.py`` (see its docstring)."""
