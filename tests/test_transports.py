@@ -122,7 +122,7 @@ async def test_client_negotiates_the_expected_protocol_era(conn: Connection) -> 
 async def test_tools_list_advertises_every_action_once(conn: Connection) -> None:
     tools = (await conn.client.list_tools()).tools
     names = [tool.name for tool in tools]
-    assert sorted(names) == ["add", "boom", "count", "echo", "not_json"]
+    assert sorted(names) == ["add", "boom", "count", "count_then_crash", "echo", "not_json"]
 
 
 @pytest.mark.anyio
