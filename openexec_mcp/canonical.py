@@ -35,6 +35,7 @@ __all__ = [
     "canonicalize",
     "check_json_value",
     "json_object",
+    "loads_canonical",
     "parse_json",
     "sha256_hex",
 ]
@@ -123,6 +124,65 @@ def parse_json(data: bytes | str, *, max_depth: int = DEFAULT_MAX_DEPTH, max_byt
         raise MalformedInputError(f"invalid JSON: {exc}") from None
     check_json_value(value, max_depth=max_depth, max_bytes=max_bytes)
     return value
+
+
+class _NotFast(Exception):
+    """The fast path of :func:`loads_canonical` cannot decide; take the exact one."""
+
+
+def _fast_int(literal: str) -> int:
+    number = int(literal)
+    if abs(number) > MAX_SAFE_INTEGER:
+        raise _NotFast
+    return number
+
+
+def _not_fast(_: str) -> Any:
+    raise _NotFast
+
+
+_FAST_DECODER: Final = json.JSONDecoder(parse_float=_not_fast, parse_constant=_not_fast, parse_int=_fast_int)
+_FAST_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def loads_canonical(data: bytes) -> tuple[Any, bool]:
+    """Parse JSON bytes and say whether they are exactly the RFC 8785 form of the value.
+
+    For stored or signed bytes that are expected to be canonical already (ledger rows, receipt
+    payloads): checking them costs one ``json.loads`` and one ``json.dumps`` instead of a full
+    RFC 8785 serialisation. The fast path is exact: for ASCII text whose numbers are all integers
+    within ±(2^53 − 1), sorted compact ``json.dumps`` output equals the RFC 8785 bytes whenever it
+    equals the (ASCII) input, because both escape strings alike and sort ASCII keys alike. Any
+    other input takes the exact path (:func:`canonicalize` of the parsed value).
+
+    Args:
+        data: Untrusted UTF-8 bytes.
+
+    Returns:
+        ``(value, canonical)``.
+
+    Raises:
+        MalformedInputError: ``data`` is not UTF-8 JSON.
+    """
+    if data.isascii():
+        try:
+            value = _FAST_DECODER.decode(data.decode("ascii"))
+            fast = _FAST_ENCODER.encode(value).encode("utf-8")
+        except _NotFast:
+            pass
+        except (ValueError, RecursionError, UnicodeEncodeError):
+            pass  # not JSON, too deep, or a lone surrogate: the exact path says which
+        else:
+            if fast == data:
+                return value, True
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        raise MalformedInputError("not valid UTF-8 JSON") from None
+    try:
+        return value, canonicalize(value) == data
+    except MalformedInputError:
+        return value, False
 
 
 def check_json_value(value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:

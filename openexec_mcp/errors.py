@@ -33,10 +33,12 @@ The hierarchy::
     ├── ExecutionError                                     (the handler ran; status ``failed``)
     │   ├── HandlerError             handler_error
     │   ├── InvalidResultError       invalid_result
-    │   └── HandlerTimeoutError      handler_timeout
+    │   ├── HandlerTimeoutError      handler_timeout
+    │   └── OperatorMarkedFailedError operator_marked_failed (``ledger resolve --mark-failed``)
     ├── RateLimitedError             rate_limited          (nothing is recorded; HTTP 429)
     ├── ShuttingDownError            shutting_down         (draining on SIGTERM; HTTP 503)
     ├── StoreUnavailableError        store_unavailable
+    ├── ResolutionRefusedError       resolution_refused    (``ledger resolve``: not an open indeterminate call)
     ├── VerificationError            verification_failed   (receipts, ledger; ``reason`` says why)
     └── ConfigError                  config_error          (CLI exit code 2)
 """
@@ -72,8 +74,10 @@ __all__ = [
     "NonceConflictError",
     "NonceError",
     "OpenExecError",
+    "OperatorMarkedFailedError",
     "OutcomeUnknownError",
     "RateLimitedError",
+    "ResolutionRefusedError",
     "ShuttingDownError",
     "StoreUnavailableError",
     "UnknownActionError",
@@ -252,6 +256,15 @@ class HandlerTimeoutError(ExecutionError):
     code = "handler_timeout"
 
 
+class OperatorMarkedFailedError(ExecutionError):
+    """An operator recorded an ``indeterminate`` call as failed (``ledger resolve --mark-failed``).
+
+    Retries of its nonce replay this failure; nothing is re-run.
+    """
+
+    code = "operator_marked_failed"
+
+
 class RateLimitedError(OpenExecError):
     """The tenant exceeded ``limits.rate_limit_per_second``; retry later.
 
@@ -271,6 +284,12 @@ class StoreUnavailableError(OpenExecError):
     """The store did not answer; nothing ran."""
 
     code = "store_unavailable"
+
+
+class ResolutionRefusedError(OpenExecError):
+    """``ledger resolve`` refused: the call is unknown, not ``indeterminate`` (any more), or may not be re-run."""
+
+    code = "resolution_refused"
 
 
 class VerificationError(OpenExecError):

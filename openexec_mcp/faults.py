@@ -7,7 +7,8 @@ server warns at start when it is set.
 
 Points: ``after_claim`` (the nonce is durably ``started``), ``in_handler`` (the handler is
 running), ``before_finish`` (the handler returned; outcome not yet committed),
-``after_finish`` (outcome and receipt committed; answer not yet sent).
+``after_finish`` (outcome and receipt committed; answer not yet sent), ``in_checkpoint`` (a
+checkpoint is signed and not yet stored).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Final
 
 __all__ = ["FAULT_POINTS", "unsafe_fault_point", "unsafe_faults_enabled"]
 
-FAULT_POINTS: Final = frozenset({"after_claim", "in_handler", "before_finish", "after_finish"})
+FAULT_POINTS: Final = frozenset({"after_claim", "in_handler", "before_finish", "after_finish", "in_checkpoint"})
 _ENABLED: Final = frozenset(
     name.strip() for name in os.environ.get("OPENEXEC_UNSAFE_FAULTS", "").split(",") if name.strip()
 )

@@ -59,6 +59,7 @@ from openexec_mcp.faults import unsafe_fault_point
 from openexec_mcp.policy import Policy
 from openexec_mcp.ratelimit import TokenBucket
 from openexec_mcp.registry import Action, Registry
+from openexec_mcp.retention import NonceSweeper
 from openexec_mcp.store.base import APPROVAL_CONSUMED, LedgerEntry, NonceClaim, Outcome, ReceiptFactory, Store
 
 __all__ = ["AUTO_APPROVAL", "Answer", "CallContext", "Gate", "refusal_envelope"]
@@ -119,6 +120,10 @@ class Gate:
         clock: Returns the current aware UTC datetime; read once per timestamp.
         rate_limit_per_second: Calls per second per tenant (0: no limit); refusals record nothing.
         rate_limit_burst: Calls a tenant may make at once.
+        on_append: Called on the event loop with every ledger entry the gate appends (e.g. to sign
+            checkpoints after append batches); must be cheap, and an exception in it is only logged.
+        nonce_retention_seconds: ``nonce.retention_seconds``; when set, calls piggy-back an hourly
+            background sweep of older nonce records (:mod:`openexec_mcp.retention`).
     """
 
     def __init__(
@@ -133,6 +138,8 @@ class Gate:
         clock: Callable[[], datetime] = utc_now,
         rate_limit_per_second: float = 0,
         rate_limit_burst: int = 50,
+        on_append: Callable[[LedgerEntry], None] | None = None,
+        nonce_retention_seconds: int | None = None,
     ) -> None:
         self.registry = registry
         self.approver = approver
@@ -145,6 +152,16 @@ class Gate:
         self.server_key = server_key
         self.server_id = server_id
         self._clock = clock
+        self.on_append = on_append
+        self.sweeper = (
+            NonceSweeper(store, nonce_retention_seconds, clock) if nonce_retention_seconds is not None else None
+        )
+        """Prunes nonce records past the retention horizon (SPEC §4); ``None`` when retention is off."""
+
+    @property
+    def in_flight(self) -> int:
+        """How many calls are past validation and not yet answered."""
+        return self._in_flight
 
     async def drain(self, grace_seconds: float) -> int:
         """Refuse new calls and wait up to ``grace_seconds`` for running ones; return how many remain."""
@@ -181,16 +198,19 @@ class Gate:
         if not self._rate_limit.allow(ctx.tenant_id):
             refused = RateLimitedError("too many calls for this tenant; retry later")
             return Answer(refusal_envelope(name, refused), refused)
+        if self.sweeper is not None:
+            self.sweeper.maybe_sweep()  # a clock read, unless an hourly sweep is due (background thread)
         try:
             # (1): validate; nothing is recorded for a refusal here.
             action, payload, nonce, model = self._validate(name, arguments)
             # (2): the action hash binds everything that follows to this exact call.
-            action_hash = ActionRequest(action.name, payload, nonce).action_hash()
+            request_bytes = ActionRequest(action.name, payload, nonce).canonical_bytes()
+            action_hash = sha256_hex(request_bytes)
         except InvalidRequestError as exc:
             return Answer(refusal_envelope(name, exc), exc)
         self._in_flight += 1
         try:
-            return await self._guarded(action, payload, nonce, model, action_hash, ctx)
+            return await self._guarded(action, payload, nonce, model, action_hash, request_bytes.decode(), ctx)
         except StoreUnavailableError as exc:
             logger.error("store unavailable: %s", exc.message)
             return Answer(refusal_envelope(action.name, exc), exc)
@@ -199,7 +219,7 @@ class Gate:
 
     async def _guarded(
         self, action: Action, payload: dict[str, Any], nonce: str, model: BaseModel, action_hash: str,
-        ctx: CallContext,
+        request_text: str, ctx: CallContext,
     ) -> Answer:  # fmt: skip
         exec_id = secrets.token_hex(16)
         now = self._clock()
@@ -238,7 +258,7 @@ class Gate:
         claim = NonceClaim(
             tenant_id=ctx.tenant_id, nonce=nonce, action=action.name, action_hash=action_hash, exec_id=exec_id,
             run_id=ctx.run_id, approval=canonicalize(dict(approval)).decode(), started_at=started_at,
-            approval_id=approval_id,
+            approval_id=approval_id, request=request_text,
         )  # fmt: skip
         claimed = await anyio.to_thread.run_sync(self.store.claim_nonce, claim)
         if claimed is APPROVAL_CONSUMED:
@@ -301,6 +321,7 @@ class Gate:
             envelope = refusal_envelope(action.name, lost)
             envelope.update(status="failed", exec_id=fields["exec_id"])
             return Answer(envelope, lost)
+        self._appended(entry)
         unsafe_fault_point("after_finish")
         error_json = error.to_dict() if error is not None else None
         return Answer(_envelope(entry, action.name, outcome.status, result, error_json), error)
@@ -350,6 +371,7 @@ class Gate:
             result_hash=original.result_hash, original_exec_id=original.exec_id, finished_at=finished_at,
         )  # fmt: skip
         entry = await anyio.to_thread.run_sync(self._append, factory, fields)
+        self._appended(entry)
         result = _loads(original.result) if original.result is not None else None
         return Answer(_envelope(entry, str(fields["action"]), "replayed", result, original_error), None)
 
@@ -363,11 +385,19 @@ class Gate:
             original_exec_id=None, finished_at=format_timestamp(self._clock()),
         )  # fmt: skip
         entry = await anyio.to_thread.run_sync(self._append, factory, fields)
+        self._appended(entry)
         envelope = _envelope(entry, str(fields["action"]), "denied", None, error.to_dict())
         envelope["approval_request"] = dict(approval_request) if approval_request else None
         return Answer(envelope, error)
 
     # -- receipts -------------------------------------------------------------------------------
+
+    def _appended(self, entry: LedgerEntry) -> None:
+        if self.on_append is not None:
+            try:
+                self.on_append(entry)
+            except Exception:  # the receipt is committed: a failing observer must not fail the call
+                logger.exception("on_append observer failed for seq %d", entry.seq)
 
     def _append(self, factory: ReceiptFactory, fields: Mapping[str, Any]) -> LedgerEntry:
         return self.store.append(
@@ -388,6 +418,36 @@ class Gate:
             return sign_receipt(body, self.server_key)
 
         return make
+
+    async def run_handler(self, action: Action, model: BaseModel) -> tuple[Outcome, Any, ExecutionError | None]:
+        """Run ``action``'s handler on a validated ``model`` with the gate's limits (step 5 alone).
+
+        For ``ledger resolve --rerun`` (:mod:`openexec_mcp.resolve`), whose caller has already
+        claimed the nonce; nothing is recorded here.
+
+        Returns:
+            ``(outcome, result, error)``: the outcome to record, the JSON result (``None`` when
+            failed) and the :class:`ExecutionError` when failed (timeout, raised, invalid result).
+        """
+        return await self._run_handler(action, model)
+
+    def resolution_factory(
+        self, record: NonceRecord, *, exec_id: str, started_at: str, outcome: Outcome
+    ) -> ReceiptFactory:  # fmt: skip
+        """Return the receipt factory of an operator's decision on the ``indeterminate`` call ``record``.
+
+        The receipt is the call's own (tenant, action, action_hash, nonce, run, approval) with a new
+        ``exec_id``, the decision's ``outcome`` and ``original_exec_id`` naming the cut-off call.
+        """
+        fields = {
+            "exec_id": exec_id, "tenant_id": record.tenant_id, "action": record.action,
+            "action_hash": record.action_hash, "nonce": record.nonce, "run_id": record.run_id,
+            "started_at": started_at,
+        }  # fmt: skip
+        return self._receipt_factory(
+            fields, status=outcome.status, error_code=outcome.error_code, approval=_loads(record.approval),
+            result_hash=outcome.result_hash, original_exec_id=record.exec_id, finished_at=outcome.finished_at,
+        )  # fmt: skip
 
     def indeterminate_factory(self, record: NonceRecord) -> ReceiptFactory:
         """Return the receipt factory for a call found ``started`` at start-up (SPEC §4)."""

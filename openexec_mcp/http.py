@@ -42,6 +42,7 @@ from openexec_mcp.errors import (
     VerificationError,
 )
 from openexec_mcp.gate import Answer, CallContext, refusal_envelope
+from openexec_mcp.http_ledger import LedgerRoutes
 from openexec_mcp.keystore import public_keys_document
 from openexec_mcp.runtime import Runtime
 from openexec_mcp.server import build_mcp_server
@@ -109,6 +110,7 @@ def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
         request_state_ttl_seconds=runtime.settings.mcp.request_state_ttl_seconds,
     )
     routes = _Routes(runtime)
+    ledger_routes = LedgerRoutes(runtime.ledger, runtime.store)
     for path, methods, scope, handler in (
         ("/", ["GET"], "read", routes.index),
         ("/health", ["GET"], None, routes.health),
@@ -119,6 +121,9 @@ def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
         ("/receipts/verify", ["POST"], "read", routes.verify),
         ("/approvals", ["POST"], "approve", routes.submit_approval),
         ("/approvals", ["GET"], "read", routes.list_approvals),
+        ("/ledger/checkpoint", ["GET"], "read", ledger_routes.checkpoint),
+        ("/ledger/proof/{exec_id}", ["GET"], "read", ledger_routes.proof),
+        ("/ledger/consistency", ["GET"], "read", ledger_routes.consistency),
     ):
         mcp_server.custom_route(path, methods=methods)(_guarded(handler, tokens, scope))
     app = mcp_server.streamable_http_app(host=host)

@@ -15,6 +15,7 @@ from openexec_mcp.core.receipt import ServerKey
 from openexec_mcp.faults import unsafe_faults_enabled
 from openexec_mcp.gate import Gate
 from openexec_mcp.keystore import load_or_create_server_key
+from openexec_mcp.ledger import Ledger
 from openexec_mcp.policy import Policy, build_policy
 from openexec_mcp.registry import Registry, load_registry
 from openexec_mcp.store import Store, open_store
@@ -39,19 +40,28 @@ class Runtime:
     store: Store
     server_key: ServerKey
     gate: Gate
+    ledger: Ledger
 
     def close(self) -> None:
-        """Close the store."""
+        """Close the store (after a running retention sweep, if any, finishes)."""
+        if self.gate.sweeper is not None:
+            self.gate.sweeper.join(timeout_seconds=10)
+        self.ledger.close()  # finishes the batch checkpoint being signed, if any
         self.store.close()
 
 
-def build_runtime(settings: Settings, *, toolset: str | None = None, registry: Registry | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings, *, toolset: str | None = None, registry: Registry | None = None, serving: bool = True
+) -> Runtime:
     """Build the runtime of one server process.
 
     Args:
         settings: The loaded settings.
         toolset: Expose only this ``[toolsets]`` entry.
         registry: Use these actions instead of loading modules (tests and embedding).
+        serving: ``False`` for maintenance commands that run beside live servers (``ledger
+            resolve``): no start-up recovery, which would cut off the running calls of a live SQLite
+            server, and no retention sweeps.
 
     Raises:
         ConfigError: Invalid actions, policy, toolset or server key.
@@ -64,16 +74,22 @@ def build_runtime(settings: Settings, *, toolset: str | None = None, registry: R
     try:
         server_key = load_or_create_server_key(settings.state_dir)
         approver = Approver(settings, keyring, store)
+        ledger = Ledger(store, server_key, settings.server_id)
         gate = Gate(
             registry=registry, policy=policy, store=store, server_key=server_key, server_id=settings.server_id,
             approver=approver,
             rate_limit_per_second=settings.limits.rate_limit_per_second,
-            rate_limit_burst=settings.limits.rate_limit_burst,
+            rate_limit_burst=settings.limits.rate_limit_burst, on_append=ledger.note_appended,
+            nonce_retention_seconds=settings.nonce.retention_seconds if serving else None,
         )  # fmt: skip
-        recovered = store.recover_started(gate.indeterminate_factory)
+        recovered = store.recover_started(gate.indeterminate_factory) if serving else []
     except BaseException:
         store.close()
         raise
+    if not serving:
+        return Runtime(settings, registry, policy, store, server_key, gate, ledger)
+    if gate.sweeper is not None:
+        gate.sweeper.sweep()  # at start; then hourly, piggy-backed on calls (SPEC §4 retention)
     for entry in recovered:
         logger.warning("call %s (%s) was cut off by a restart; recorded as indeterminate", entry.exec_id, entry.action)
     if settings.mode == "demo":
@@ -84,4 +100,4 @@ def build_runtime(settings: Settings, *, toolset: str | None = None, registry: R
         "openexec-mcp ready: mode=%s storage=%s actions=%s policy_hash=%s kid=%s",
         settings.mode, store.kind, ",".join(policy.approvals), policy.policy_hash, server_key.kid,
     )  # fmt: skip
-    return Runtime(settings, registry, policy, store, server_key, gate)
+    return Runtime(settings, registry, policy, store, server_key, gate, ledger)

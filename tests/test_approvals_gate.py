@@ -485,8 +485,8 @@ async def test_per_action_override_in_demo_mode_requires_a_signature_for_that_ac
 ) -> None:
     runtime = make_runtime(approvals=approvals_config(), policy={"actions": {"count": {"approval": "signed"}}})
     assert runtime.policy.mode == "demo"
-    assert dict(runtime.policy.approvals) == {"add": "auto", "boom": "auto", "count": "signed", "echo": "auto",
-                                             "not_json": "auto"}  # fmt: skip
+    assert dict(runtime.policy.approvals) == {"add": "auto", "boom": "auto", "count": "signed", "count_then_crash": "auto",
+                                             "echo": "auto", "not_json": "auto"}  # fmt: skip
     assert code(await call(runtime, {"label": "a"}, "nonce-0001")) == "approval_required"
     echoed = await call(runtime, {"msg": "hi"}, "nonce-0002", action="echo")
     assert echoed.status == "executed"

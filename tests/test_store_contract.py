@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, LiteralString, cast
 
@@ -35,6 +35,7 @@ from openexec_mcp.store.base import (
     Outcome,
     ReceiptFactory,
     Store,
+    StoredCheckpoint,
     open_store,
 )
 
@@ -652,3 +653,304 @@ def test_the_store_fails_fast_during_an_outage_and_recovers_by_itself(postgres_s
     finally:
         store.close()
         proxy.stop()
+
+
+# -- retention and operator decisions (SPEC §4) -------------------------------------------------
+
+OLD = "2025-01-01T00:00:01.000Z"  # finished_at of executed()
+HORIZON = "2025-06-01T00:00:00.000Z"
+
+
+def crashed_with_indeterminate(backend: Backend, nonce: str = "nonce-1") -> tuple[Store, NonceClaim]:
+    """A store reopened after a crash that cut ``nonce`` off: its record is ``indeterminate``."""
+    crashed = backend.open()
+    claim = make_claim(nonce)
+    crashed.claim_nonce(claim)
+    crashed.close()
+    restarted = backend.open()
+    restarted.recover_started(indeterminate_factory)
+    return restarted, claim
+
+
+def test_prune_removes_old_finished_records_but_never_started_ones_nor_receipts(store: Store) -> None:
+    for nonce in ("nonce-old-1", "nonce-old-2"):
+        store.claim_nonce(make_claim(nonce))
+        store.finish("tenant-a", nonce, executed(), receipt_factory(status="executed"))
+    store.claim_nonce(make_claim("nonce-running"))  # started long ago, still running: never pruned
+    store.claim_nonce(make_claim("nonce-recent"))
+    recent = Outcome("executed", "{}", "c" * 64, None, None, "2025-07-01T00:00:00.000Z")
+    store.finish("tenant-a", "nonce-recent", recent, receipt_factory(status="executed"))
+
+    assert store.prune_nonces(HORIZON) == 2
+    assert store.get_nonce("tenant-a", "nonce-old-1") is None
+    assert store.get_nonce("tenant-a", "nonce-old-2") is None
+    running = store.get_nonce("tenant-a", "nonce-running")
+    assert running is not None and running.state == "started"
+    assert store.get_nonce("tenant-a", "nonce-recent") is not None
+    assert store.ledger_size() == 3
+    assert_linear(list(store.iter_entries()))
+    # A pruned nonce is free again: records are kept for the retention period, not longer.
+    assert store.claim_nonce(make_claim("nonce-old-1")) is None
+    assert store.prune_nonces(HORIZON) == 0
+
+
+def test_prune_works_through_more_records_than_one_batch(store: Store) -> None:
+    for index in range(1203):
+        nonce = f"nonce-{index:05d}"
+        store.claim_nonce(make_claim(nonce))
+        store.finish("tenant-a", nonce, executed(), receipt_factory(status="executed"))
+    assert store.prune_nonces(HORIZON) == 1203
+    assert store.get_nonce("tenant-a", "nonce-01202") is None
+    assert store.ledger_size() == 1203
+
+
+def test_an_indeterminate_record_is_kept_a_retention_period_after_its_recovery(backend: Backend) -> None:
+    store, claim = crashed_with_indeterminate(backend)
+    # Claimed in 2025 (make_claim), recovered now: the horizon counts from the recovery.
+    assert store.prune_nonces(HORIZON) == 0
+    record = store.get_nonce("tenant-a", "nonce-1")
+    assert record is not None and record.state == "indeterminate"
+    assert store.prune_nonces("9999-01-01T00:00:00.000Z") == 1
+    assert store.get_nonce_by_exec_id(claim.exec_id) is None
+    assert store.ledger_size() == 1
+
+
+def test_get_nonce_by_exec_id_finds_the_record_of_a_call(store: Store) -> None:
+    claim = make_claim()
+    store.claim_nonce(claim)
+    record = store.get_nonce_by_exec_id(claim.exec_id)
+    assert record is not None and (record.tenant_id, record.nonce, record.state) == ("tenant-a", "nonce-1", "started")
+    assert store.get_nonce_by_exec_id("0" * 32) is None
+
+
+def test_fail_indeterminate_records_the_verdict_once_with_its_receipt(backend: Backend) -> None:
+    store, claim = crashed_with_indeterminate(backend)
+    verdict = Outcome("failed", None, None, "operator_marked_failed", "marked failed", "2026-01-01T00:00:00.000Z")
+    decision = secrets.token_hex(16)
+    entry = store.fail_indeterminate(
+        "tenant-a", "nonce-1", claim.exec_id, decision, verdict, receipt_factory(exec_id=decision, status="failed")
+    )
+    assert entry is not None and (entry.seq, entry.exec_id, entry.status) == (1, decision, "failed")
+    record = store.get_nonce("tenant-a", "nonce-1")
+    assert record is not None
+    assert (record.state, record.status, record.error_code, record.exec_id) == (
+        "finished", "failed", "operator_marked_failed", decision,
+    )  # fmt: skip
+    # Decided once: a second verdict on the same call, or on a call that is not indeterminate, writes nothing.
+    again = secrets.token_hex(16)
+    assert store.fail_indeterminate("tenant-a", "nonce-1", claim.exec_id, again, verdict, receipt_factory()) is None
+    assert store.fail_indeterminate("tenant-a", "nonce-1", decision, again, verdict, receipt_factory()) is None
+    assert store.ledger_size() == 2
+    assert_linear(list(store.iter_entries()))
+
+
+def test_reclaim_indeterminate_is_won_by_exactly_one_of_fifty_operators(backend: Backend) -> None:
+    store, claim = crashed_with_indeterminate(backend)
+    reruns = [secrets.token_hex(16) for _ in range(50)]
+    won = run_together(50, lambda i: store.reclaim_indeterminate("tenant-a", "nonce-1", claim.exec_id, reruns[i], OLD))
+    assert won.count(True) == 1
+    winner = reruns[won.index(True)]
+    record = store.get_nonce("tenant-a", "nonce-1")
+    assert record is not None and (record.state, record.exec_id) == ("started", winner)
+    # The re-run then finishes as any claimed call, and is replayed from then on.
+    entry = store.finish("tenant-a", "nonce-1", executed(), receipt_factory(exec_id=winner, status="executed"))
+    assert (entry.seq, entry.exec_id) == (1, winner)
+    assert store.reclaim_indeterminate("tenant-a", "nonce-1", winner, secrets.token_hex(16), OLD) is False
+    assert_linear(list(store.iter_entries()))
+
+
+def test_a_re_run_cut_off_by_a_crash_is_indeterminate_again(backend: Backend) -> None:
+    store, claim = crashed_with_indeterminate(backend)
+    rerun = secrets.token_hex(16)
+    assert store.reclaim_indeterminate("tenant-a", "nonce-1", claim.exec_id, rerun, "2026-01-01T00:00:00.000Z")
+    store.close()  # the operator's process dies during the re-run
+    restarted = backend.open()
+    recovered = restarted.recover_started(indeterminate_factory)
+    assert [(e.exec_id, e.status) for e in recovered] == [(rerun, "indeterminate")]
+    record = restarted.get_nonce("tenant-a", "nonce-1")
+    assert record is not None and (record.state, record.exec_id) == ("indeterminate", rerun)
+
+
+# -- Merkle tree, checkpoints and recorded requests (SPEC §7) ------------------------------------
+
+
+def append_receipts(store: Store, count: int) -> list[bytes]:
+    """Append ``count`` receipts; return their leaf hashes (the receipt_hash bytes)."""
+    return [
+        bytes.fromhex(store.append(receipt_factory(), tenant_id="tenant-a", run_id="run-1", action="echo").receipt_hash)
+        for _ in range(count)
+    ]
+
+
+def query_one(backend: Backend, sql: LiteralString) -> Any:
+    """Run one query behind the store's back and return the first column of its first row."""
+    if backend.kind == "sqlite":
+        db = sqlite3.connect(backend.url.removeprefix("sqlite:///"))
+        try:
+            return db.execute(sql).fetchone()[0]
+        finally:
+            db.close()
+    import psycopg
+
+    with psycopg.connect(backend.url, autocommit=True) as conn:
+        row = conn.execute(sql).fetchone()
+        assert row is not None
+        return row[0]
+
+
+def drop_tree_guards(backend: Backend) -> None:
+    """Let the test delete tree nodes, as an old version's database (or an intruder) would lack them."""
+    if backend.kind == "sqlite":
+        backend.execute("DROP TRIGGER merkle_nodes_no_delete")
+    else:
+        backend.execute("DROP TRIGGER merkle_nodes_append_only ON merkle_nodes")
+
+
+def test_the_tree_root_of_every_size_is_the_rfc_9162_root_of_the_receipt_hashes(store: Store) -> None:
+    from openexec_mcp.core.merkle import EMPTY_ROOT, root_from_leaves
+
+    leaves = append_receipts(store, 37)
+    assert store.tree_root(0) == EMPTY_ROOT
+    assert [store.tree_root(size) for size in range(38)] == [root_from_leaves(leaves[:size]) for size in range(38)]
+
+
+def test_the_stored_tree_serves_every_inclusion_and_consistency_proof(store: Store) -> None:
+    from openexec_mcp.core.merkle import (
+        consistency_proof,
+        inclusion_proof,
+        root_from_leaves,
+        verify_consistency,
+        verify_inclusion,
+    )
+
+    leaves = append_receipts(store, 21)
+    roots = [root_from_leaves(leaves[:size]) for size in range(22)]
+
+    def hasher(start: int, end: int) -> bytes:
+        return store.subtree_hashes([(start, end)])[0]
+
+    for size in range(1, 22):
+        for index in range(size):
+            verify_inclusion(leaves[index], index, size, inclusion_proof(index, size, hasher), roots[size])
+        for old in range(1, size + 1):
+            verify_consistency(old, size, consistency_proof(old, size, hasher), roots[old], roots[size])
+
+
+def test_subtree_hashes_answer_many_ranges_at_once_and_refuse_ranges_past_the_ledger(store: Store) -> None:
+    from openexec_mcp.core.merkle import root_from_leaves
+
+    leaves = append_receipts(store, 10)
+    ranges = [(0, 8), (8, 10), (4, 6), (9, 10), (0, 10)]
+    assert store.subtree_hashes(ranges) == [root_from_leaves(leaves[a:b]) for a, b in ranges]
+    for bad in ([(0, 11)], [(5, 5)], [(-1, 2)]):
+        with pytest.raises(ValueError, match="not inside"):
+            store.subtree_hashes(bad)
+    with pytest.raises(ValueError):
+        store.tree_root(11)
+
+
+def test_each_append_stores_only_the_nodes_it_completes(backend: Backend) -> None:
+    store = backend.open()
+    for size in (1, 2, 3, 8, 13, 64, 100):
+        append_receipts(store, size - store.ledger_size())
+        # The perfect subtrees above the leaves: sum of size >> level = size - popcount(size).
+        assert query_one(backend, "SELECT COUNT(*) FROM merkle_nodes") == size - size.bit_count()
+
+
+def test_an_older_database_gets_its_tree_and_request_column_when_opened(backend: Backend) -> None:
+    from openexec_mcp.core.merkle import root_from_leaves
+
+    store = backend.open()
+    leaves = append_receipts(store, 45)
+    store.close()
+    drop_tree_guards(backend)
+    backend.execute("DELETE FROM merkle_nodes")
+    backend.execute("ALTER TABLE nonces DROP COLUMN request")
+
+    reopened = backend.open()
+    assert query_one(backend, "SELECT COUNT(*) FROM merkle_nodes") == 45 - (45).bit_count()
+    assert reopened.tree_root(45) == root_from_leaves(leaves)
+    assert reopened.claim_nonce(replace(make_claim(), request='{"action":"echo"}')) is None
+    assert reopened.get_action_request("tenant-a", "nonce-1") == '{"action":"echo"}'
+    leaves += append_receipts(reopened, 3)
+    assert reopened.tree_root(48) == root_from_leaves(leaves)
+
+
+def test_nodes_lost_behind_an_open_store_are_rebuilt_when_needed(backend: Backend) -> None:
+    from openexec_mcp.core.merkle import root_from_leaves
+
+    store = backend.open()
+    leaves = append_receipts(store, 15)
+    drop_tree_guards(backend)
+    backend.execute("DELETE FROM merkle_nodes WHERE level >= 2")
+    # The next append needs lost siblings (16 completes levels 1 to 4): it rebuilds them first.
+    leaves += append_receipts(store, 1)
+    assert store.tree_root(16) == root_from_leaves(leaves)
+    backend.execute("DELETE FROM merkle_nodes WHERE level = 3 OR (level = 1 AND idx < 4)")
+    assert store.tree_root(13) == root_from_leaves(leaves[:13])
+    assert query_one(backend, "SELECT COUNT(*) FROM merkle_nodes") == 16 - 1
+
+
+def test_two_replicas_appending_at_once_keep_one_tree(backend: Backend) -> None:
+    from openexec_mcp.core.merkle import root_from_leaves
+
+    replicas = [backend.open(), backend.open()]
+    run_together(4, lambda index: append_receipts(replicas[index % 2], 30))
+    leaves = [bytes.fromhex(entry.receipt_hash) for entry in replicas[0].iter_entries()]
+    assert len(leaves) == 120
+    assert replicas[1].tree_root(120) == replicas[0].tree_root(120) == root_from_leaves(leaves)
+    assert query_one(backend, "SELECT COUNT(*) FROM merkle_nodes") == 120 - (120).bit_count()
+
+
+def checkpoint_at(size: int, tag: str = "a") -> StoredCheckpoint:
+    return StoredCheckpoint(size, f"{size:02x}{tag}".ljust(64, "0")[:64], f"note {size} {tag}\n")
+
+
+def test_save_checkpoint_only_moves_forward(store: Store) -> None:
+    assert store.latest_checkpoint() is None
+    five = checkpoint_at(5)
+    assert store.save_checkpoint(five) == five
+    assert store.save_checkpoint(checkpoint_at(3)) == five
+    assert store.save_checkpoint(checkpoint_at(5, "b")) == five  # the same size is never replaced
+    assert store.latest_checkpoint() == five
+    nine = checkpoint_at(9)
+    assert store.save_checkpoint(nine) == nine
+    assert store.latest_checkpoint() == nine
+
+
+def test_replicas_saving_checkpoints_at_once_keep_the_largest(backend: Backend) -> None:
+    replicas = [backend.open(), backend.open()]
+    sizes = list(range(1, 41))
+    secrets.SystemRandom().shuffle(sizes)
+    answers = run_together(
+        8, lambda index: [replicas[index % 2].save_checkpoint(checkpoint_at(s)) for s in sizes[index::8]]
+    )
+    assert replicas[0].latest_checkpoint() == checkpoint_at(40)
+    # Whatever the interleaving, every answer is a checkpoint at least as large as the one offered.
+    for index, saved in enumerate(answers):
+        assert all(answer.size >= offered for answer, offered in zip(saved, sizes[index::8], strict=True))
+
+
+@pytest.mark.parametrize("table", ["merkle_nodes", "checkpoints"])
+def test_the_database_refuses_to_rewrite_tree_nodes_and_checkpoints(backend: Backend, table: str) -> None:
+    store = backend.open()
+    append_receipts(store, 2)
+    store.save_checkpoint(checkpoint_at(2))
+    statements: dict[str, list[LiteralString]] = {
+        "merkle_nodes": ["UPDATE merkle_nodes SET idx = 7", "DELETE FROM merkle_nodes"],
+        "checkpoints": ["UPDATE checkpoints SET size = 7", "DELETE FROM checkpoints"],
+    }
+    for statement in statements[table]:
+        with pytest.raises(Exception, match="append-only"):
+            backend.execute(statement)
+    assert store.latest_checkpoint() == checkpoint_at(2)
+
+
+def test_the_action_request_is_kept_with_its_nonce(store: Store) -> None:
+    request = '{"action":"echo","nonce":"nonce-1","payload":{"msg":"hi"}}'
+    base = make_claim()
+    assert store.claim_nonce(replace(base, request=request)) is None
+    assert store.get_action_request("tenant-a", "nonce-1") == request
+    assert store.claim_nonce(make_claim("nonce-2")) is None
+    assert store.get_action_request("tenant-a", "nonce-2") is None
+    assert store.get_action_request("tenant-a", "unknown") is None

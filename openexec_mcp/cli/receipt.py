@@ -1,4 +1,10 @@
-"""``openexec-mcp receipt verify``: check a receipt offline with only the server's public key."""
+"""``openexec-mcp receipt verify``: check a receipt offline with only the server's public key.
+
+With ``--proof FILE`` (the ``tlog-proof`` of ``GET /ledger/proof/{exec_id}``) it also proves the
+receipt is in the ledger: the leaf hash is recomputed from the envelope in FILE (a supplied
+``receipt_hash`` is never trusted), the audit path must lead to the root of a checkpoint signed by
+the same key for the receipt's ``log_id`` (SPEC §7, §10).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from openexec_mcp.canonical import json_object
+from openexec_mcp.core.evidence import verify_receipt_inclusion
 from openexec_mcp.core.receipt import parse_server_public_keys, receipt_hash, verify_receipt
 from openexec_mcp.errors import ConfigError, MalformedInputError, VerificationError
 
@@ -23,6 +30,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--public-key", required=True, metavar="KEY",
         help="the server public key: base64 raw 32 bytes, PEM, or a file holding either or the GET /keys JSON",
     )  # fmt: skip
+    verify.add_argument(
+        "--proof", type=Path, metavar="FILE", help="its inclusion proof (GET /ledger/proof/{exec_id}, tlog-proof text)"
+    )
     verify.set_defaults(run=run_verify)
 
 
@@ -41,8 +51,12 @@ def read_public_keys(value: str) -> dict[str, Any]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """Verify the signature and body of one receipt; exit 0 valid, 1 invalid, 2 unreadable."""
+    """Verify one receipt (and its inclusion proof); exit 0 valid, 1 invalid, 2 unreadable."""
     public_keys = read_public_keys(args.public_key)
+    try:
+        proof = args.proof.read_bytes() if args.proof is not None else None
+    except OSError as exc:
+        raise ConfigError(f"cannot read proof {args.proof}: {exc.strerror}") from None
     try:
         text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
         document = json.loads(text)
@@ -50,9 +64,14 @@ def run_verify(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot read receipt {args.file}: {exc}") from None
     wrapper = json_object(document)
     envelope = wrapper.get("receipt", document) if wrapper is not None else document
+    checkpoint = None
     try:
-        body = verify_receipt(envelope, public_keys)
-        leaf = receipt_hash(envelope)
+        if proof is None:
+            body = verify_receipt(envelope, public_keys)
+            leaf = receipt_hash(envelope)
+        else:
+            evidence = verify_receipt_inclusion(envelope, proof, public_keys)
+            body, leaf, checkpoint = evidence.body, evidence.receipt_hash, evidence.checkpoint
     except (VerificationError, MalformedInputError) as exc:
         reason = getattr(exc, "reason", "malformed")
         print(f"INVALID {reason}: {exc.message}")
@@ -64,4 +83,7 @@ def run_verify(args: argparse.Namespace) -> int:
         f"OK seq={body['seq']} exec_id={body['exec_id']} status={body['status']} action={body['action']} "
         f"receipt_hash={leaf}"
     )
+    if checkpoint is not None:
+        print(f"OK included at index {body['seq']} of checkpoint {checkpoint.origin} size={checkpoint.size} "
+              f"root={checkpoint.root.hex()}")  # fmt: skip
     return 0

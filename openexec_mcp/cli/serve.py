@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
+import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from openexec_mcp.config import Settings, load_settings
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         if args.transport == "stdio":
             # stdio callers are the local user: the configured tenant, no tokens.
             mcp_server = build_mcp_server(runtime.gate, tenant_for=lambda _ctx: settings.tenant_id)
-            anyio.run(_serve_stdio, mcp_server, runtime.gate, grace)
+            anyio.run(_serve_stdio, mcp_server, runtime.gate, grace, _exit_now(runtime))
         else:
             import uvicorn
 
@@ -49,11 +53,39 @@ def run(args: argparse.Namespace) -> int:
             gate = runtime.gate
 
             class DrainingServer(uvicorn.Server):
-                """On SIGTERM/SIGINT: /ready answers 503, new calls are refused, running ones finish."""
+                """On SIGTERM/SIGINT: /ready answers 503, new calls are refused, running ones finish.
+
+                The listener stays open while the running calls finish, so a load balancer sees
+                /ready answer 503 (and a client that retries gets ``shutting_down`` at once rather
+                than a refused connection); uvicorn's own shutdown follows. A second signal stops
+                the wait.
+                """
+
+                drain_deadline: float | None = None
 
                 def handle_exit(self, sig: int, frame: Any) -> None:
-                    gate.draining = True
-                    super().handle_exit(sig, frame)
+                    if self.drain_deadline is None:
+                        gate.draining = True
+                        self.drain_deadline = time.monotonic() + grace
+                        logger.info("draining: waiting up to %s s for %d running call(s)", grace, gate.in_flight)
+                    else:
+                        super().handle_exit(sig, frame)
+
+                async def on_tick(self, counter: int) -> bool:
+                    if self.drain_deadline is None or self.should_exit:
+                        return await super().on_tick(counter)
+                    left = self.drain_deadline - time.monotonic()
+                    if gate.in_flight and left > 0:
+                        return False
+                    if gate.in_flight:
+                        logger.warning(
+                            "%d call(s) still running after %s s; their outcome is recorded at restart",
+                            gate.in_flight, grace,
+                        )  # fmt: skip
+                    # uvicorn's shutdown then waits for open connections (answers being written,
+                    # idle MCP streams) only for what is left of the grace period.
+                    self.config.timeout_graceful_shutdown = max(1, int(left))
+                    return True
 
             app = build_http_app(runtime, host=args.host, port=args.port)
             logger.info("serving HTTP on http://%s:%d (MCP at /mcp, SSE at /sse)", args.host, args.port)
@@ -66,8 +98,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_stdio(mcp_server: Any, gate: Any, grace_seconds: float) -> None:
-    """Serve MCP over stdio until EOF, or until SIGTERM/SIGINT after draining running calls."""
+_ANSWER_FLUSH_SECONDS = 0.5
+"""After a stdio drain: time for the SDK's writer to put the last answers on stdout, in seconds."""
+
+
+async def _serve_stdio(mcp_server: Any, gate: Any, grace_seconds: float, exit_now: Callable[[], None]) -> None:
+    """Serve MCP over stdio until EOF, or until SIGTERM/SIGINT after draining running calls.
+
+    After the drain the process ends through ``exit_now`` (close the store, ``os._exit``): the
+    SDK reads stdin on a worker thread that only the client's next line or EOF wakes, so while a
+    client keeps stdin open, cancelling the server would wait forever.
+    """
     import signal
 
     import anyio
@@ -82,8 +123,19 @@ async def _serve_stdio(mcp_server: Any, gate: Any, grace_seconds: float) -> None
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
                 await gate.drain(grace_seconds)
-                tasks.cancel_scope.cancel()
-                return
+                # The SDK writes an answer after the gate returns it: let the last ones go out.
+                await anyio.sleep(_ANSWER_FLUSH_SECONDS)
+                exit_now()
+
+
+def _exit_now(runtime: Any) -> Callable[[], None]:
+    def exit_now() -> None:
+        runtime.close()
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
+
+    return exit_now
 
 
 def check_bind_address(settings: Settings, host: str) -> None:

@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
-from openexec_mcp.canonical import canonicalize, json_object
+from openexec_mcp.canonical import canonicalize, json_object, loads_canonical
 from openexec_mcp.core.encoding import b64decode_strict, b64encode, pae
 from openexec_mcp.errors import MalformedInputError, VerificationError
 
@@ -196,17 +196,14 @@ def verify_receipt(envelope: Any, public_keys: Mapping[str, Ed25519PublicKey]) -
         raise VerificationError("bad_signature", "receipt signature does not verify")
     # (4): the body.
     try:
-        body = json_object(json.loads(payload))
-    except (ValueError, UnicodeDecodeError):
+        parsed, canonical = loads_canonical(payload)
+    except MalformedInputError:
         raise VerificationError("bad_body", "receipt payload is not JSON") from None
+    body = json_object(parsed)
     if body is None or set(body) != set(RECEIPT_BODY_FIELDS) or body.get("v") != 1:
         raise VerificationError("bad_body", "receipt body does not have the SPEC §7 v1 fields")
     seq = body["seq"] if isinstance(body["seq"], int) else None
-    try:
-        canonical = canonicalize(body)
-    except MalformedInputError:
-        raise VerificationError("bad_body", "receipt payload is not canonical JSON", seq=seq) from None
-    if canonical != payload:
+    if not canonical:
         raise VerificationError("bad_body", "receipt payload is not RFC 8785 canonical", seq=seq)
     return body
 

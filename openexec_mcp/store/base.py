@@ -7,7 +7,12 @@ Two tables carry the guarantees of SPEC §4 and §7:
   and its receipt are committed together afterwards (:meth:`Store.finish`).
 - the **ledger**, append-only, one signed receipt per ``seq`` (0-based, gap-free). The receipt is
   built inside the append transaction by a :data:`ReceiptFactory` that receives ``(seq, prev)``,
-  so the hash chain is linear whatever the concurrency.
+  so the hash chain is linear whatever the concurrency. The same transaction stores the RFC 9162
+  tree nodes the append completes (:mod:`openexec_mcp.core.subtrees`: O(log n) at worst, one on
+  average), so any root or proof is read from O(log n) stored hashes, never rebuilt.
+
+Beside them, the signed **checkpoints** (SPEC §7): a table that only grows, whose latest row only
+moves forward (:meth:`Store.save_checkpoint` is a compare-and-swap on the tree size).
 
 Methods are synchronous and thread-safe; the async gate calls them from worker threads.
 Backends raise :class:`~openexec_mcp.errors.StoreUnavailableError` when the database does not
@@ -16,7 +21,7 @@ answer, and nothing else on purpose.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +39,7 @@ __all__ = [
     "Outcome",
     "ReceiptFactory",
     "Store",
+    "StoredCheckpoint",
     "open_store",
 ]
 
@@ -46,6 +52,8 @@ class NonceClaim:
     """A request to claim ``(tenant_id, nonce)`` for one call (SPEC §4).
 
     ``approval_id``, when set, is consumed in the same transaction (an approval executes once).
+    ``request``, when set, is the JCS text of the action request (SPEC §3) whose SHA-256 is
+    ``action_hash``; it is kept with the nonce so that ``ledger replay`` can re-run the call.
     """
 
     tenant_id: str
@@ -57,6 +65,7 @@ class NonceClaim:
     approval: str
     started_at: str
     approval_id: str | None = None
+    request: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +126,21 @@ class ApprovalRequest:
     expires_unix: float
 
 
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A signed checkpoint as the store keeps it (SPEC §7).
+
+    Attributes:
+        size: The tree size it covers.
+        root: The RFC 9162 root of the first ``size`` leaves, 64 lowercase hex.
+        note: The C2SP signed note (``tlog-checkpoint`` text and signature line), verbatim.
+    """
+
+    size: int
+    root: str
+    note: str
+
+
 class ApprovalAlreadyConsumed:
     """Sentinel answer of :meth:`Store.claim_nonce` when the approval_id was already used."""
 
@@ -156,7 +180,60 @@ class Store(Protocol):
         ...
 
     def recover_started(self, make_receipt: Callable[[NonceRecord], ReceiptFactory]) -> list[LedgerEntry]:
-        """Mark every ``started`` nonce ``indeterminate`` and append its receipt (start-up, SPEC §4)."""
+        """Mark every ``started`` nonce ``indeterminate`` and append its receipt (start-up, SPEC §4).
+
+        The recovery time is recorded as the row's ``finished_at``, so the record is kept a full
+        retention period after it became ``indeterminate`` (:meth:`prune_nonces`).
+        """
+        ...
+
+    def get_nonce_by_exec_id(self, exec_id: str) -> NonceRecord | None:
+        """Return the nonce record whose current ``exec_id`` is ``exec_id``, or ``None``."""
+        ...
+
+    def reclaim_indeterminate(
+        self, tenant_id: str, nonce: str, exec_id: str, new_exec_id: str, started_at: str
+    ) -> bool:
+        """Claim an ``indeterminate`` nonce again for an operator's re-run (``ledger resolve --rerun``).
+
+        One transaction moves the row from ``indeterminate`` with ``exec_id`` to ``started`` with
+        ``new_exec_id`` and ``started_at``, exactly as a fresh claim: the re-run's outcome is then
+        recorded with :meth:`finish`, and a crash during it is recovered as any other.
+
+        Returns:
+            ``True`` when this caller now owns the nonce; ``False`` (nothing written) when it is not
+            ``indeterminate`` under ``exec_id`` any more (another operator decided first).
+        """
+        ...
+
+    def fail_indeterminate(
+        self, tenant_id: str, nonce: str, exec_id: str, new_exec_id: str, outcome: Outcome, make_receipt: ReceiptFactory
+    ) -> LedgerEntry | None:
+        """Record an operator's ``failed`` verdict on an ``indeterminate`` nonce, with its receipt.
+
+        One transaction moves the row from ``indeterminate`` with ``exec_id`` to ``finished`` with
+        ``outcome`` under ``new_exec_id`` (later retries replay it) and appends the receipt.
+
+        Returns:
+            The receipt's entry; ``None`` (nothing written) when the nonce is not ``indeterminate``
+            under ``exec_id`` any more.
+        """
+        ...
+
+    def prune_nonces(self, finished_before: str) -> int:
+        """Delete the ``finished`` and ``indeterminate`` nonce records older than the retention horizon.
+
+        A record's age counts from its ``finished_at`` (for ``indeterminate`` rows: when they were
+        recovered; rows recovered by older versions: ``started_at``). ``started`` rows are never
+        deleted, and neither is anything in the ledger. Deletes in small batches, so concurrent
+        calls wait at most one batch.
+
+        Args:
+            finished_before: RFC 3339 UTC (ms), the horizon: now − ``nonce.retention_seconds``.
+
+        Returns:
+            How many records were deleted.
+        """
         ...
 
     def ledger_size(self) -> int:
@@ -196,6 +273,44 @@ class Store(Protocol):
 
     def iter_entries(self, start_seq: int = 0, *, run_id: str | None = None) -> Iterator[LedgerEntry]:
         """Yield ledger entries in ``seq`` order from ``start_seq`` (optionally one run only)."""
+        ...
+
+    def get_action_request(self, tenant_id: str, nonce: str) -> str | None:
+        """Return the JCS text of the action request recorded with the nonce, or ``None``.
+
+        ``None`` when the nonce is unknown or was claimed without its request (older rows).
+        """
+        ...
+
+    def subtree_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Return ``MTH(D[start:end])`` (32 bytes, RFC 9162 §2.1.1) for each ``(start, end)``.
+
+        Every range of a root or proof costs O(log n) stored hashes; all ranges are read in one
+        round trip.
+
+        Raises:
+            ValueError: A range is empty or reaches past the ledger.
+        """
+        ...
+
+    def tree_root(self, size: int) -> bytes:
+        """Return the 32-byte root of the first ``size`` leaves (the empty root for 0).
+
+        Raises:
+            ValueError: ``size`` is negative or larger than the ledger.
+        """
+        ...
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """Return the checkpoint of the largest size, or ``None`` before the first one."""
+        ...
+
+    def save_checkpoint(self, checkpoint: StoredCheckpoint) -> StoredCheckpoint:
+        """Store ``checkpoint`` only if it is larger than the latest one; return the latest after.
+
+        A compare-and-swap that only moves forward: when a checkpoint of the same or a larger
+        size is already stored, nothing is written and that one is returned.
+        """
         ...
 
     def ping(self) -> None:

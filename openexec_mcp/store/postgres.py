@@ -10,8 +10,10 @@ The ledger (SPEC §7). Every append first takes a transaction-level advisory loc
 table, so appends from every replica queue up **in the database**; the head ``(seq,
 receipt_hash)`` is read after the lock is granted, the receipt is signed for ``(seq + 1, head)``
 and inserted, and the lock is released by the commit. ``seq`` stays gap-free and the hash chain
-linear whatever the number of processes. A trigger refuses ``UPDATE``, ``DELETE`` and
-``TRUNCATE`` on the ledger.
+linear whatever the number of processes. The tree nodes the append completes are inserted in the
+same transaction, under the same lock. Triggers refuse ``UPDATE``, ``DELETE`` and ``TRUNCATE`` on
+the ledger, its tree nodes and its checkpoints. Opening a database made by an older version adds
+the ``request`` column of the nonce table and the tree nodes of the existing receipts, once.
 
 Crash recovery across replicas (SPEC §4, "process died mid-run"). Each store gets a random
 ``owner`` id when it opens and holds a session-level advisory lock on ``hashtextextended(owner)``
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from typing import Any, Final, LiteralString, TypeVar, cast
 
@@ -44,7 +46,17 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
+from openexec_mcp.core.clock import format_timestamp, utc_now
+from openexec_mcp.core.merkle import EMPTY_ROOT
 from openexec_mcp.core.nonce import NonceRecord
+from openexec_mcp.core.subtrees import (
+    Position,
+    append_nodes,
+    append_sibling_positions,
+    backfill,
+    range_hash,
+    ranges_positions,
+)
 from openexec_mcp.errors import ConfigError, StoreUnavailableError
 from openexec_mcp.store.base import (
     APPROVAL_CONSUMED,
@@ -54,6 +66,7 @@ from openexec_mcp.store.base import (
     NonceClaim,
     Outcome,
     ReceiptFactory,
+    StoredCheckpoint,
 )
 
 __all__ = ["PostgresStore"]
@@ -81,7 +94,9 @@ CREATE TABLE IF NOT EXISTS nonces (
     owner         TEXT NOT NULL,
     PRIMARY KEY (tenant_id, nonce)
 );
+ALTER TABLE nonces ADD COLUMN IF NOT EXISTS request TEXT;
 CREATE INDEX IF NOT EXISTS nonces_started ON nonces (owner) WHERE state = 'started';
+CREATE INDEX IF NOT EXISTS nonces_finished_at ON nonces (finished_at COLLATE "C");
 CREATE TABLE IF NOT EXISTS consumed_approvals (
     approval_id TEXT PRIMARY KEY,
     tenant_id   TEXT NOT NULL,
@@ -129,6 +144,29 @@ DO $$ BEGIN
             FOR EACH STATEMENT EXECUTE FUNCTION openexec_ledger_append_only();
     END IF;
 END $$;
+CREATE TABLE IF NOT EXISTS merkle_nodes (
+    level SMALLINT NOT NULL CHECK (level >= 1),
+    idx   BIGINT NOT NULL CHECK (idx >= 0),
+    hash  BYTEA NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size BIGINT PRIMARY KEY CHECK (size >= 0),
+    root TEXT NOT NULL,
+    note TEXT NOT NULL
+);
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgrelid = 'merkle_nodes'::regclass AND tgname = 'merkle_nodes_append_only') THEN
+        CREATE TRIGGER merkle_nodes_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON merkle_nodes
+            FOR EACH STATEMENT EXECUTE FUNCTION openexec_ledger_append_only();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgrelid = 'checkpoints'::regclass AND tgname = 'checkpoints_append_only') THEN
+        CREATE TRIGGER checkpoints_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON checkpoints
+            FOR EACH STATEMENT EXECUTE FUNCTION openexec_ledger_append_only();
+    END IF;
+END $$;
 """
 
 _NONCE_COLUMNS: Final = (
@@ -139,6 +177,18 @@ _REQUEST_COLUMNS: Final = "request_id, tenant_id, action_hash, action_request, c
 _LEDGER_COLUMNS: Final = "seq, exec_id, receipt_hash, envelope, tenant_id, run_id, action, status"
 _OWNER_LOCK_FREE: Final = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))"
 _OWNER_LOST: Final = object()
+# Retention (Store.prune_nonces): never 'started' rows; 'indeterminate' rows of older versions have no
+# finished_at. Timestamps are compared as text in the "C" collation, where RFC 3339 UTC sorts by time.
+_PRUNE_BATCH: Final = 1000
+_PRUNE_QUERIES: Final[tuple[LiteralString, ...]] = tuple(
+    "DELETE FROM nonces WHERE (tenant_id, nonce) IN (SELECT tenant_id, nonce FROM nonces WHERE "
+    + condition
+    + " LIMIT 1000)"
+    for condition in (
+        "finished_at COLLATE \"C\" < %s AND state <> 'started'",
+        "finished_at IS NULL AND state = 'indeterminate' AND started_at COLLATE \"C\" < %s",
+    )
+)
 
 
 class PostgresStore:
@@ -179,6 +229,7 @@ class PostgresStore:
             self._take_owner_lock(create_schema=True)
         try:
             self._ledger_lock = self._run(_ledger_lock_key, transaction=False)
+            self._run(self._backfill, transaction=True)
         except BaseException:
             self.close()
             raise
@@ -205,11 +256,11 @@ class PostgresStore:
                 raise _Rollback(_OWNER_LOST)
             inserted = conn.execute(
                 "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval, started_at,"
-                " state, owner) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'started', %s)"
+                " state, owner, request) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'started', %s, %s)"
                 " ON CONFLICT (tenant_id, nonce) DO NOTHING RETURNING 1",
                 (
                     claim.tenant_id, claim.nonce, claim.action, claim.action_hash, claim.exec_id, claim.run_id,
-                    claim.approval, claim.started_at, self.owner,
+                    claim.approval, claim.started_at, self.owner, claim.request,
                 ),
             ).fetchone()  # fmt: skip
             if inserted is None:
@@ -283,8 +334,8 @@ class PostgresStore:
             for row in rows:
                 record = NonceRecord(*row)
                 conn.execute(
-                    "UPDATE nonces SET state = 'indeterminate' WHERE tenant_id = %s AND nonce = %s",
-                    (record.tenant_id, record.nonce),
+                    "UPDATE nonces SET state = 'indeterminate', finished_at = %s WHERE tenant_id = %s AND nonce = %s",
+                    (recovered_at, record.tenant_id, record.nonce),
                 )
                 entries.append(
                     self._append(
@@ -294,7 +345,79 @@ class PostgresStore:
                 )  # fmt: skip
             return entries
 
+        recovered_at = format_timestamp(utc_now())
         return self._run(work, transaction=True)
+
+    def get_nonce_by_exec_id(self, exec_id: str) -> NonceRecord | None:
+        """See :meth:`Store.get_nonce_by_exec_id`."""
+        rows = self._fetch(f"SELECT {_NONCE_COLUMNS} FROM nonces WHERE exec_id = %s", (exec_id,))
+        return NonceRecord(*rows[0]) if rows else None
+
+    def reclaim_indeterminate(
+        self, tenant_id: str, nonce: str, exec_id: str, new_exec_id: str, started_at: str
+    ) -> bool:
+        """See :meth:`Store.reclaim_indeterminate`. Records :attr:`owner`, as a claim does.
+
+        Raises:
+            StoreUnavailableError: The database failed, or this process cannot hold its liveness lock.
+        """
+
+        def work(conn: _Conn) -> object:
+            if _scalar(conn, _OWNER_LOCK_FREE, (self.owner,)):
+                raise _Rollback(_OWNER_LOST)
+            row = conn.execute(
+                "UPDATE nonces SET state = 'started', exec_id = %s, started_at = %s, finished_at = NULL, owner = %s"
+                " WHERE tenant_id = %s AND nonce = %s AND exec_id = %s AND state = 'indeterminate' RETURNING 1",
+                (new_exec_id, started_at, self.owner, tenant_id, nonce, exec_id),
+            ).fetchone()
+            return row is not None
+
+        for _ in range(2):
+            epoch = self._owner_epoch
+            answer = self._run(work, transaction=True)
+            if answer is not _OWNER_LOST:
+                return bool(answer)
+            with self._owner_guard:
+                if epoch == self._owner_epoch:
+                    self._take_owner_lock(create_schema=False)
+        raise StoreUnavailableError("this process cannot keep its PostgreSQL liveness lock")
+
+    def fail_indeterminate(
+        self, tenant_id: str, nonce: str, exec_id: str, new_exec_id: str, outcome: Outcome, make_receipt: ReceiptFactory
+    ) -> LedgerEntry | None:
+        """See :meth:`Store.fail_indeterminate`."""
+
+        def work(conn: _Conn) -> LedgerEntry | None:
+            row = conn.execute(
+                "UPDATE nonces SET state = 'finished', exec_id = %s, status = %s, result = %s, result_hash = %s,"
+                " error_code = %s, error_message = %s, finished_at = %s"
+                " WHERE tenant_id = %s AND nonce = %s AND exec_id = %s AND state = 'indeterminate'"
+                " RETURNING run_id, action",
+                (
+                    new_exec_id, outcome.status, outcome.result, outcome.result_hash, outcome.error_code,
+                    outcome.error_message, outcome.finished_at, tenant_id, nonce, exec_id,
+                ),
+            ).fetchone()  # fmt: skip
+            if row is None:
+                return None
+            return self._append(conn, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
+
+        return self._run(work, transaction=True)
+
+    def prune_nonces(self, finished_before: str) -> int:
+        """See :meth:`Store.prune_nonces`."""
+        deleted = 0
+        for query in _PRUNE_QUERIES:
+
+            def batch(conn: _Conn, query: LiteralString = query) -> int:
+                return conn.execute(query, (finished_before,)).rowcount
+
+            while True:
+                count = self._run(batch, transaction=True)
+                deleted += count
+                if count < _PRUNE_BATCH:
+                    break
+        return deleted
 
     # -- approval inbox -------------------------------------------------------------------------
 
@@ -397,6 +520,57 @@ class PostgresStore:
             yield from (LedgerEntry(*row) for row in rows)
             seq = rows[-1][0] + 1
 
+    def get_action_request(self, tenant_id: str, nonce: str) -> str | None:
+        """See :meth:`Store.get_action_request`."""
+        rows = self._fetch("SELECT request FROM nonces WHERE tenant_id = %s AND nonce = %s", (tenant_id, nonce))
+        return None if not rows or rows[0][0] is None else str(rows[0][0])
+
+    # -- tree and checkpoints -------------------------------------------------------------------
+
+    def subtree_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """See :meth:`Store.subtree_hashes`."""
+
+        def read(conn: _Conn) -> tuple[set[Position], dict[Position, bytes]]:
+            needed = ranges_positions(ranges, _ledger_size(conn))
+            return needed, _read_positions(conn, needed)
+
+        needed, found = self._run(read, transaction=False)
+        if len(found) < len(needed):
+            # Rows were written around the store since it opened (e.g. a bulk import): complete the tree.
+            self._run(self._backfill, transaction=True)
+            needed, found = self._run(read, transaction=False)
+        return [range_hash(start, end, found) for start, end in ranges]
+
+    def tree_root(self, size: int) -> bytes:
+        """See :meth:`Store.tree_root`."""
+        if size == 0:
+            return EMPTY_ROOT
+        return self.subtree_hashes([(0, size)])[0]
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """See :meth:`Store.latest_checkpoint`."""
+        rows = self._fetch("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+        return StoredCheckpoint(int(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
+
+    def save_checkpoint(self, checkpoint: StoredCheckpoint) -> StoredCheckpoint:
+        """See :meth:`Store.save_checkpoint`.
+
+        Replicas may save concurrently: each insert is refused when a checkpoint at least as large
+        is visible, so the largest stored size never goes down and is what every caller gets.
+        """
+
+        def work(conn: _Conn) -> StoredCheckpoint:
+            conn.execute(
+                "INSERT INTO checkpoints (size, root, note) SELECT %s, %s, %s"
+                " WHERE NOT EXISTS (SELECT 1 FROM checkpoints WHERE size >= %s) ON CONFLICT (size) DO NOTHING",
+                (checkpoint.size, checkpoint.root, checkpoint.note, checkpoint.size),
+            )
+            row = conn.execute("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+            assert row is not None  # at least ours, or a larger one
+            return StoredCheckpoint(int(row[0]), str(row[1]), str(row[2]))
+
+        return self._run(work, transaction=True)
+
     def ping(self) -> None:
         """See :meth:`Store.ping`."""
         self._fetch("SELECT 1")
@@ -431,7 +605,55 @@ class PostgresStore:
             f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
             (entry.seq, entry.exec_id, entry.receipt_hash, entry.envelope, tenant_id, run_id, action, entry.status),
         )
+        self._grow(conn, seq, entry.receipt_hash, prev)
         return entry
+
+    def _grow(self, conn: _Conn, seq: int, leaf: str, prev: str | None) -> None:
+        """Store the tree nodes completed by leaf ``seq``; call with the ledger lock held."""
+        positions = append_sibling_positions(seq)
+        siblings = _read_positions(conn, positions) if positions else {}
+        if len(siblings) < len(positions):
+            self._backfill(conn, seq)  # rows were written around the store: complete the tree below seq first
+            siblings = _read_positions(conn, positions)
+        nodes = append_nodes(seq, bytes.fromhex(leaf), bytes.fromhex(prev) if prev else None, siblings)
+        if nodes:
+            _insert_nodes(conn, nodes)
+
+    def _backfill(self, conn: _Conn, size: int | None = None) -> int:
+        """Store every tree node missing for the first ``size`` leaves (default: all), under the ledger lock."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._ledger_lock,))
+
+        def stored_count(level: int) -> int:
+            row = conn.execute(
+                "SELECT COUNT(*), COALESCE(MAX(idx) + 1, 0) FROM merkle_nodes WHERE level = %s", (level,)
+            ).fetchone()
+            assert row is not None
+            if row[0] == row[1]:
+                return int(row[0])
+            gap = conn.execute(
+                "SELECT COALESCE(MIN(idx) + 1, 0) FROM merkle_nodes m WHERE level = %s AND NOT EXISTS"
+                " (SELECT 1 FROM merkle_nodes n WHERE n.level = m.level AND n.idx = m.idx + 1)"
+                " AND EXISTS (SELECT 1 FROM merkle_nodes z WHERE z.level = %s AND z.idx = 0)",
+                (level, level),
+            ).fetchone()
+            return int(gap[0]) if gap is not None else 0
+
+        def read_level(level: int, lo: int, hi: int) -> list[bytes]:
+            if level == 0:
+                rows = conn.execute(
+                    "SELECT receipt_hash FROM ledger WHERE seq >= %s AND seq < %s ORDER BY seq", (lo, hi)
+                ).fetchall()
+                return [bytes.fromhex(str(row[0])) for row in rows]
+            rows = conn.execute(
+                "SELECT hash FROM merkle_nodes WHERE level = %s AND idx >= %s AND idx < %s ORDER BY idx",
+                (level, lo, hi),
+            ).fetchall()
+            return [bytes(row[0]) for row in rows]
+
+        def write_level(level: int, lo: int, hashes: Iterable[bytes]) -> None:
+            _insert_nodes(conn, [(level, lo + offset, value) for offset, value in enumerate(hashes)])
+
+        return backfill(_ledger_size(conn) if size is None else size, stored_count, read_level, write_level)
 
     def _fetch(self, query: LiteralString, params: tuple[object, ...] = ()) -> list[TupleRow]:
         """Run one statement outside any explicit transaction and return its rows."""
@@ -568,6 +790,37 @@ def _nonce_record(conn: _Conn, tenant_id: str, nonce: str) -> NonceRecord | None
         f"SELECT {_NONCE_COLUMNS} FROM nonces WHERE tenant_id = %s AND nonce = %s", (tenant_id, nonce)
     ).fetchone()
     return None if row is None else NonceRecord(*row)
+
+
+def _ledger_size(conn: _Conn) -> int:
+    return int(_scalar(conn, "SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger"))
+
+
+def _read_positions(conn: _Conn, positions: Iterable[Position]) -> dict[Position, bytes]:
+    """Read the hashes at ``positions`` (level 0: the ledger; others: merkle_nodes); absent ones are left out."""
+    wanted = set(positions)
+    found: dict[Position, bytes] = {}
+    leaves = [idx for level, idx in wanted if level == 0]
+    if leaves:
+        rows = conn.execute("SELECT seq, receipt_hash FROM ledger WHERE seq = ANY(%s)", (leaves,)).fetchall()
+        found.update(((0, int(row[0])), bytes.fromhex(str(row[1]))) for row in rows)
+    inner = [position for position in wanted if position[0] > 0]
+    if inner:
+        rows = conn.execute(
+            "SELECT m.level, m.idx, m.hash FROM merkle_nodes m"
+            " JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, idx) ON m.level = w.level AND m.idx = w.idx",
+            ([level for level, _ in inner], [idx for _, idx in inner]),
+        ).fetchall()
+        found.update(((int(row[0]), int(row[1])), bytes(row[2])) for row in rows)
+    return found
+
+
+def _insert_nodes(conn: _Conn, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+    conn.execute(
+        "INSERT INTO merkle_nodes (level, idx, hash) SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])"
+        " ON CONFLICT (level, idx) DO NOTHING",
+        ([node[0] for node in nodes], [node[1] for node in nodes], [node[2] for node in nodes]),
+    )
 
 
 def _ledger_lock_key(conn: _Conn) -> int:

@@ -4,7 +4,11 @@ One connection, serialised by a lock, in autocommit mode with explicit ``BEGIN I
 transactions: a claim, an outcome-plus-receipt, or an append is each one write transaction, so a
 crash leaves either all of it or none of it. ``synchronous=FULL`` (the default) makes a commit
 durable across power loss before the handler runs; ``NORMAL`` survives a process crash but may
-lose the last commits on power loss. Triggers make the ledger append-only at the database level.
+lose the last commits on power loss. Triggers make the ledger, its tree nodes and its checkpoints
+append-only at the database level.
+
+Opening a database made by an older version adds what it lacks, once: the ``request`` column of
+the nonce table and the tree nodes of every receipt already in the ledger.
 """
 
 from __future__ import annotations
@@ -12,10 +16,20 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from openexec_mcp.core.clock import format_timestamp, utc_now
+from openexec_mcp.core.merkle import EMPTY_ROOT
 from openexec_mcp.core.nonce import NonceRecord
+from openexec_mcp.core.subtrees import (
+    Position,
+    append_nodes,
+    append_sibling_positions,
+    backfill,
+    range_hash,
+    ranges_positions,
+)
 from openexec_mcp.errors import ConfigError, StoreUnavailableError
 from openexec_mcp.store.base import (
     APPROVAL_CONSUMED,
@@ -25,6 +39,7 @@ from openexec_mcp.store.base import (
     NonceClaim,
     Outcome,
     ReceiptFactory,
+    StoredCheckpoint,
 )
 
 __all__ = ["SQLiteStore"]
@@ -46,9 +61,11 @@ CREATE TABLE IF NOT EXISTS nonces (
     error_code    TEXT,
     error_message TEXT,
     finished_at   TEXT,
+    request       TEXT,
     PRIMARY KEY (tenant_id, nonce)
 );
 CREATE INDEX IF NOT EXISTS nonces_state ON nonces (state);
+CREATE INDEX IF NOT EXISTS nonces_finished_at ON nonces (finished_at);
 CREATE TABLE IF NOT EXISTS consumed_approvals (
     approval_id TEXT PRIMARY KEY,
     tenant_id   TEXT NOT NULL,
@@ -86,6 +103,25 @@ CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TABLE IF NOT EXISTS merkle_nodes (
+    level INTEGER NOT NULL CHECK (level >= 1),
+    idx   INTEGER NOT NULL CHECK (idx >= 0),
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS merkle_nodes_no_update BEFORE UPDATE ON merkle_nodes
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS merkle_nodes_no_delete BEFORE DELETE ON merkle_nodes
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY CHECK (size >= 0),
+    root TEXT NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_update BEFORE UPDATE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 """
 
 _NONCE_COLUMNS = (
@@ -94,6 +130,10 @@ _NONCE_COLUMNS = (
 )
 _REQUEST_COLUMNS = "request_id, tenant_id, action_hash, action_request, created_at, expires_at, expires_unix"
 _LEDGER_COLUMNS = "seq, exec_id, receipt_hash, envelope, tenant_id, run_id, action, status"
+# Retention (Store.prune_nonces): never 'started' rows; 'indeterminate' rows of older versions have no finished_at.
+_PRUNE_FINISHED = "finished_at < ? AND state <> 'started'"
+_PRUNE_LEGACY_INDETERMINATE = "finished_at IS NULL AND state = 'indeterminate' AND started_at < ?"
+_PRUNE_BATCH = 1000
 
 
 class SQLiteStore:
@@ -122,8 +162,20 @@ class SQLiteStore:
             _enable_wal(self._db)
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailableError(f"cannot open SQLite database {path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Bring a database of an older version up to date (idempotent; safe in several processes)."""
+        if "request" not in {row[1] for row in self._db.execute("PRAGMA table_info(nonces)")}:
+            try:
+                self._db.execute("ALTER TABLE nonces ADD COLUMN request TEXT")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it first
+                    raise
+        with self._transaction() as db:
+            _backfill(db)
 
     # -- nonces ---------------------------------------------------------------------------------
 
@@ -160,10 +212,10 @@ class SQLiteStore:
             )
             db.execute(
                 "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval,"
-                " started_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started')",
+                " started_at, state, request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?)",
                 (
                     claim.tenant_id, claim.nonce, claim.action, claim.action_hash, claim.exec_id,
-                    claim.run_id, claim.approval, claim.started_at,
+                    claim.run_id, claim.approval, claim.started_at, claim.request,
                 ),
             )  # fmt: skip
         return None
@@ -190,13 +242,14 @@ class SQLiteStore:
     def recover_started(self, make_receipt: Callable[[NonceRecord], ReceiptFactory]) -> list[LedgerEntry]:
         """See :meth:`Store.recover_started`."""
         entries: list[LedgerEntry] = []
+        recovered_at = format_timestamp(utc_now())
         with self._transaction() as db:
             rows = db.execute(f"SELECT {_NONCE_COLUMNS} FROM nonces WHERE state = 'started'").fetchall()
             for row in rows:
                 record = NonceRecord(*row)
                 db.execute(
-                    "UPDATE nonces SET state = 'indeterminate' WHERE tenant_id = ? AND nonce = ?",
-                    (record.tenant_id, record.nonce),
+                    "UPDATE nonces SET state = 'indeterminate', finished_at = ? WHERE tenant_id = ? AND nonce = ?",
+                    (recovered_at, record.tenant_id, record.nonce),
                 )
                 entries.append(
                     self._append(
@@ -205,6 +258,62 @@ class SQLiteStore:
                     )
                 )  # fmt: skip
         return entries
+
+    def get_nonce_by_exec_id(self, exec_id: str) -> NonceRecord | None:
+        """See :meth:`Store.get_nonce_by_exec_id`."""
+        with self._guard():
+            row = self._db.execute(f"SELECT {_NONCE_COLUMNS} FROM nonces WHERE exec_id = ?", (exec_id,)).fetchone()
+        return None if row is None else NonceRecord(*row)
+
+    def reclaim_indeterminate(
+        self, tenant_id: str, nonce: str, exec_id: str, new_exec_id: str, started_at: str
+    ) -> bool:
+        """See :meth:`Store.reclaim_indeterminate`."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE nonces SET state = 'started', exec_id = ?, started_at = ?, finished_at = NULL"
+                " WHERE tenant_id = ? AND nonce = ? AND exec_id = ? AND state = 'indeterminate'",
+                (new_exec_id, started_at, tenant_id, nonce, exec_id),
+            )
+            return cursor.rowcount == 1
+
+    def fail_indeterminate(
+        self, tenant_id: str, nonce: str, exec_id: str, new_exec_id: str, outcome: Outcome, make_receipt: ReceiptFactory
+    ) -> LedgerEntry | None:
+        """See :meth:`Store.fail_indeterminate`."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT run_id, action FROM nonces"
+                " WHERE tenant_id = ? AND nonce = ? AND exec_id = ? AND state = 'indeterminate'",
+                (tenant_id, nonce, exec_id),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE nonces SET state = 'finished', exec_id = ?, status = ?, result = ?, result_hash = ?,"
+                " error_code = ?, error_message = ?, finished_at = ? WHERE tenant_id = ? AND nonce = ?",
+                (
+                    new_exec_id, outcome.status, outcome.result, outcome.result_hash, outcome.error_code,
+                    outcome.error_message, outcome.finished_at, tenant_id, nonce,
+                ),
+            )  # fmt: skip
+            return self._append(db, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
+
+    def prune_nonces(self, finished_before: str) -> int:
+        """See :meth:`Store.prune_nonces`."""
+        deleted = 0
+        for condition in (_PRUNE_FINISHED, _PRUNE_LEGACY_INDETERMINATE):
+            while True:
+                with self._transaction() as db:
+                    count = db.execute(
+                        "DELETE FROM nonces WHERE rowid IN"
+                        f" (SELECT rowid FROM nonces WHERE {condition} LIMIT {_PRUNE_BATCH})",
+                        (finished_before,),
+                    ).rowcount
+                deleted += count
+                if count < _PRUNE_BATCH:
+                    break
+        return deleted
 
     # -- approval inbox -------------------------------------------------------------------------
 
@@ -306,6 +415,52 @@ class SQLiteStore:
                 yield LedgerEntry(*row)
             seq = rows[-1][0] + 1
 
+    def get_action_request(self, tenant_id: str, nonce: str) -> str | None:
+        """See :meth:`Store.get_action_request`."""
+        with self._guard():
+            row = self._db.execute(
+                "SELECT request FROM nonces WHERE tenant_id = ? AND nonce = ?", (tenant_id, nonce)
+            ).fetchone()
+        return None if row is None else row[0]
+
+    # -- tree and checkpoints -------------------------------------------------------------------
+
+    def subtree_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """See :meth:`Store.subtree_hashes`."""
+        with self._guard():
+            needed = ranges_positions(ranges, _ledger_size(self._db))
+            found = _read_positions(self._db, needed)
+        if len(found) < len(needed):
+            # Rows were written around the store since it opened (e.g. a bulk import): complete the tree.
+            with self._transaction() as db:
+                _backfill(db)
+                found = _read_positions(db, needed)
+        return [range_hash(start, end, found) for start, end in ranges]
+
+    def tree_root(self, size: int) -> bytes:
+        """See :meth:`Store.tree_root`."""
+        if size == 0:
+            return EMPTY_ROOT
+        return self.subtree_hashes([(0, size)])[0]
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """See :meth:`Store.latest_checkpoint`."""
+        with self._guard():
+            row = self._db.execute("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        return None if row is None else StoredCheckpoint(*row)
+
+    def save_checkpoint(self, checkpoint: StoredCheckpoint) -> StoredCheckpoint:
+        """See :meth:`Store.save_checkpoint`."""
+        with self._transaction() as db:
+            row = db.execute("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+            if row is not None and row[0] >= checkpoint.size:
+                return StoredCheckpoint(*row)
+            db.execute(
+                "INSERT INTO checkpoints (size, root, note) VALUES (?, ?, ?)",
+                (checkpoint.size, checkpoint.root, checkpoint.note),
+            )
+        return checkpoint
+
     def ping(self) -> None:
         """See :meth:`Store.ping`."""
         with self._guard():
@@ -333,6 +488,7 @@ class SQLiteStore:
             f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (entry.seq, entry.exec_id, entry.receipt_hash, entry.envelope, tenant_id, run_id, action, entry.status),
         )
+        _grow(db, seq, entry.receipt_hash, prev)
         return entry
 
     def _guard(self) -> _Guard:
@@ -340,6 +496,75 @@ class SQLiteStore:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
+
+
+def _ledger_size(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger").fetchone()[0])
+
+
+def _chunks(items: list[Position], size: int) -> Iterator[list[Position]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _read_positions(db: sqlite3.Connection, positions: Iterable[Position]) -> dict[Position, bytes]:
+    """Read the hashes at ``positions`` (level 0: the ledger; others: merkle_nodes); absent ones are left out."""
+    wanted = sorted(set(positions))
+    found: dict[Position, bytes] = {}
+    for chunk in _chunks([p for p in wanted if p[0] == 0], 500):
+        marks = ", ".join("?" * len(chunk))
+        rows = db.execute(f"SELECT seq, receipt_hash FROM ledger WHERE seq IN ({marks})", [i for _, i in chunk])
+        found.update(((0, int(seq)), bytes.fromhex(text)) for seq, text in rows)
+    for chunk in _chunks([p for p in wanted if p[0] > 0], 400):
+        clause = " OR ".join(["(level = ? AND idx = ?)"] * len(chunk))
+        rows = db.execute(f"SELECT level, idx, hash FROM merkle_nodes WHERE {clause}", [v for p in chunk for v in p])
+        found.update(((int(level), int(idx)), bytes(value)) for level, idx, value in rows)
+    return found
+
+
+def _grow(db: sqlite3.Connection, seq: int, leaf: str, prev: str | None) -> None:
+    """Store the tree nodes completed by leaf ``seq`` (inside its append transaction)."""
+    positions = append_sibling_positions(seq)
+    siblings = _read_positions(db, positions) if positions else {}
+    if len(siblings) < len(positions):
+        _backfill(db, seq)  # rows were written around the store: complete the tree below seq first
+        siblings = _read_positions(db, positions)
+    nodes = append_nodes(seq, bytes.fromhex(leaf), bytes.fromhex(prev) if prev else None, siblings)
+    if nodes:
+        db.executemany("INSERT OR IGNORE INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+
+
+def _backfill(db: sqlite3.Connection, size: int | None = None) -> int:
+    """Store every tree node missing for the first ``size`` leaves (default: the whole ledger)."""
+
+    def stored_count(level: int) -> int:
+        count, end = db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(idx) + 1, 0) FROM merkle_nodes WHERE level = ?", (level,)
+        ).fetchone()
+        if count == end:
+            return int(count)
+        rows = db.execute("SELECT idx FROM merkle_nodes WHERE level = ? ORDER BY idx", (level,))
+        for expected, (idx,) in enumerate(rows):
+            if idx != expected:
+                return expected
+        return int(count)  # pragma: no cover - count != end implies a hole
+
+    def read_level(level: int, lo: int, hi: int) -> list[bytes]:
+        if level == 0:
+            rows = db.execute("SELECT receipt_hash FROM ledger WHERE seq >= ? AND seq < ? ORDER BY seq", (lo, hi))
+            return [bytes.fromhex(text) for (text,) in rows]
+        rows = db.execute(
+            "SELECT hash FROM merkle_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx", (level, lo, hi)
+        )
+        return [bytes(value) for (value,) in rows]
+
+    def write_level(level: int, lo: int, hashes: Iterable[bytes]) -> None:
+        db.executemany(
+            "INSERT OR IGNORE INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)",
+            ((level, lo + offset, value) for offset, value in enumerate(hashes)),
+        )
+
+    return backfill(_ledger_size(db) if size is None else size, stored_count, read_level, write_level)
 
 
 def _enable_wal(db: sqlite3.Connection, attempts: int = 50) -> None:
