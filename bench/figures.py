@@ -336,10 +336,19 @@ def figure_profile(plan: Plan, ws: Workspace) -> list[Row]:
     return rows
 
 
+def figure_ledger(plan: Plan, workspace: Workspace) -> list[Row]:
+    """Issue 4: audit rate against raw Ed25519, and proof/checkpoint cost at several ledger sizes."""
+    from bench import ledger
+
+    quick = plan == Plan.quick()
+    return [Row(**row) for row in ledger.figures(quick=quick, root=workspace.fresh_dir("ledger"))]
+
+
 FIGURES: dict[str, Callable[[Plan, Workspace], list[Row]]] = {
     "stdio": figure_stdio,
     "http": figure_http,
     "execute": figure_execute,
     "scale": figure_scale,
     "profile": figure_profile,
+    "ledger": figure_ledger,
 }
