@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 from openexec_mcp import __version__
 from openexec_mcp.approvals import AUTO_APPROVAL, Approver, Denied, Elicitor, InputRequired
 from openexec_mcp.canonical import canonicalize, check_json_value, sha256_hex
-from openexec_mcp.core.action import ActionRequest, parse_nonce
+from openexec_mcp.core.action import action_request_bytes, parse_nonce
 from openexec_mcp.core.clock import format_timestamp, utc_now
 from openexec_mcp.core.nonce import NonceRecord, Replay, decide_existing
 from openexec_mcp.core.receipt import ServerKey, sign_receipt
@@ -202,9 +202,9 @@ class Gate:
             self.sweeper.maybe_sweep()  # a clock read, unless an hourly sweep is due (background thread)
         try:
             # (1): validate; nothing is recorded for a refusal here.
-            action, payload, nonce, model = self._validate(name, arguments)
+            action, payload, payload_bytes, nonce, model = self._validate(name, arguments)
             # (2): the action hash binds everything that follows to this exact call.
-            request_bytes = ActionRequest(action.name, payload, nonce).canonical_bytes()
+            request_bytes = action_request_bytes(action.name, nonce, payload_bytes)
             action_hash = sha256_hex(request_bytes)
         except InvalidRequestError as exc:
             return Answer(refusal_envelope(name, exc), exc)
@@ -257,7 +257,7 @@ class Gate:
         # (4): claim the nonce durably as 'started', consuming the approval_id with it.
         claim = NonceClaim(
             tenant_id=ctx.tenant_id, nonce=nonce, action=action.name, action_hash=action_hash, exec_id=exec_id,
-            run_id=ctx.run_id, approval=canonicalize(dict(approval)).decode(), started_at=started_at,
+            run_id=ctx.run_id, approval=_approval_text(approval), started_at=started_at,
             approval_id=approval_id, request=request_text,
         )  # fmt: skip
         claimed = await anyio.to_thread.run_sync(self.store.claim_nonce, claim)
@@ -273,7 +273,7 @@ class Gate:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _validate(self, name: Any, arguments: Any) -> tuple[Action, dict[str, Any], str, BaseModel]:
+    def _validate(self, name: Any, arguments: Any) -> tuple[Action, dict[str, Any], bytes, str, BaseModel]:
         if not isinstance(name, str) or name not in self.policy.approvals:
             raise UnknownActionError(f"unknown action {str(name)[:64]!r}")
         action = self.registry[name]
@@ -297,7 +297,7 @@ class Gate:
                 f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}" for err in exc.errors()[:5]
             )
             raise InvalidRequestError(f"invalid arguments for {action.name!r}: {problems}") from None
-        return action, payload, nonce, model
+        return action, payload, payload_bytes, nonce, model
 
     async def _execute(
         self, action: Action, model: BaseModel, nonce: str, fields: Mapping[str, Any], approval: Mapping[str, Any],
@@ -474,6 +474,14 @@ def _envelope(
         "error": dict(error) if error is not None else None, "approval_request": None,
         "receipt": _loads(entry.envelope), "receipt_hash": entry.receipt_hash,
     }  # fmt: skip
+
+
+_AUTO_APPROVAL_TEXT = canonicalize(dict(AUTO_APPROVAL)).decode()
+
+
+def _approval_text(approval: Mapping[str, Any]) -> str:
+    """JCS text of the receipt's approval object; the ``auto`` one is computed once at import."""
+    return _AUTO_APPROVAL_TEXT if approval is AUTO_APPROVAL else canonicalize(dict(approval)).decode()
 
 
 def refusal_envelope(name: Any, error: OpenExecError) -> dict[str, Any]:

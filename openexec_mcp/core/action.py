@@ -20,6 +20,7 @@ __all__ = [
     "RUN_ID_PATTERN",
     "TOOL_NAME_PATTERN",
     "ActionRequest",
+    "action_request_bytes",
     "compute_action_hash",
     "parse_nonce",
     "parse_run_id",
@@ -61,6 +62,25 @@ class ActionRequest:
     def action_hash(self) -> str:
         """Return the action_hash: 64 lowercase hex characters (SHA-256 of the JCS bytes)."""
         return sha256_hex(self.canonical_bytes())
+
+
+def action_request_bytes(action: str, nonce: str, payload_canonical: bytes) -> bytes:
+    """Return the RFC 8785 bytes of the action request from already-canonical payload bytes.
+
+    RFC 8785 §3.2.3 orders members by UTF-16 code units, and ``"action" < "nonce" < "payload"``,
+    so the canonical request is the three members in that order around the payload's own
+    canonical bytes. This spares the gate canonicalizing the payload a second time; a property
+    test pins it to ``canonicalize(ActionRequest(...).to_json())``.
+
+    Args:
+        action: The tool name (checked by the caller).
+        nonce: The nonce (checked by the caller).
+        payload_canonical: ``canonicalize(payload)`` for a JSON object payload.
+
+    Raises:
+        MalformedInputError: ``action`` or ``nonce`` cannot be canonicalized.
+    """
+    return b'{"action":%s,"nonce":%s,"payload":%s}' % (canonicalize(action), canonicalize(nonce), payload_canonical)
 
 
 def compute_action_hash(action: str, payload: dict[str, Any], nonce: str) -> str:

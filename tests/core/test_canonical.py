@@ -147,3 +147,16 @@ def test_rfc8785_vector_from_the_rfc() -> None:
              "1": "One", "\U0001f600": "Emoji: Grinning Face", "\u0080": "Control", "\u00f6": "Latin Small Letter O With Diaeresis"}  # fmt: skip
     keys = list(json.loads(canonicalize(value)))
     assert keys == ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001f600", "\ufb33"]
+
+
+@given(
+    st.from_regex(r"\A[A-Za-z][A-Za-z0-9_.-]{0,63}\Z"),
+    st.from_regex(r"\A[A-Za-z0-9._:-]{8,128}\Z"),
+    st.dictionaries(text, json_values, max_size=5),
+)
+def test_action_request_bytes_equal_rfc8785_of_the_request(action: str, nonce: str, payload: dict[str, Any]) -> None:
+    from openexec_mcp.core.action import ActionRequest, action_request_bytes
+
+    expected = rfc8785.dumps({"action": action, "payload": payload, "nonce": nonce})
+    assert action_request_bytes(action, nonce, canonicalize(payload)) == expected
+    assert ActionRequest(action, payload, nonce).canonical_bytes() == expected
