@@ -36,6 +36,7 @@ from mcp.client.session import ClientSession
 
 import openexec_mcp.canonical
 import openexec_mcp.gate
+import openexec_mcp.receipts
 from bench import bare_server
 from openexec_mcp.config import load_settings
 from openexec_mcp.core.receipt import ServerKey
@@ -130,7 +131,7 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
     """Install the probes on ``runtime`` and on the modules the gate calls; undo them on exit."""
     gate, store = runtime.gate, runtime.store
     saved_modules = [
-        (rfc8785, "dumps"), (openexec_mcp.canonical, "_check_depth"), (openexec_mcp.gate, "sign_receipt"),
+        (rfc8785, "dumps"), (openexec_mcp.canonical, "_check_depth"), (openexec_mcp.receipts, "sign_receipt"),
         (anyio.to_thread, "run_sync"), (ClientSession, "validate_tool_result"),
         (GateExtension, "intercept_tool_call"),
     ]  # fmt: skip
@@ -156,7 +157,7 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
 
     rfc8785.dumps = probe.wrap(rfc8785.dumps, "canonicalization")
     openexec_mcp.canonical._check_depth = probe.wrap(openexec_mcp.canonical._check_depth, "canonicalization")  # pyright: ignore[reportPrivateUsage]
-    openexec_mcp.gate.sign_receipt = probe.wrap(openexec_mcp.gate.sign_receipt, "receipt")
+    openexec_mcp.receipts.sign_receipt = probe.wrap(openexec_mcp.receipts.sign_receipt, "receipt")
     anyio.to_thread.run_sync = run_sync
     ClientSession.validate_tool_result = probe.wrap_async(ClientSession.validate_tool_result, "client_validation")
     GateExtension.intercept_tool_call = probe.wrap_async(GateExtension.intercept_tool_call, "wiring")
@@ -165,7 +166,7 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
     gate._validate = probe.wrap(gate._validate, "validation")  # type: ignore[method-assign]
     gate._run_handler = probe.wrap_async(gate._run_handler, "handler")  # type: ignore[method-assign]
     timed_key = ServerKey(private_key=_TimedKey(key.private_key, probe), public_raw=key.public_raw, kid=key.kid)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
-    gate.server_key = timed_key
+    gate.receipts._server_key = timed_key  # pyright: ignore[reportPrivateUsage]
     db = store._db  # type: ignore[attr-defined]  # pyright: ignore[reportUnknownMemberType, reportAttributeAccessIssue]
     store.claim_nonce = probe.wrap(store.claim_nonce, "nonce_claim")  # type: ignore[method-assign]
     store.finish = probe.wrap(store.finish, "ledger")  # type: ignore[method-assign]
@@ -175,7 +176,7 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
     finally:
         for owner, name, value in saved:
             setattr(owner, name, value)
-        gate.server_key = key
+        gate.receipts._server_key = key  # pyright: ignore[reportPrivateUsage]
         store._db = db  # type: ignore[attr-defined]
         for owner_instance, names in (
             (gate, ("call", "_validate", "_run_handler")),

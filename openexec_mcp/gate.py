@@ -34,13 +34,13 @@ import anyio
 import anyio.to_thread
 from pydantic import BaseModel, ValidationError
 
-from openexec_mcp import __version__
 from openexec_mcp.approvals import AUTO_APPROVAL, Approver, Denied, Elicitor, InputRequired
 from openexec_mcp.canonical import canonicalize, check_json_value, sha256_hex
 from openexec_mcp.core.action import action_request_bytes, parse_nonce
 from openexec_mcp.core.clock import format_timestamp, utc_now
 from openexec_mcp.core.nonce import NonceRecord, Replay, decide_existing
-from openexec_mcp.core.receipt import ServerKey, sign_receipt
+from openexec_mcp.core.receipt import ServerKey
+from openexec_mcp.envelope import refusal_envelope, result_envelope
 from openexec_mcp.errors import (
     ApprovalConsumedError,
     ExecutionError,
@@ -58,15 +58,14 @@ from openexec_mcp.errors import (
 from openexec_mcp.faults import unsafe_fault_point
 from openexec_mcp.policy import Policy
 from openexec_mcp.ratelimit import TokenBucket
+from openexec_mcp.receipts import ReceiptWriter
 from openexec_mcp.registry import Action, Registry
 from openexec_mcp.retention import NonceSweeper
 from openexec_mcp.store.base import APPROVAL_CONSUMED, LedgerEntry, NonceClaim, Outcome, ReceiptFactory, Store
 
-__all__ = ["AUTO_APPROVAL", "Answer", "CallContext", "Gate", "refusal_envelope"]
+__all__ = ["AUTO_APPROVAL", "Answer", "CallContext", "Gate"]
 
 logger = logging.getLogger("openexec_mcp.gate")
-
-SERVER_INFO: Mapping[str, str] = {"name": "openexec-mcp", "version": __version__}
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +151,10 @@ class Gate:
         self.server_key = server_key
         self.server_id = server_id
         self._clock = clock
+        self.receipts = ReceiptWriter(
+            server_key=server_key, server_id=server_id, policy_hash=policy.policy_hash, clock=clock
+        )
+        """Builds this process's receipts (also used at start-up and by ``ledger resolve``)."""
         self.on_append = on_append
         self.sweeper = (
             NonceSweeper(store, nonce_retention_seconds, clock) if nonce_retention_seconds is not None else None
@@ -305,7 +308,7 @@ class Gate:
     ) -> Answer:  # fmt: skip
         outcome, result, error = await self._run_handler(action, model)
         unsafe_fault_point("before_finish")
-        factory = self._receipt_factory(
+        factory = self.receipts.factory(
             fields, status=outcome.status, error_code=outcome.error_code, approval=approval,
             result_hash=outcome.result_hash, original_exec_id=None, finished_at=outcome.finished_at,
         )  # fmt: skip
@@ -324,7 +327,7 @@ class Gate:
         self._appended(entry)
         unsafe_fault_point("after_finish")
         error_json = error.to_dict() if error is not None else None
-        return Answer(_envelope(entry, action.name, outcome.status, result, error_json), error)
+        return Answer(result_envelope(entry, action.name, outcome.status, result, error_json), error)
 
     async def _run_handler(self, action: Action, model: BaseModel) -> tuple[Outcome, Any, ExecutionError | None]:
         error: ExecutionError
@@ -366,27 +369,27 @@ class Gate:
             {"code": original.error_code, "message": original.error_message} if original.status == "failed" else None
         )
         finished_at = format_timestamp(self._clock())
-        factory = self._receipt_factory(
-            fields, status="replayed", error_code=original.error_code, approval=_loads(original.approval),
+        factory = self.receipts.factory(
+            fields, status="replayed", error_code=original.error_code, approval=json.loads(original.approval),
             result_hash=original.result_hash, original_exec_id=original.exec_id, finished_at=finished_at,
         )  # fmt: skip
         entry = await anyio.to_thread.run_sync(self._append, factory, fields)
         self._appended(entry)
-        result = _loads(original.result) if original.result is not None else None
-        return Answer(_envelope(entry, str(fields["action"]), "replayed", result, original_error), None)
+        result = json.loads(original.result) if original.result is not None else None
+        return Answer(result_envelope(entry, str(fields["action"]), "replayed", result, original_error), None)
 
     async def _deny(
         self, error: OpenExecError, fields: Mapping[str, Any], approval: Mapping[str, Any],
         approval_request: Mapping[str, Any] | None = None,
     ) -> Answer:  # fmt: skip
         logger.info("denied %s: %s", fields["action"], error.code)
-        factory = self._receipt_factory(
+        factory = self.receipts.factory(
             fields, status="denied", error_code=error.code, approval=approval, result_hash=None,
             original_exec_id=None, finished_at=format_timestamp(self._clock()),
         )  # fmt: skip
         entry = await anyio.to_thread.run_sync(self._append, factory, fields)
         self._appended(entry)
-        envelope = _envelope(entry, str(fields["action"]), "denied", None, error.to_dict())
+        envelope = result_envelope(entry, str(fields["action"]), "denied", None, error.to_dict())
         envelope["approval_request"] = dict(approval_request) if approval_request else None
         return Answer(envelope, error)
 
@@ -404,21 +407,6 @@ class Gate:
             factory, tenant_id=str(fields["tenant_id"]), run_id=str(fields["run_id"]), action=str(fields["action"])
         )
 
-    def _receipt_factory(
-        self, fields: Mapping[str, Any], *, status: str, error_code: str | None, approval: Mapping[str, Any],
-        result_hash: str | None, original_exec_id: str | None, finished_at: str,
-    ) -> ReceiptFactory:  # fmt: skip
-        def make(seq: int, prev: str | None) -> Any:
-            body = {
-                "v": 1, **fields, "seq": seq, "prev": prev, "log_id": self.server_id, "status": status,
-                "error_code": error_code, "approval": dict(approval), "result_hash": result_hash,
-                "original_exec_id": original_exec_id, "policy_hash": self.policy.policy_hash,
-                "finished_at": finished_at, "server": dict(SERVER_INFO),
-            }  # fmt: skip
-            return sign_receipt(body, self.server_key)
-
-        return make
-
     async def run_handler(self, action: Action, model: BaseModel) -> tuple[Outcome, Any, ExecutionError | None]:
         """Run ``action``'s handler on a validated ``model`` with the gate's limits (step 5 alone).
 
@@ -431,50 +419,6 @@ class Gate:
         """
         return await self._run_handler(action, model)
 
-    def resolution_factory(
-        self, record: NonceRecord, *, exec_id: str, started_at: str, outcome: Outcome
-    ) -> ReceiptFactory:  # fmt: skip
-        """Return the receipt factory of an operator's decision on the ``indeterminate`` call ``record``.
-
-        The receipt is the call's own (tenant, action, action_hash, nonce, run, approval) with a new
-        ``exec_id``, the decision's ``outcome`` and ``original_exec_id`` naming the cut-off call.
-        """
-        fields = {
-            "exec_id": exec_id, "tenant_id": record.tenant_id, "action": record.action,
-            "action_hash": record.action_hash, "nonce": record.nonce, "run_id": record.run_id,
-            "started_at": started_at,
-        }  # fmt: skip
-        return self._receipt_factory(
-            fields, status=outcome.status, error_code=outcome.error_code, approval=_loads(record.approval),
-            result_hash=outcome.result_hash, original_exec_id=record.exec_id, finished_at=outcome.finished_at,
-        )  # fmt: skip
-
-    def indeterminate_factory(self, record: NonceRecord) -> ReceiptFactory:
-        """Return the receipt factory for a call found ``started`` at start-up (SPEC §4)."""
-        fields = {
-            "exec_id": record.exec_id, "tenant_id": record.tenant_id, "action": record.action,
-            "action_hash": record.action_hash, "nonce": record.nonce, "run_id": record.run_id,
-            "started_at": record.started_at,
-        }  # fmt: skip
-        return self._receipt_factory(
-            fields, status="indeterminate", error_code="outcome_unknown", approval=_loads(record.approval),
-            result_hash=None, original_exec_id=None, finished_at=format_timestamp(self._clock()),
-        )  # fmt: skip
-
-
-def _loads(text: str) -> Any:
-    return json.loads(text)
-
-
-def _envelope(
-    entry: LedgerEntry, action: str, status: str, result: Any, error: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    return {
-        "status": status, "exec_id": entry.exec_id, "action": action, "result": result,
-        "error": dict(error) if error is not None else None, "approval_request": None,
-        "receipt": _loads(entry.envelope), "receipt_hash": entry.receipt_hash,
-    }  # fmt: skip
-
 
 _AUTO_APPROVAL_TEXT = canonicalize(dict(AUTO_APPROVAL)).decode()
 
@@ -482,11 +426,3 @@ _AUTO_APPROVAL_TEXT = canonicalize(dict(AUTO_APPROVAL)).decode()
 def _approval_text(approval: Mapping[str, Any]) -> str:
     """JCS text of the receipt's approval object; the ``auto`` one is computed once at import."""
     return _AUTO_APPROVAL_TEXT if approval is AUTO_APPROVAL else canonicalize(dict(approval)).decode()
-
-
-def refusal_envelope(name: Any, error: OpenExecError) -> dict[str, Any]:
-    """Return the envelope of a call refused before anything was recorded: no exec_id, no receipt."""
-    return {
-        "status": "denied", "exec_id": None, "action": name if isinstance(name, str) else None, "result": None,
-        "error": error.to_dict(), "approval_request": None, "receipt_hash": None,
-    }  # fmt: skip

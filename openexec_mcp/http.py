@@ -29,6 +29,7 @@ from openexec_mcp.core.action import parse_run_id
 from openexec_mcp.core.approval import parse_approval_artifact
 from openexec_mcp.core.clock import format_timestamp, utc_now
 from openexec_mcp.core.receipt import receipt_hash, verify_receipt
+from openexec_mcp.envelope import refusal_envelope
 from openexec_mcp.errors import (
     ApprovalError,
     InvalidRequestError,
@@ -41,7 +42,7 @@ from openexec_mcp.errors import (
     UnknownActionError,
     VerificationError,
 )
-from openexec_mcp.gate import Answer, CallContext, refusal_envelope
+from openexec_mcp.gate import Answer, CallContext
 from openexec_mcp.http_ledger import LedgerRoutes
 from openexec_mcp.keystore import public_keys_document
 from openexec_mcp.runtime import Runtime

@@ -96,7 +96,7 @@ async def resolve_indeterminate(gate: Gate, exec_id: str, decision: Decision) ->
     if decision == "mark_failed":
         verdict = OperatorMarkedFailedError(MARKED_FAILED_MESSAGE)
         outcome = Outcome("failed", None, None, verdict.code, verdict.message, started_at)
-        factory = gate.resolution_factory(record, exec_id=new_exec_id, started_at=started_at, outcome=outcome)
+        factory = gate.receipts.for_resolution(record, exec_id=new_exec_id, started_at=started_at, outcome=outcome)
         # (4): recorded only if still indeterminate under this exec_id.
         entry = await anyio.to_thread.run_sync(
             store.fail_indeterminate, record.tenant_id, record.nonce, exec_id, new_exec_id, outcome, factory
@@ -122,7 +122,7 @@ async def _rerun(
     gate: Gate, record: NonceRecord, action: Action, model: BaseModel, new_exec_id: str, started_at: str
 ) -> Resolution:
     outcome, _, _ = await gate.run_handler(action, model)
-    factory = gate.resolution_factory(record, exec_id=new_exec_id, started_at=started_at, outcome=outcome)
+    factory = gate.receipts.for_resolution(record, exec_id=new_exec_id, started_at=started_at, outcome=outcome)
     entry = await anyio.to_thread.run_sync(gate.store.finish, record.tenant_id, record.nonce, outcome, factory)
     return Resolution("rerun", record.exec_id, entry, outcome.status, outcome.error_code)
 

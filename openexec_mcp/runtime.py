@@ -82,7 +82,7 @@ def build_runtime(
             rate_limit_burst=settings.limits.rate_limit_burst, on_append=ledger.note_appended,
             nonce_retention_seconds=settings.nonce.retention_seconds if serving else None,
         )  # fmt: skip
-        recovered = store.recover_started(gate.indeterminate_factory) if serving else []
+        recovered = store.recover_started(gate.receipts.for_indeterminate) if serving else []
     except BaseException:
         store.close()
         raise

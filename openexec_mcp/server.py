@@ -36,8 +36,9 @@ from openexec_mcp import __version__
 from openexec_mcp.approvals import APPROVAL_SCHEMA, ElicitOutcome, InputRequired
 from openexec_mcp.canonical import json_object
 from openexec_mcp.core.action import parse_run_id
+from openexec_mcp.envelope import refusal_envelope
 from openexec_mcp.errors import OpenExecError
-from openexec_mcp.gate import Answer, CallContext, Gate, refusal_envelope
+from openexec_mcp.gate import Answer, CallContext, Gate
 from openexec_mcp.registry import Action
 from openexec_mcp.schemas import envelope_schema, input_schema
 
