@@ -17,6 +17,7 @@ from typing import Any
 import anyio.to_thread
 import mcp
 from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -110,6 +111,7 @@ def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
         request_state_keys=[key.get_secret_value() for key in runtime.settings.mcp.request_state_keys],
         request_state_ttl_seconds=runtime.settings.mcp.request_state_ttl_seconds,
     )
+    browser_guard = _loopback_guard(host)
     routes = _Routes(runtime)
     ledger_routes = LedgerRoutes(runtime.ledger, runtime.store)
     for path, methods, scope, handler in (
@@ -126,16 +128,47 @@ def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
         ("/ledger/proof/{exec_id}", ["GET"], "read", ledger_routes.proof),
         ("/ledger/consistency", ["GET"], "read", ledger_routes.consistency),
     ):
-        mcp_server.custom_route(path, methods=methods)(_guarded(handler, tokens, scope))
+        guard = browser_guard if scope is not None else None  # probes on /health, /ready stay open
+        mcp_server.custom_route(path, methods=methods)(_guarded(handler, tokens, scope, guard))
     app = mcp_server.streamable_http_app(host=host)
     app.router.routes.extend(mcp_server.sse_app(host=host).routes)
     return app
 
 
-def _guarded(handler: TenantHandler, tokens: TokenTable, scope: str | None) -> Handler:
-    """Check the bearer token's scope, then run the handler; never let an exception escape."""
+def _loopback_guard(host: str) -> TransportSecurityMiddleware | None:
+    """Return the Host/Origin check for a loopback bind, or ``None`` for any other bind.
+
+    On loopback (where no token is required) a web page the user visits could otherwise drive
+    the server: a cross-site ``POST /execute`` is a "simple" request that browsers send without a
+    CORS preflight, and DNS rebinding lets a page read the answers. So, as the SDK already does for
+    ``/mcp`` and ``/sse``: the Host must be a loopback name, and a request that carries an Origin
+    (browsers always send one on a cross-site POST; curl and SDK clients send none) must come from
+    a loopback origin. Content-Type is not checked, so plain ``curl -d`` keeps working. Other binds
+    require bearer tokens, which browsers never attach on their own.
+    """
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    loopback = ["127.0.0.1", "localhost", "[::1]"]
+    return TransportSecurityMiddleware(
+        TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=[*loopback, *(f"{name}:*" for name in loopback)],
+            allowed_origins=[f"http://{name}:*" for name in loopback] + [f"http://{name}" for name in loopback],
+        )
+    )
+
+
+def _guarded(
+    handler: TenantHandler, tokens: TokenTable, scope: str | None, guard: TransportSecurityMiddleware | None
+) -> Handler:
+    """Check Host/Origin (loopback), then the bearer token's scope, then run the handler; never raise."""
 
     async def wrapped(request: Request) -> Response:
+        if guard is not None and (refused := await guard.validate_request(request, is_post=False)) is not None:
+            return JSONResponse(
+                {"error": {"code": "forbidden", "message": "cross-site or rebound request refused"}},
+                status_code=refused.status_code,
+            )
         tenant_id: str | None = None
         if scope is not None:
             tenant_id, refusal = require_scope(request, tokens, scope)

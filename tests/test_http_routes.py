@@ -587,3 +587,41 @@ def test_live_server_failed_call_is_500_without_exception_text(live_server: Http
         assert "secret internal detail" not in response.text
         assert response.json()["status"] == "failed"
     assert "secret internal detail" in live_server.log.read_text()  # logged server-side, not returned
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"origin": "https://evil.example"}, 403),  # a web page's cross-site POST (no preflight needed)
+        ({"host": "evil.example"}, 421),  # DNS rebinding: the page's own name resolves to 127.0.0.1
+        ({"host": "evil.example:8000"}, 421),
+        ({"origin": "null"}, 403),
+    ],
+)
+async def test_browser_requests_from_other_sites_cannot_execute_on_loopback(
+    http: httpx.AsyncClient, counter_file: Any, headers: dict[str, str], status: int
+) -> None:
+    response = await http.post(
+        "/execute",
+        content=b'{"action":"count","payload":{},"nonce":"csrf-0001"}',
+        headers={"content-type": "text/plain", **headers},
+    )
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == "forbidden"
+    assert not counter_file.exists()
+    listing = await http.get("/approvals", headers=headers)
+    assert listing.status_code == status
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("origin", ["http://127.0.0.1:8000", "http://localhost:3000", None])
+async def test_loopback_origins_and_plain_clients_are_served(http: httpx.AsyncClient, origin: str | None) -> None:
+    headers = {"origin": origin} if origin else {}
+    response = await http.post(
+        "/execute",
+        content=b'{"action":"echo","payload":{},"nonce":"' + (origin or "none").encode().hex()[:20].encode() + b'"}',
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    assert (await http.get("/health", headers={"host": "anything.example"})).status_code == 200

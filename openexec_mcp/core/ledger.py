@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -244,7 +243,7 @@ class LedgerAuditor:
 
     def _check_links(self, seq: int, exec_id: str, body: Mapping[str, Any]) -> None:
         if type(body["seq"]) is not int or body["seq"] != seq:
-            raise VerificationError("seq_mismatch", f"receipt body says seq {json.dumps(body['seq'])}", seq=seq)
+            raise VerificationError("seq_mismatch", f"receipt body says seq {body['seq']!r}", seq=seq)
         if self._log_id is None:
             self._log_id = body["log_id"]
         if body["log_id"] != self._log_id:
