@@ -694,6 +694,20 @@ def test_prune_removes_old_finished_records_but_never_started_ones_nor_receipts(
     assert store.prune_nonces(HORIZON) == 0
 
 
+def test_prune_forgets_approval_bookkeeping_of_pruned_calls_only(store: Store) -> None:
+    store.claim_nonce(make_claim("nonce-old", approval_id="approval-old"))
+    store.finish("tenant-a", "nonce-old", executed(), receipt_factory(status="executed"))
+    store.claim_nonce(make_claim("nonce-live", approval_id="approval-live"))  # still running
+    store.add_approval_artifact(HASH_A, "approval-old", '{"old":1}', "2025-01-01T00:00:00.000Z")
+    store.add_approval_artifact(HASH_A, "approval-new", '{"new":1}', "2025-07-01T00:00:00.000Z")
+
+    assert store.prune_nonces(HORIZON) == 1
+    # The live call's approval stays consumed; the pruned call's approval_id is forgotten.
+    assert store.claim_nonce(make_claim("nonce-x", approval_id="approval-live")) is APPROVAL_CONSUMED
+    assert store.claim_nonce(make_claim("nonce-y", approval_id="approval-old")) is None
+    assert store.approval_artifacts(HASH_A) == ['{"new":1}']
+
+
 def test_prune_works_through_more_records_than_one_batch(store: Store) -> None:
     for index in range(1203):
         nonce = f"nonce-{index:05d}"

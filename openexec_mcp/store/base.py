@@ -228,6 +228,11 @@ class Store(Protocol):
         deleted, and neither is anything in the ledger. Deletes in small batches, so concurrent
         calls wait at most one batch.
 
+        The approval bookkeeping goes with them: consumed ``approval_id`` rows whose nonce record
+        is gone, and inbox artifacts submitted before the horizon. Both are safe to forget because
+        the retention period exceeds any approval's lifetime plus clock skew (SPEC §4): such an
+        approval is expired and would be refused anyway.
+
         Args:
             finished_before: RFC 3339 UTC (ms), the horizon: now − ``nonce.retention_seconds``.
 

@@ -417,6 +417,15 @@ class PostgresStore:
                 deleted += count
                 if count < _PRUNE_BATCH:
                     break
+
+        def approvals(conn: _Conn) -> None:
+            conn.execute(
+                "DELETE FROM consumed_approvals WHERE NOT EXISTS"
+                " (SELECT 1 FROM nonces WHERE nonces.exec_id = consumed_approvals.exec_id)"
+            )
+            conn.execute("DELETE FROM approval_artifacts WHERE submitted_at < %s", (finished_before,))
+
+        self._run(approvals, transaction=True)
         return deleted
 
     # -- approval inbox -------------------------------------------------------------------------

@@ -313,6 +313,12 @@ class SQLiteStore:
                 deleted += count
                 if count < _PRUNE_BATCH:
                     break
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM consumed_approvals WHERE NOT EXISTS"
+                " (SELECT 1 FROM nonces WHERE nonces.exec_id = consumed_approvals.exec_id)"
+            )
+            db.execute("DELETE FROM approval_artifacts WHERE submitted_at < ?", (finished_before,))
         return deleted
 
     # -- approval inbox -------------------------------------------------------------------------
