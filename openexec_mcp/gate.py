@@ -157,7 +157,9 @@ class Gate:
         """Builds this process's receipts (also used at start-up and by ``ledger resolve``)."""
         self.on_append = on_append
         self.sweeper = (
-            NonceSweeper(store, nonce_retention_seconds, clock) if nonce_retention_seconds is not None else None
+            NonceSweeper(store, nonce_retention_seconds, clock, recover=self._recover_dead_replicas())
+            if nonce_retention_seconds is not None
+            else None
         )
         """Prunes nonce records past the retention horizon (SPEC §4); ``None`` when retention is off."""
 
@@ -165,6 +167,18 @@ class Gate:
     def in_flight(self) -> int:
         """How many calls are past validation and not yet answered."""
         return self._in_flight
+
+    def _recover_dead_replicas(self) -> Callable[[], int] | None:
+        """Return the periodic recovery of dead replicas' calls, where the store can tell them apart.
+
+        PostgreSQL holds a lock per live replica, so ``recover_started`` there touches only calls
+        of replicas that died. SQLite cannot tell, and every ``started`` row may be this process's
+        own running call: there, recovery happens only at start-up.
+        """
+        if self.store.kind != "postgresql":
+            return None
+        store, receipts = self.store, self.receipts
+        return lambda: len(store.recover_started(receipts.for_indeterminate))
 
     async def drain(self, grace_seconds: float) -> int:
         """Refuse new calls and wait up to ``grace_seconds`` for running ones; return how many remain."""

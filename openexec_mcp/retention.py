@@ -69,6 +69,10 @@ class NonceSweeper:
         retention_seconds: ``nonce.retention_seconds``.
         clock: Returns the current aware UTC datetime (the gate's clock).
         interval_seconds: Time between sweeps, in seconds.
+        recover: Also run on each sweep: records the calls of replicas that died (PostgreSQL,
+            where a per-replica lock tells a dead replica's ``started`` calls from live ones) as
+            ``indeterminate``, so their nonces stop answering ``in_progress`` without waiting for
+            a replica to restart. Returns how many calls it recorded.
     """
 
     def __init__(
@@ -77,8 +81,10 @@ class NonceSweeper:
         retention_seconds: int,
         clock: Callable[[], datetime],
         interval_seconds: float = SWEEP_INTERVAL_SECONDS,
+        recover: Callable[[], int] | None = None,
     ) -> None:
         self._store = store
+        self._recover = recover
         self._retention_seconds = retention_seconds
         self._clock = clock
         self._interval = timedelta(seconds=interval_seconds)
@@ -92,6 +98,8 @@ class NonceSweeper:
         with self._lock:
             self._next_at = now + self._interval
         try:
+            if self._recover is not None and (recovered := self._recover()):
+                logger.warning("recorded %d call(s) of a dead replica as indeterminate", recovered)
             return prune_nonces(self._store, retention_seconds=self._retention_seconds, now=now)
         except Exception as exc:  # a sweep is housekeeping: it must never fail a call or a start
             logger.warning("nonce retention sweep failed, retrying in %s: %s", self._interval, exc)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from oe_testing.actions import executions
 from oe_testing.approvals import approvals_config, mint
+from oe_testing.postgres import fresh_schema, require_postgres
 
 from openexec_mcp.cli import main
 from openexec_mcp.core.action import compute_action_hash
@@ -158,3 +159,44 @@ async def test_ledger_prune_nonces_deletes_only_what_is_past_the_horizon(
     assert main(["ledger", "prune-nonces"]) == 0
     assert capsys.readouterr().out.startswith("pruned 0 nonce record(s)")
     assert main(["ledger", "verify"]) == 0
+
+
+@pytest.mark.anyio
+async def test_a_running_replica_records_a_dead_replicas_calls_on_its_sweep(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    from openexec_mcp.core.action import compute_action_hash
+    from openexec_mcp.gate import CallContext
+    from openexec_mcp.store import open_store
+    from openexec_mcp.store.base import NonceClaim
+
+    with fresh_schema(require_postgres()) as url:
+        survivor = make_runtime(storage={"url": url})
+        assert survivor.gate.sweeper is not None
+        dead = open_store(url)  # another replica, which then dies holding a started call
+        dead.claim_nonce(
+            NonceClaim(
+                tenant_id="default", nonce="nonce-orphan", action="count", action_hash=compute_action_hash(
+                    "count", {}, "nonce-orphan"), exec_id="d" * 32, run_id="run-dead",
+                approval='{"approval_id":null,"artifact_hash":null,"issued_by":null,"kid":null,"method":"auto"}',
+                started_at="2026-11-21T00:00:00.000Z",
+            )
+        )  # fmt: skip
+        ctx = CallContext(tenant_id="default", run_id="run-1")
+        before = await survivor.gate.call("count", {"nonce": "nonce-orphan"}, ctx)
+        assert before.envelope["error"]["code"] == "in_progress"
+        dead.close()  # its replica lock goes with it, as when the process dies
+
+        survivor.gate.sweeper.sweep()
+
+        entry = survivor.store.get_entry("d" * 32)
+        assert entry is not None and entry.status == "indeterminate"
+        after = await survivor.gate.call("count", {"nonce": "nonce-orphan"}, ctx)
+        assert after.envelope["error"]["code"] == "outcome_unknown"
+        survivor.close()
+
+
+def test_sqlite_sweeps_never_recover_started_calls(make_runtime: Callable[..., Runtime]) -> None:
+    runtime = make_runtime()
+    assert runtime.gate.sweeper is not None
+    assert runtime.gate._recover_dead_replicas() is None  # every started row may be this process's own
