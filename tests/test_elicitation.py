@@ -14,13 +14,13 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from conftest import server_env
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
-from mcp_types import CallToolResult, ElicitRequestFormParams, ElicitResult, InputRequiredResult
+from mcp_types import CallToolResult, ElicitRequestFormParams, ElicitResult, InputRequiredResult, InputResponses
 from oe_testing.actions import executions
 from oe_testing.approvals import approvals_config, mint
 from oe_testing.http_server import HttpServer, running_http_server
@@ -39,9 +39,14 @@ NO_APPROVAL = {"method": "elicitation", "approval_id": None, "kid": None, "issue
 class User:
     """An elicitation callback that answers as told and records what it was asked."""
 
-    def __init__(self, action: str = "accept", content: dict[str, Any] | None = None, counter: Path | None = None):
-        self.action = action
-        self.content = {"approve": True} if content is None and action == "accept" else content
+    def __init__(
+        self,
+        action: Literal["accept", "decline", "cancel"] = "accept",
+        content: dict[str, Any] | None = None,
+        counter: Path | None = None,
+    ):
+        self.action: Literal["accept", "decline", "cancel"] = action
+        self.content: dict[str, Any] | None = {"approve": True} if content is None and action == "accept" else content
         self.counter = counter
         self.asked: list[Any] = []
         self.executions_when_asked: list[int] = []
@@ -109,8 +114,9 @@ async def test_accept_executes_once_with_a_client_attested_approval(
 @pytest.mark.parametrize("era", ERAS)
 @pytest.mark.parametrize("answer", ["decline", "cancel"])
 async def test_decline_or_cancel_is_approval_declined_and_the_handler_never_runs(
-    mcp_server: MCPServer[Any], eliciting: Runtime, counter_file: Path, era: str, answer: str
-) -> None:
+    mcp_server: MCPServer[Any], eliciting: Runtime, counter_file: Path, era: str,
+    answer: Literal["decline", "cancel"],
+) -> None:  # fmt: skip
     async with Client(mcp_server, mode=era, elicitation_callback=User(answer)) as client:
         result = await client.call_tool("count", {"nonce": "nonce-0001"})
     envelope = envelope_of(result)
@@ -204,7 +210,7 @@ async def test_replay_of_an_accepted_call_does_not_ask_again_or_run_again(
 async def test_input_required_round_records_nothing_and_its_retry_executes_exactly_once(
     mcp_server: MCPServer[Any], eliciting: Runtime, counter_file: Path
 ) -> None:
-    yes = {ELICITATION_KEY: ElicitResult(action="accept", content={"approve": True})}
+    yes: InputResponses = {ELICITATION_KEY: ElicitResult(action="accept", content={"approve": True})}
     async with Client(mcp_server, mode="auto", elicitation_callback=User()) as client:
         first = await client.session.call_tool("count", {"nonce": "nonce-0001"}, allow_input_required=True)
         assert isinstance(first, InputRequiredResult)
@@ -230,7 +236,7 @@ async def test_input_required_round_records_nothing_and_its_retry_executes_exact
 async def test_answer_sent_without_the_servers_request_state_is_not_an_approval(
     mcp_server: MCPServer[Any], counter_file: Path
 ) -> None:
-    yes = {ELICITATION_KEY: ElicitResult(action="accept", content={"approve": True})}
+    yes: InputResponses = {ELICITATION_KEY: ElicitResult(action="accept", content={"approve": True})}
     async with Client(mcp_server, mode="auto", elicitation_callback=User()) as client:
         forged = await client.session.call_tool("count", {"nonce": "nonce-0001"}, input_responses=yes)
     envelope = envelope_of(forged)
@@ -240,7 +246,7 @@ async def test_answer_sent_without_the_servers_request_state_is_not_an_approval(
 
 @pytest.mark.anyio
 async def test_request_state_of_one_call_cannot_approve_another(mcp_server: MCPServer[Any], counter_file: Path) -> None:
-    yes = {ELICITATION_KEY: ElicitResult(action="accept", content={"approve": True})}
+    yes: InputResponses = {ELICITATION_KEY: ElicitResult(action="accept", content={"approve": True})}
     async with Client(mcp_server, mode="auto", elicitation_callback=User()) as client:
         first = await client.session.call_tool(
             "count", {"label": "a", "nonce": "nonce-0001"}, allow_input_required=True

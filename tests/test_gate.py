@@ -100,6 +100,7 @@ async def test_second_call_while_first_runs_is_in_progress_then_replayed(make_ru
 
     runtime = make_runtime(registry_actions=[slow])
     answers: list[Any] = []
+    during: Any = None
 
     async def first() -> None:
         answers.append(await runtime.gate.call("slow", {"nonce": "nonce-slow"}, CTX))
@@ -130,6 +131,7 @@ async def test_slow_handler_does_not_block_other_nonces(make_runtime: Callable[.
         return {"ok": True}
 
     runtime = make_runtime(registry_actions=[slow, fast])
+    meanwhile: Any = None
     async with anyio.create_task_group() as tg:
         tg.start_soon(runtime.gate.call, "slow", {"nonce": "nonce-slow"}, CTX)
         await started.wait()

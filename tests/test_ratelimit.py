@@ -24,4 +24,4 @@ def test_idle_buckets_are_forgotten_beyond_max_keys() -> None:
     for i in range(50):
         bucket.allow(f"t{i}")
         now[0] += 2.0
-    assert len(bucket._buckets) <= 11
+    assert len(bucket._buckets) <= 11  # pyright: ignore[reportPrivateUsage]

@@ -199,4 +199,4 @@ async def test_a_running_replica_records_a_dead_replicas_calls_on_its_sweep(
 def test_sqlite_sweeps_never_recover_started_calls(make_runtime: Callable[..., Runtime]) -> None:
     runtime = make_runtime()
     assert runtime.gate.sweeper is not None
-    assert runtime.gate._recover_dead_replicas() is None  # every started row may be this process's own
+    assert runtime.gate._recover_dead_replicas() is None  # pyright: ignore[reportPrivateUsage]  # own rows

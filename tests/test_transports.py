@@ -49,7 +49,7 @@ class Connection:
         return len(self.counter.read_text().splitlines()) if self.counter.exists() else 0
 
     async def call(self, name: str, arguments: dict[str, Any], meta: dict[str, Any] | None = None) -> CallToolResult:
-        return await self.client.call_tool(name, arguments, meta=meta)
+        return await self.client.call_tool(name, arguments, meta=meta)  # pyright: ignore[reportArgumentType]
 
 
 def module_env(root: Path) -> dict[str, str]:
