@@ -25,10 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from oe_testing import verifier
 from oe_testing.actions import executions
-from oe_testing.http_server import HttpServer, running_http_server
+from oe_testing.http_server import HttpServer, app_client, running_http_server
 
 from openexec_mcp import __version__
-from openexec_mcp.http import build_http_app
 from openexec_mcp.runtime import Runtime
 
 QUICKSTART = {"action": "echo", "payload": {"msg": "hello world"}, "nonce": "unique-1"}
@@ -37,11 +36,6 @@ ENVELOPE_FIELDS = {"status", "exec_id", "action", "result", "error", "approval_r
 
 def fresh_nonce() -> str:
     return "n-" + uuid.uuid4().hex
-
-
-def app_client(runtime: Runtime) -> httpx.AsyncClient:
-    app = build_http_app(runtime, host="127.0.0.1", port=8000)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
 
 @pytest.fixture

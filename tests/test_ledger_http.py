@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from oe_testing.http_server import app_client
 
 from openexec_mcp.core.encoding import b64decode_strict
 from openexec_mcp.core.evidence import (
@@ -21,15 +22,9 @@ from openexec_mcp.core.evidence import (
     verify_signed_checkpoint,
 )
 from openexec_mcp.core.receipt import parse_server_public_keys
-from openexec_mcp.http import build_http_app
 from openexec_mcp.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
-
-
-def client(runtime: Runtime) -> httpx.AsyncClient:
-    app = build_http_app(runtime, host="127.0.0.1", port=8000)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
 
 @pytest.fixture
@@ -39,7 +34,7 @@ def runtime(make_runtime: Callable[..., Runtime]) -> Runtime:
 
 @pytest.fixture
 async def http(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    async with client(runtime) as made:
+    async with app_client(runtime) as made:
         yield made
 
 
@@ -136,7 +131,7 @@ async def test_with_tokens_the_ledger_routes_need_read_and_proofs_are_per_tenant
     make_runtime: Callable[..., Runtime],
 ) -> None:
     runtime = make_runtime(**token_settings(("alice", "tenant-a"), ("bob", "tenant-b")))
-    async with client(runtime) as http:
+    async with app_client(runtime) as http:
         assert (await http.get("/ledger/checkpoint")).status_code == 401
         alice = {"authorization": "Bearer alice"}
         body = {"action": "echo", "payload": {}, "nonce": "n-" + uuid.uuid4().hex}

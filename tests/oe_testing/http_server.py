@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from openexec_mcp.http import build_http_app
+from openexec_mcp.runtime import Runtime
 
 READY_TIMEOUT_SECONDS = 30.0
 POLL_INTERVAL_SECONDS = 0.05
@@ -61,22 +63,13 @@ def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log: Path)
 @contextmanager
 def running_http_server(env: dict[str, str], root: Path, *extra_args: str) -> Iterator[HttpServer]:
     """Start the server with ``env`` (see ``conftest.server_env``); stop and reap it on exit."""
-    port = free_port()
-    log = root / "server-stderr.log"
-    with log.open("wb") as log_handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "openexec_mcp", "serve", "--transport", "http", "--host", "127.0.0.1",
-             "--port", str(port), *extra_args],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_handle,
-        )  # fmt: skip
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            wait_until_ready(base_url, process, log)
-            yield HttpServer(base_url, Path(env["OPENEXEC_STATE_DIR"]), Path(env["OPENEXEC_TEST_COUNTER"]), log)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+    from oe_testing.processes import http_server  # processes imports this module
+
+    with http_server(env, root, *extra_args) as server:
+        yield HttpServer(server.base_url, Path(env["OPENEXEC_STATE_DIR"]), Path(env["OPENEXEC_TEST_COUNTER"]), server.log)
+
+
+def app_client(runtime: Runtime) -> httpx.AsyncClient:
+    """An HTTP client on the in-process app of ``runtime`` (no lifespan: the plain routes only)."""
+    app = build_http_app(runtime, host="127.0.0.1", port=8000)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
