@@ -27,6 +27,7 @@ from oe_testing.receipts import HASH_A, KEY, receipt_factory
 from openexec_mcp.core.nonce import NonceRecord
 from openexec_mcp.core.receipt import SignedReceipt, receipt_hash, verify_receipt
 from openexec_mcp.errors import StoreUnavailableError
+from openexec_mcp.store import open_store
 from openexec_mcp.store.base import (
     APPROVAL_CONSUMED,
     ApprovalRequest,
@@ -36,7 +37,6 @@ from openexec_mcp.store.base import (
     ReceiptFactory,
     Store,
     StoredCheckpoint,
-    open_store,
 )
 
 # Read at import: the autouse clean_environment fixture removes OPENEXEC_* before every test.
@@ -499,9 +499,9 @@ def test_a_server_restart_is_invisible_to_the_next_calls(pg_backend: Backend) ->
     store = cast(PostgresStore, pg_backend.open())
     store.append(receipt_factory(), tenant_id="tenant-a", run_id="run-1", action="echo")
     # Several idle pooled connections, all about to go stale at once (white-box: the pool is private).
-    held = [store._pool.acquire()[0] for _ in range(3)]  # pyright: ignore[reportPrivateUsage]
+    held = [store._pool.getconn() for _ in range(3)]  # pyright: ignore[reportPrivateUsage]
     for conn in held:
-        store._pool.release(conn)  # pyright: ignore[reportPrivateUsage]
+        store._pool.putconn(conn)  # pyright: ignore[reportPrivateUsage]
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
         killed = admin.execute(
             "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity WHERE application_name IN (%s, %s)",
@@ -671,16 +671,25 @@ def test_prune_removes_old_finished_records_but_never_started_ones_nor_receipts(
     assert store.prune_nonces(HORIZON) == 0
 
 
-def test_prune_forgets_approval_bookkeeping_of_pruned_calls_only(store: Store) -> None:
-    store.claim_nonce(make_claim("nonce-old", approval_id="approval-old"))
-    store.finish("tenant-a", "nonce-old", executed(), receipt_factory(status="executed"))
+def test_prune_keeps_a_consumed_approval_until_its_artifact_expired_whatever_happens_to_its_nonce(
+    store: Store,
+) -> None:
+    expired = replace(make_claim("nonce-old", approval_id="approval-old"), approval_keep_until="2025-01-01T00:06:00.000Z")
+    # issued_at within the skew in the future: its artifact outlives the nonce record's retention.
+    future = replace(make_claim("nonce-future", approval_id="approval-future"),
+                     approval_keep_until="2025-06-01T00:06:00.000Z")  # fmt: skip
+    for claim in (expired, future):
+        store.claim_nonce(claim)
+        store.finish("tenant-a", claim.nonce, executed(), receipt_factory(status="executed"))
     store.claim_nonce(make_claim("nonce-live", approval_id="approval-live"))  # still running
     store.add_approval_artifact(HASH_A, "approval-old", '{"old":1}', "2025-01-01T00:00:00.000Z")
     store.add_approval_artifact(HASH_A, "approval-new", '{"new":1}', "2025-07-01T00:00:00.000Z")
 
-    assert store.prune_nonces(HORIZON) == 1
-    # The live call's approval stays consumed; the pruned call's approval_id is forgotten.
+    assert store.prune_nonces(HORIZON) == 2
+    assert store.get_nonce("tenant-a", "nonce-future") is None
+    # The live call's approval and the future one stay consumed; only the expired one is forgotten.
     assert store.claim_nonce(make_claim("nonce-x", approval_id="approval-live")) is APPROVAL_CONSUMED
+    assert store.claim_nonce(make_claim("nonce-z", approval_id="approval-future")) is APPROVAL_CONSUMED
     assert store.claim_nonce(make_claim("nonce-y", approval_id="approval-old")) is None
     assert store.approval_artifacts(HASH_A) == ['{"new":1}']
 
@@ -857,6 +866,7 @@ def test_an_older_database_gets_its_tree_and_request_column_when_opened(backend:
     drop_tree_guards(backend)
     backend.execute("DELETE FROM merkle_nodes")
     backend.execute("ALTER TABLE nonces DROP COLUMN request")
+    backend.execute("DROP TABLE schema_version")  # releases before versioning had none
 
     reopened = backend.open()
     assert query_one(backend, "SELECT COUNT(*) FROM merkle_nodes") == 45 - (45).bit_count()
