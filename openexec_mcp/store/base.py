@@ -297,7 +297,11 @@ class ApprovalInbox(Protocol):
         ...
 
     def list_approval_requests(
-        self, now_unix: float, tenant_id: str | None = None, *, after: tuple[str, str] | None = None,
+        self,
+        now_unix: float,
+        tenant_id: str | None = None,
+        *,
+        after: tuple[str, str] | None = None,
         limit: int | None = None,
     ) -> list[ApprovalRequest]:
         """Return unexpired pending requests, oldest first (one tenant's, or all).
@@ -307,7 +311,7 @@ class ApprovalInbox(Protocol):
             tenant_id: Only this tenant's requests.
             after: Keyset cursor ``(created_at, request_id)`` of the last request already seen.
             limit: At most this many.
-        """  # fmt: skip
+        """
         ...
 
     def get_approval_request(self, request_id: str) -> ApprovalRequest | None:

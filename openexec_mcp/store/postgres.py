@@ -44,7 +44,8 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from openexec_mcp.core.clock import utc_now
 from openexec_mcp.errors import ConfigError, StoreUnavailableError
-from openexec_mcp.store.sql import Connection, Rollback, SQLStore, unavailable
+from openexec_mcp.store.sql import SQLStore
+from openexec_mcp.store.sqlcore import Connection, Rollback, unavailable
 
 __all__ = ["PostgresStore"]
 
@@ -79,9 +80,14 @@ class PostgresStore(SQLStore):
     for_update = " FOR UPDATE"
 
     def __init__(
-        self, url: str, *, max_connections: int = 10, timeout_seconds: float = 10.0, connect_timeout_seconds: int = 5,
+        self,
+        url: str,
+        *,
+        max_connections: int = 10,
+        timeout_seconds: float = 10.0,
+        connect_timeout_seconds: int = 5,
         clock: Callable[[], datetime] = utc_now,
-    ) -> None:  # fmt: skip
+    ) -> None:
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error:
@@ -98,9 +104,15 @@ class PostgresStore(SQLStore):
         self._owner_conn: _Conn | None = None
         self._ledger_lock = 0
         self._pool: ConnectionPool[_Conn] = ConnectionPool(
-            self._conninfo, min_size=1, max_size=max_connections, kwargs={"autocommit": True},
-            timeout=timeout_seconds, reconnect_timeout=max(timeout_seconds, 5.0), open=False, name="openexec-mcp",
-        )  # fmt: skip
+            self._conninfo,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"autocommit": True},
+            timeout=timeout_seconds,
+            reconnect_timeout=max(timeout_seconds, 5.0),
+            open=False,
+            name="openexec-mcp",
+        )
         with self._owner_guard:
             self._take_owner_lock(create_schema=True)
         try:
@@ -193,9 +205,11 @@ class PostgresStore(SQLStore):
 
     def _columns(self, conn: Connection, table: str) -> set[str]:
         rows = self._all(
-            conn, "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
-            " AND table_name = ?", (table,),
-        )  # fmt: skip
+            conn,
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = ?",
+            (table,),
+        )
         return {str(row[0]) for row in rows}
 
     # -- internals ------------------------------------------------------------------------------
@@ -241,7 +255,5 @@ class PostgresStore(SQLStore):
 def _ledger_lock_key(conn: Connection) -> int:
     # Keyed by the ledger table's oid, so ledgers in different schemas of one database do not queue
     # behind each other.
-    row = conn.execute(
-        "SELECT hashtextextended('openexec_mcp.ledger:' || 'ledger'::regclass::oid::text, 0)"
-    ).fetchone()
+    row = conn.execute("SELECT hashtextextended('openexec_mcp.ledger:' || 'ledger'::regclass::oid::text, 0)").fetchone()
     return int(row[0])

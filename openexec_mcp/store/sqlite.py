@@ -28,7 +28,8 @@ from typing import TypeVar
 
 from openexec_mcp.core.clock import utc_now
 from openexec_mcp.errors import ConfigError
-from openexec_mcp.store.sql import Connection, Rollback, SQLStore, unavailable
+from openexec_mcp.store.sql import SQLStore
+from openexec_mcp.store.sqlcore import Connection, Rollback, unavailable
 
 __all__ = ["SQLiteStore"]
 

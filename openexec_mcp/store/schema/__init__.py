@@ -42,20 +42,28 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "nonces, approvals, ledger, tree nodes, checkpoints", (
-        Script("0001_base"),
-        AddColumn("nonces", "request", "TEXT"),
-        AddColumn("nonces", "owner", "TEXT NOT NULL DEFAULT ''"),
-    )),
-    Migration(2, "tenant-scoped inbox and runs; consumed approvals kept until expiry", (
-        AddColumn("approval_artifacts", "tenant_id", "TEXT"),
-        AddColumn("consumed_approvals", "keep_until", "TEXT"),
-        Script("0002_tenant_scoping"),
-    )),
-)  # fmt: skip
+    Migration(
+        1,
+        "nonces, approvals, ledger, tree nodes, checkpoints",
+        (
+            Script("0001_base"),
+            AddColumn("nonces", "request", "TEXT"),
+            AddColumn("nonces", "owner", "TEXT NOT NULL DEFAULT ''"),
+        ),
+    ),
+    Migration(
+        2,
+        "tenant-scoped inbox and runs; consumed approvals kept until expiry",
+        (
+            AddColumn("approval_artifacts", "tenant_id", "TEXT"),
+            AddColumn("consumed_approvals", "keep_until", "TEXT"),
+            Script("0002_tenant_scoping"),
+        ),
+    ),
+)
 LATEST = MIGRATIONS[-1].version
 
 
 def script_text(dialect: str, name: str) -> str:
     """Return the SQL text of ``<dialect>/<name>.sql`` (shipped in the package)."""
-    return files(__package__).joinpath(dialect, f"{name}.sql").read_text(encoding="utf-8")
+    return files(__name__).joinpath(dialect, f"{name}.sql").read_text(encoding="utf-8")
