@@ -235,7 +235,7 @@ class Approver:
         Two tenants' calls can share an action_hash (same action, payload and nonce); another
         tenant's artifact must neither block this call nor reveal that tenant's name.
         """
-        texts = await anyio.to_thread.run_sync(self._store.approval_artifacts, action_hash)
+        texts = await anyio.to_thread.run_sync(self._store.approval_artifacts, action_hash, tenant_id)
         artifacts = [json_object(json.loads(text)) for text in texts]
         return [item for item in artifacts if item is not None and item.get("tenant_id") == tenant_id]
 

@@ -352,6 +352,50 @@ def test_approval_artifacts_are_stored_once_and_read_newest_first(store: Store) 
 # -- ledger (SPEC §7) ---------------------------------------------------------------------------
 
 
+def test_sixteen_artifacts_of_another_tenant_cannot_hide_a_tenants_approval(store: Store) -> None:
+    """Issue 9: the inbox look-up filters by (tenant, action_hash) in SQL, before its limit."""
+    mine = json.dumps({"approval_id": "ap-a", "tenant_id": "tenant-a", "action_hash": HASH_A})
+    store.add_approval_artifact(HASH_A, "ap-a", mine, "2025-01-01T00:00:00.000Z")
+    for index in range(16):
+        theirs = json.dumps({"approval_id": f"ap-b{index}", "tenant_id": "tenant-b", "action_hash": HASH_A})
+        store.add_approval_artifact(HASH_A, f"ap-b{index}", theirs, f"2025-01-01T00:00:{index + 1:02d}.000Z")
+    assert store.approval_artifacts(HASH_A, "tenant-a") == [mine]
+    assert len(store.approval_artifacts(HASH_A, "tenant-b")) == 16
+    assert store.approval_artifacts(HASH_A, "tenant-c") == []
+
+
+def test_a_tenant_keeps_at_most_max_pending_requests_and_others_are_untouched(store: Store) -> None:
+    """Issue 9: one tenant's flood of approval requests closes its own oldest, never another's."""
+    other = store.open_approval_request(make_request("f" * 64, tenant_id="tenant-b"), 1000.0, 3)
+    for index in range(10):
+        created = f"2025-01-01T00:00:{index:02d}.000Z"
+        store.open_approval_request(make_request(f"{index:064x}", created_at=created), 1000.0, 3)
+    pending = store.list_approval_requests(1000.0, "tenant-a")
+    assert [r.action_hash for r in pending] == [f"{index:064x}" for index in (7, 8, 9)]
+    assert store.list_approval_requests(1000.0, "tenant-b") == [other]
+
+
+def test_approval_requests_are_read_in_pages_with_a_keyset_cursor(store: Store) -> None:
+    made = [
+        store.open_approval_request(make_request(f"{i:064x}", created_at=f"2025-01-01T00:00:{i:02d}.000Z"), 1000.0)
+        for i in range(5)
+    ]
+    first = store.list_approval_requests(1000.0, limit=2)
+    assert first == made[:2]
+    rest = store.list_approval_requests(1000.0, after=(first[-1].created_at, first[-1].request_id), limit=10)
+    assert rest == made[2:]
+
+
+def test_runs_are_scoped_by_tenant(store: Store) -> None:
+    """Issue 9: two tenants sharing a run_id: each entry says its tenant, and one tenant's run can be read alone."""
+    store.append(receipt_factory(), tenant_id="tenant-a", run_id="shared", action="echo")
+    store.append(receipt_factory(), tenant_id="tenant-b", run_id="shared", action="echo")
+    store.append(receipt_factory(), tenant_id="tenant-a", run_id="other", action="echo")
+    assert [e.tenant_id for e in store.iter_entries(run_id="shared")] == ["tenant-a", "tenant-b"]
+    assert [e.seq for e in store.iter_entries(run_id="shared", tenant_id="tenant-b")] == [1]
+    assert [e.seq for e in store.iter_entries(tenant_id="tenant-a")] == [0, 2]
+
+
 def test_appends_are_gap_free_and_each_prev_is_the_previous_receipt_hash(store: Store) -> None:
     entries = [store.append(receipt_factory(), tenant_id="tenant-a", run_id="run-1", action="echo") for _ in range(5)]
     assert [entry.seq for entry in entries] == [0, 1, 2, 3, 4]
