@@ -107,6 +107,8 @@ class ApprovalsSettings(_Section):
 
     clock_skew_seconds: int = Field(default=60, ge=0, le=3600)
     max_ttl_seconds: int = Field(default=300, ge=1, le=86400)
+    max_pending_per_tenant: int = Field(default=100, ge=1, le=100000)
+    """Pending inbox requests kept per tenant; a new one closes that tenant's oldest (issue 9)."""
     keys: list[ApprovalKeySettings] = Field(default_factory=list[ApprovalKeySettings])
 
 

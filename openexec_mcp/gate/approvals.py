@@ -149,6 +149,7 @@ class Approver:
         self._max_ttl = settings.approvals.max_ttl_seconds
         self._retention = timedelta(seconds=settings.nonce.retention_seconds)
         self._request_ttl = timedelta(seconds=max(settings.approvals.max_ttl_seconds, 900))
+        self._max_pending = settings.approvals.max_pending_per_tenant
 
     async def decide(
         self, policy: str, *, action_request: Mapping[str, Any], action_hash: str, tenant_id: str,
@@ -212,7 +213,9 @@ class Approver:
             action_request=canonicalize(dict(action_request)).decode(), created_at=format_timestamp(now),
             expires_at=format_timestamp(expires), expires_unix=expires.timestamp(),
         )  # fmt: skip
-        return await anyio.to_thread.run_sync(self._store.open_approval_request, request, now.timestamp())
+        return await anyio.to_thread.run_sync(
+            self._store.open_approval_request, request, now.timestamp(), self._max_pending
+        )
 
     def _verify_first(
         self, candidates: list[Any], *, action_hash: str, tenant_id: str, now: datetime

@@ -22,6 +22,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -101,8 +102,9 @@ class SQLiteStore(SQLStore):
                 self._db.execute("COMMIT")
                 return result
             except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                with suppress(sqlite3.Error):  # a closed connection cannot even say
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                 raise unavailable(f"SQLite error on {self.path}: {exc}") from None
 
     def _run_script(self, conn: Connection, text: str) -> None:
