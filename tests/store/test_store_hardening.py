@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from oe_testing.postgres import fresh_schema, require_postgres
 from oe_testing.receipts import receipt_factory
 
 from openexec_mcp.errors import StoreUnavailableError
@@ -82,3 +83,35 @@ def test_a_postgres_outage_tells_clients_nothing_of_host_port_or_driver(caplog: 
     logged = " ".join(record.getMessage() for record in caplog.records)
     assert str(port) in logged  # the operator still learns what failed
     assert "s3cret-pw" not in logged
+
+
+def test_a_running_postgres_store_cut_off_mid_service_says_only_that_the_store_is_unavailable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("psycopg_pool")
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from test_store_contract import TcpProxy  # pyright: ignore[reportMissingImports, reportUnknownVariableType]
+
+    from openexec_mcp.store.postgres import PostgresStore
+
+    with fresh_schema(require_postgres()) as url:
+        params = conninfo_to_dict(url)
+        host = str(params.get("host", "localhost"))
+        if host.startswith("/"):
+            pytest.skip("needs PostgreSQL over TCP")
+        proxy = TcpProxy((host, int(str(params.get("port") or 5432))))  # pyright: ignore[reportUnknownVariableType]
+        proxy.start()  # pyright: ignore[reportUnknownMemberType]
+        port = str(proxy.port)  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+        store = PostgresStore(make_conninfo(url, host="127.0.0.1", port=port))
+        try:
+            store.append(receipt_factory(), tenant_id="tenant-a", run_id="run-1", action="echo")
+            proxy.stop()  # pyright: ignore[reportUnknownMemberType]
+            for attempt in (store.ping, store.ledger_size):
+                level = caplog.at_level(logging.WARNING, logger="openexec_mcp.store")
+                with level, pytest.raises(StoreUnavailableError) as raised:
+                    attempt()
+                assert raised.value.to_dict() == {"code": "store_unavailable", "message": "the store is unavailable"}
+            assert port in " ".join(record.getMessage() for record in caplog.records)
+        finally:
+            store.close()
+            proxy.stop()  # pyright: ignore[reportUnknownMemberType]
