@@ -22,7 +22,7 @@ SIGNED = {"actions": {"count": {"approval": "signed"}}}
 
 @pytest.fixture
 def runtime(make_runtime: Callable[..., Runtime]) -> Runtime:
-    return make_runtime(policy=SIGNED, approvals={"max_pending_per_tenant": 25})
+    return make_runtime(policy=SIGNED)
 
 
 @pytest.fixture
@@ -77,9 +77,13 @@ async def test_small_payloads_are_listed_whole(http: httpx.AsyncClient) -> None:
     assert item["truncated"] is False and item["action_request"]["payload"] == {"label": "small"}
 
 
-async def test_a_tenant_flooding_the_inbox_keeps_only_its_newest_pending_requests(http: httpx.AsyncClient) -> None:
-    proposed = [await propose(http, f"flood-{index}") for index in range(30)]
-    listed = (await http.get("/approvals", params={"limit": "100"})).json()
+async def test_a_tenant_flooding_the_inbox_keeps_only_its_newest_pending_requests(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    capped = make_runtime(policy=SIGNED, approvals={"max_pending_per_tenant": 25})
+    async with app_client(capped) as http:
+        proposed = [await propose(http, f"flood-{index}") for index in range(30)]
+        listed = (await http.get("/approvals", params={"limit": "100"})).json()
     kept = {item["request_id"] for item in listed["approval_requests"]}
     assert len(kept) == 25 and proposed[-1]["request_id"] in kept
     assert listed["next_cursor"] is None
