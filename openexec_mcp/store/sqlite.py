@@ -78,7 +78,17 @@ class SQLiteStore(SQLStore):
                 os.umask(old_umask)
             self._run(self._backfill, write=True)
         except (sqlite3.Error, OSError) as exc:
+            self._close_quietly()
             raise unavailable(f"cannot open SQLite database {path}: {exc}") from None
+        except BaseException:
+            self._close_quietly()
+            raise
+
+    def _close_quietly(self) -> None:
+        db: sqlite3.Connection | None = getattr(self, "_db", None)
+        if db is not None:
+            with suppress(sqlite3.Error):
+                db.close()
 
     def close(self) -> None:
         """See :meth:`Store.close`."""
