@@ -76,10 +76,16 @@ class Elicitor(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Approved:
-    """The call is approved. ``receipt_approval`` is the receipt's ``approval`` object."""
+    """The call is approved. ``receipt_approval`` is the receipt's ``approval`` object.
+
+    ``keep_until`` (RFC 3339 UTC) is the artifact's ``expires_at`` + clock skew: pass it as
+    ``NonceClaim.approval_keep_until`` so the consumed ``approval_id`` outlives its nonce record
+    exactly as long as the artifact could be presented again (SPEC §4).
+    """
 
     receipt_approval: Mapping[str, Any]
     approval_id: str | None = None
+    keep_until: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +233,11 @@ class Approver:
             except ApprovalError as exc:
                 first_error = first_error or exc
                 continue
-            return Approved(verified.to_receipt_json(), verified.approval_id)
+            try:
+                keep_until: str | None = format_timestamp(verified.expires_at + timedelta(seconds=self._skew))
+            except OverflowError:  # pragma: no cover - verify refuses such lifetimes first
+                keep_until = None  # kept for good
+            return Approved(verified.to_receipt_json(), verified.approval_id, keep_until)
         if first_error is None:  # pragma: no cover - candidates is never empty here
             raise ValueError("no candidate artifacts")
         return Denied(first_error, _presented(candidates[0]))
