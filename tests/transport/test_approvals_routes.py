@@ -5,12 +5,16 @@ The in-process app on a real SQLite runtime; calls of a ``signed`` action open t
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from oe_testing.actions import executions
+from oe_testing.approvals import approvals_config, mint
 from oe_testing.http_server import app_client
 
 from openexec_mcp.runtime import Runtime
@@ -98,3 +102,37 @@ async def test_a_bad_page_query_is_refused(http: httpx.AsyncClient, query: dict[
 async def test_an_unknown_request_id_is_not_found(http: httpx.AsyncClient) -> None:
     answer = await http.get("/approvals/" + "0" * 32)
     assert (answer.status_code, answer.json()["error"]["code"]) == (404, "not_found")
+
+
+async def test_another_tenants_sixteen_inbox_artifacts_cannot_hide_a_tenants_approval(
+    make_runtime: Callable[..., Runtime], counter_file: Path
+) -> None:
+    """Issue 9: tenant B floods A's action_hash with its own valid artifacts; A's approval still works."""
+    tokens = {"alice-token-0123456789": "tenant-a", "bob-token-0123456789": "tenant-b"}
+    runtime = make_runtime(
+        policy=SIGNED,
+        approvals=approvals_config(),
+        auth={
+            "tokens": [
+                {
+                    "sha256": hashlib.sha256(token.encode()).hexdigest(),
+                    "tenant_id": tenant,
+                    "scopes": ["execute", "approve", "read"],
+                }
+                for token, tenant in tokens.items()
+            ]
+        },
+    )
+    alice, bob = ({"authorization": f"Bearer {token}"} for token in tokens)
+    call = {"action": "count", "payload": {"label": "pay"}, "nonce": uuid.uuid4().hex}
+    async with app_client(runtime) as http:
+        proposed = await http.post("/execute", json=call, headers=alice)
+        action_hash = proposed.json()["approval_request"]["action_hash"]
+        mine = await http.post("/approvals", json=mint(action_hash, tenant_id="tenant-a"), headers=alice)
+        assert mine.status_code == 201
+        for _ in range(16):
+            theirs = await http.post("/approvals", json=mint(action_hash, tenant_id="tenant-b"), headers=bob)
+            assert theirs.status_code == 201
+        done = await http.post("/execute", json=call, headers=alice)
+    assert (done.status_code, done.json()["status"]) == (200, "executed")
+    assert executions(counter_file) == 1
