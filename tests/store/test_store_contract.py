@@ -720,8 +720,9 @@ def test_prune_keeps_a_consumed_approval_until_its_artifact_expired_whatever_hap
 ) -> None:
     expired = replace(make_claim("nonce-old", approval_id="approval-old"), approval_keep_until="2025-01-01T00:06:00.000Z")
     # issued_at within the skew in the future: its artifact outlives the nonce record's retention.
-    future = replace(make_claim("nonce-future", approval_id="approval-future"),
-                     approval_keep_until="2025-06-01T00:06:00.000Z")  # fmt: skip
+    future = replace(
+        make_claim("nonce-future", approval_id="approval-future"), approval_keep_until="2025-06-01T00:06:00.000Z"
+    )
     for claim in (expired, future):
         store.claim_nonce(claim)
         store.finish("tenant-a", claim.nonce, executed(), receipt_factory(status="executed"))

@@ -379,9 +379,13 @@ _PREVIEW_CHARS = 256
 
 def _request_json(item: ApprovalRequest, action_request: dict[str, Any]) -> dict[str, Any]:
     return {
-        "request_id": item.request_id, "tenant_id": item.tenant_id, "action_hash": item.action_hash,
-        "action_request": action_request, "created_at": item.created_at, "expires_at": item.expires_at,
-    }  # fmt: skip
+        "request_id": item.request_id,
+        "tenant_id": item.tenant_id,
+        "action_hash": item.action_hash,
+        "action_request": action_request,
+        "created_at": item.created_at,
+        "expires_at": item.expires_at,
+    }
 
 
 def _preview(item: ApprovalRequest) -> dict[str, Any]:
