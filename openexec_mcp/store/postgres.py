@@ -26,7 +26,8 @@ Failures. Every psycopg error becomes the generic
 :class:`~openexec_mcp.errors.StoreUnavailableError`; the detail (without the password) goes to
 the log. A unit of work that finds a pooled connection dead before its commit checks the idle
 connections and is retried once on a fresh one. During an outage, calls wait for a connection
-one second only, so they fail fast, and the pool reconnects by itself when the server is back.
+a moment only, then connect by themselves, so they fail fast while the server is down and work
+again as soon as it is back, while the pool reconnects in the background.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ _T = TypeVar("_T")
 
 _OWNER_LOCK_FREE: Final = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))"
 _OWNER_LOST: Final = object()
-_OUTAGE_WAIT_SECONDS: Final = 1.0
+_OUTAGE_WAIT_SECONDS: Final = 0.2
 
 
 class PostgresStore(SQLStore):
@@ -140,11 +141,7 @@ class PostgresStore(SQLStore):
     def _run(self, work: Callable[[Connection], _T], *, write: bool) -> _T:
         """Run ``work`` on a pooled connection, in one transaction if ``write``; map every failure."""
         for attempt in (1, 2):
-            try:
-                conn = self._pool.getconn(timeout=_OUTAGE_WAIT_SECONDS if self._down else self._timeout)
-            except (PoolTimeout, PoolClosed) as exc:
-                self._down = True
-                raise unavailable(f"PostgreSQL at {self._target}: no connection ({exc})") from None
+            conn, pooled = self._acquire()
             committing = False
             try:
                 if not write:
@@ -164,9 +161,35 @@ class PostgresStore(SQLStore):
                 if not (conn.broken and not committing and attempt == 1):
                     raise self._unavailable(exc) from None
             finally:
-                self._pool.putconn(conn)  # a broken connection is dropped, not pooled
+                if pooled:
+                    self._pool.putconn(conn)  # a broken connection is dropped, not pooled
+                else:
+                    conn.close()
             self._pool.check()  # a restarted server leaves every idle connection dead: replace them
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _acquire(self) -> tuple[_Conn, bool]:
+        """Return ``(connection, pooled)``: a pooled connection, or during an outage a direct one.
+
+        After an outage the pool reconnects in the background, with a backoff; meanwhile a call
+        connects by itself (failing fast while the server is still down), so service resumes
+        with the first call after the server is back.
+        """
+        try:
+            conn = self._pool.getconn(timeout=_OUTAGE_WAIT_SECONDS if self._down else self._timeout)
+        except PoolTimeout as exc:
+            if not self._down:
+                self._down = True
+                raise unavailable(f"PostgreSQL at {self._target}: no free connection ({exc})") from None
+        except PoolClosed:
+            raise unavailable("the PostgreSQL store is closed") from None
+        else:
+            self._down = False
+            return conn, True
+        try:
+            return psycopg.connect(self._conninfo, autocommit=True), False
+        except psycopg.Error as exc:
+            raise self._unavailable(exc) from None
 
     def _claiming(self, work: Callable[[Connection], _T]) -> _T:
         """Run a claim after checking, in its transaction, that this replica's liveness lock is held.

@@ -322,10 +322,14 @@ class SQLStore(LedgerSQL):
         return self._run(work, write=True)
 
     def approval_artifacts(self, action_hash: str, tenant_id: str | None = None) -> list[str]:
-        """See :meth:`Store.approval_artifacts`."""
+        """See :meth:`Store.approval_artifacts`.
+
+        Rows without a tenant come only from a replica of a version before schema 2 during a
+        rolling upgrade; they are included, and the gate checks each artifact's tenant anyway.
+        """
         where, params = "action_hash = ?", [action_hash]
         if tenant_id is not None:
-            where, params = "tenant_id = ? AND action_hash = ?", [tenant_id, action_hash]
+            where, params = "(tenant_id = ? OR tenant_id IS NULL) AND action_hash = ?", [tenant_id, action_hash]
         rows = self._read_all(
             f"SELECT artifact FROM approval_artifacts WHERE {where}"
             f" ORDER BY submitted_at DESC LIMIT {_ARTIFACTS_PER_CALL}",
