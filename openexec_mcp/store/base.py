@@ -62,6 +62,8 @@ class NonceClaim:
     ``approval_keep_until`` (RFC 3339 UTC) is the artifact's ``expires_at`` + clock skew: the
     consumed ``approval_id`` is kept at least until then, whatever happens to the nonce record
     (SPEC §4); ``None`` keeps it for good.
+    ``extra`` is the JCS text of the call's further receipt fields (``nonce_source``,
+    ``upstream``), kept so that receipts written later for this call (recovery, resolve) carry them.
     """
 
     tenant_id: str
@@ -75,6 +77,7 @@ class NonceClaim:
     approval_id: str | None = None
     request: str | None = None
     approval_keep_until: str | None = None
+    extra: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,8 @@ class Outcome:
     """The handler's outcome, committed with its receipt.
 
     Attributes:
-        status: ``executed`` or ``failed``.
+        status: ``executed``, ``failed``, or ``indeterminate`` (sent, no answer: the nonce stays
+            taken as ``indeterminate``, SPEC §11).
         result: JCS text of the result, or ``None``.
         result_hash: SHA-256 hex of the JCS bytes of the result, or ``None``.
         error_code: Stable error code when ``failed``.
@@ -178,7 +182,21 @@ class NonceTable(Protocol):
         ...
 
     def finish(self, tenant_id: str, nonce: str, outcome: Outcome, make_receipt: ReceiptFactory) -> LedgerEntry:
-        """Record the outcome of a claimed nonce and append its receipt, in one transaction."""
+        """Record the outcome of a claimed nonce and append its receipt, in one transaction.
+
+        An ``indeterminate`` outcome leaves the row ``indeterminate`` (``ledger resolve`` decides it).
+        """
+        ...
+
+    def release_claim(self, tenant_id: str, nonce: str, exec_id: str, make_receipt: ReceiptFactory) -> LedgerEntry:
+        """Undo the claim of a call that sent nothing, and append its ``denied`` receipt, in one transaction.
+
+        Deletes the ``started`` row of ``exec_id`` and the ``approval_id`` it consumed, so a retry
+        with the same nonce and approval may succeed (SPEC §11 ``upstream_unavailable``).
+
+        Raises:
+            StoreUnavailableError: The database failed, or the claim is no longer ``started``.
+        """
         ...
 
     def recover_started(self, make_receipt: Callable[[NonceRecord], ReceiptFactory]) -> list[LedgerEntry]:

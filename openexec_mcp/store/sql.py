@@ -37,7 +37,7 @@ __all__ = ["UNAVAILABLE", "Connection", "Rollback", "SQLStore", "unavailable"]
 
 NONCE_COLUMNS = (
     "tenant_id, nonce, action, action_hash, exec_id, run_id, approval, started_at, state, status, "
-    "result, result_hash, error_code, error_message"
+    "result, result_hash, error_code, error_message, extra"
 )
 _REQUEST_COLUMNS = "request_id, tenant_id, action_hash, action_request, created_at, expires_at, expires_unix"
 _PRUNE_BATCH = 1000
@@ -64,7 +64,7 @@ class SQLStore(LedgerSQL):
             inserted = self._one(
                 conn,
                 "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval,"
-                " started_at, state, owner, request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?, ?)"
+                " started_at, state, owner, request, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?, ?, ?)"
                 " ON CONFLICT (tenant_id, nonce) DO NOTHING RETURNING 1",
                 (
                     claim.tenant_id,
@@ -77,6 +77,7 @@ class SQLStore(LedgerSQL):
                     claim.started_at,
                     self.owner,
                     claim.request,
+                    claim.extra,
                 ),
             )
             if inserted is None:
@@ -112,13 +113,30 @@ class SQLStore(LedgerSQL):
         def work(conn: Connection) -> LedgerEntry:
             row = self._one(
                 conn,
-                "UPDATE nonces SET state = 'finished', status = ?, result = ?, result_hash = ?,"
+                "UPDATE nonces SET state = ?, status = ?, result = ?, result_hash = ?,"
                 " error_code = ?, error_message = ?, finished_at = ? WHERE tenant_id = ? AND nonce = ?"
                 " AND state = 'started' RETURNING run_id, action",
-                (*_outcome_values(outcome), tenant_id, nonce),
+                (_row_state(outcome), *_outcome_values(outcome), tenant_id, nonce),
             )
             if row is None:
                 raise unavailable("the nonce claim vanished before its outcome was recorded")
+            return self._append(conn, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
+
+        return self._run(work, write=True)
+
+    def release_claim(self, tenant_id: str, nonce: str, exec_id: str, make_receipt: ReceiptFactory) -> LedgerEntry:
+        """See :meth:`Store.release_claim`."""
+
+        def work(conn: Connection) -> LedgerEntry:
+            row = self._one(
+                conn,
+                "DELETE FROM nonces WHERE tenant_id = ? AND nonce = ? AND exec_id = ? AND state = 'started'"
+                " RETURNING run_id, action",
+                (tenant_id, nonce, exec_id),
+            )
+            if row is None:
+                raise unavailable("the nonce claim vanished before it was released")
+            self._exec(conn, "DELETE FROM consumed_approvals WHERE exec_id = ?", (exec_id,))
             return self._append(conn, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
 
         return self._run(work, write=True)
@@ -348,6 +366,11 @@ class SQLStore(LedgerSQL):
             conn, f"SELECT {NONCE_COLUMNS} FROM nonces WHERE tenant_id = ? AND nonce = ?", (tenant_id, nonce)
         )
         return None if row is None else NonceRecord(*row)
+
+
+def _row_state(outcome: Outcome) -> str:
+    """Return the state an outcome leaves its row in: ``indeterminate`` stays open for ``ledger resolve``."""
+    return "indeterminate" if outcome.status == "indeterminate" else "finished"
 
 
 def _outcome_values(outcome: Outcome) -> tuple[str | None, ...]:

@@ -60,6 +60,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             Script("0002_tenant_scoping"),
         ),
     ),
+    Migration(
+        3,
+        "nonce_source and upstream of each call, for the receipts written after it (SPEC §11)",
+        (AddColumn("nonces", "extra", "TEXT"),),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 
