@@ -19,6 +19,7 @@ from openexec_mcp.ledger import Ledger
 from openexec_mcp.policy import Policy, build_policy
 from openexec_mcp.registry import Registry, load_registry
 from openexec_mcp.store import Store, open_store
+from openexec_mcp.witnessing import Witnessing, build_witnessing
 
 __all__ = ["Runtime", "build_runtime"]
 
@@ -41,11 +42,14 @@ class Runtime:
     server_key: ServerKey
     gate: Gate
     ledger: Ledger
+    witnessing: Witnessing | None = None
 
     def close(self) -> None:
         """Close the store (after a running retention sweep, if any, finishes)."""
         if self.gate.sweeper is not None:
             self.gate.sweeper.join(timeout_seconds=10)
+        if self.witnessing is not None:
+            self.witnessing.close()  # SPEC §14: stops the background submissions
         self.ledger.close()  # finishes the batch checkpoint being signed, if any
         self.store.close()
 
@@ -83,6 +87,7 @@ def build_runtime(
             nonce_retention_seconds=settings.nonce.retention_seconds if serving else None,
         )  # fmt: skip
         recovered = store.recover_started(gate.receipts.for_indeterminate) if serving else []
+        witnessing = build_witnessing(settings, ledger) if serving else None
     except BaseException:
         store.close()
         raise
@@ -96,8 +101,10 @@ def build_runtime(
         logger.warning(DEMO_WARNING)
     if armed := unsafe_faults_enabled():
         logger.warning("UNSAFE: fault injection armed at %s; this process will kill itself", ",".join(sorted(armed)))
+    if witnessing is not None:
+        witnessing.start()
     logger.info(
         "openexec-mcp ready: mode=%s storage=%s actions=%s policy_hash=%s kid=%s",
         settings.mode, store.kind, ",".join(policy.approvals), policy.policy_hash, server_key.kid,
     )  # fmt: skip
-    return Runtime(settings, registry, policy, store, server_key, gate, ledger)
+    return Runtime(settings, registry, policy, store, server_key, gate, ledger, witnessing)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from openexec_mcp import __version__
-from openexec_mcp.cli import governance, keys, ledger, receipt, serve
+from openexec_mcp.cli import bundle, governance, keys, ledger, receipt, serve
 from openexec_mcp.errors import ConfigError, OpenExecError
 from openexec_mcp.witness import cli as witness
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, keys, receipt, ledger, witness):
+    for module in (serve, keys, receipt, ledger, bundle, witness):
         module.register(commands, common)
     governance.register_approvals(commands, common)
     governance.register_approve(commands, common)

@@ -1,5 +1,4 @@
-r"""Witness cosignatures (C2SP ``tlog-cosignature``, Ed25519 ``cosignature/v1``) and the wire format of
-C2SP ``tlog-witness`` ``add-checkpoint`` (SPEC §14).
+r"""Witness cosignatures (C2SP ``tlog-cosignature``) and the ``tlog-witness`` request format (SPEC §14).
 
 A cosignature is a signed-note signature line on a checkpoint::
 

@@ -1,4 +1,4 @@
-"""The witness's HTTP interface: C2SP ``tlog-witness`` (SPEC §14).
+r"""The witness's HTTP interface: C2SP ``tlog-witness`` (SPEC §14).
 
 - ``POST /add-checkpoint``: body ``old <size>``, consistency proof lines, an empty line, the
   checkpoint. Answers, in the order the spec checks them:
@@ -7,7 +7,7 @@
   400   malformed body, more than 63 proof lines, a malformed checkpoint, ``old`` > size
   404   the origin is not a configured log
   403   no signature by the log's trusted key, or one by it that does not verify
-  409   ``old`` is not the size of the latest cosigned checkpoint; body ``<size>\\n``,
+  409   ``old`` is not the size of the latest cosigned checkpoint; body ``<size>\n``,
         ``Content-Type: text/x.tlog.size``
   422   the consistency proof does not verify, a proof from 0 that is not empty, same size
         with another root, a size-0 checkpoint without the empty root

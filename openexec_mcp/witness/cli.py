@@ -54,9 +54,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _key_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", type=Path, required=True, metavar="FILE", help="the witness key (created if missing)")
-    parser.add_argument(
-        "--name", required=True, metavar="NAME", help="the witness key name, e.g. witness.example/w1"
-    )
+    parser.add_argument("--name", required=True, metavar="NAME", help="the witness key name, e.g. witness.example/w1")
 
 
 def load_or_create_witness_key(path: Path) -> ServerKey:

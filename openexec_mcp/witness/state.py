@@ -123,9 +123,7 @@ class WitnessState:
         """Return the latest cosigned checkpoint of ``origin``, or None."""
         db = self._connect()
         try:
-            row = db.execute(
-                "SELECT size, root, note, cosignature FROM latest WHERE origin = ?", (origin,)
-            ).fetchone()
+            row = db.execute("SELECT size, root, note, cosignature FROM latest WHERE origin = ?", (origin,)).fetchone()
         finally:
             db.close()
         return None if row is None else Latest(origin, row[0], bytes(row[1]), row[2], row[3])
@@ -246,4 +244,3 @@ class WitnessState:
         if cursor.rowcount != 1:  # unreachable under BEGIN IMMEDIATE; never cosign on a lost race
             raise sqlite3.OperationalError("the stored checkpoint moved during the transaction")
         return Verdict("cosigned", checkpoint.size, cosignature=line)
-
