@@ -61,6 +61,7 @@ MAX_ADD_CHECKPOINT_PROOF: Final = 63
 _OLD: Final = re.compile(r"\Aold (0|[1-9][0-9]{0,18})\Z")
 _DECIMAL: Final = re.compile(r"\A(?:0|[1-9][0-9]{0,18})\Z")
 _SIG_PREFIX: Final = "\u2014 "
+_VKEY: Final = re.compile(r"\A[^+=\s]+\+[0-9a-fA-F]{8}\+[A-Za-z0-9+/]+=*\Z")
 _MAX_TIMESTAMP: Final = 2**63 - 1
 
 
@@ -140,11 +141,11 @@ def parse_witness_key(text: str) -> WitnessKey:
         MalformedInputError: None of the forms, a bad name, or a key that is not 32 bytes.
     """
     name, sep, key_text = text.partition("=")
-    if "+" in key_text or (not sep and "+" in text):
-        vkey = key_text if sep else text
-        parts = vkey.split("+")
-        if len(parts) != 3:
-            raise MalformedInputError("a vkey is <name>+<hex key ID>+<base64 key>")
+    bare = _VKEY.match(text) is not None
+    if bare or (sep and _VKEY.match(key_text)):
+        vkey = text if bare else key_text
+        sep = "" if bare else sep
+        parts = vkey.split("+", 2)
         blob = b64decode_strict(parts[2])
         if len(blob) != 33 or blob[0] != COSIGNATURE_TYPE:
             raise MalformedInputError("a witness vkey must hold type 0x04 and a 32-byte Ed25519 key")
