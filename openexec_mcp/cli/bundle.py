@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from openexec_mcp.canonical import json_object
+from openexec_mcp.core.canonical import json_object
 from openexec_mcp.cli.receipt import read_public_keys, read_witnesses
 from openexec_mcp.config import load_settings
 from openexec_mcp.core.bundle import build_bundle, verify_bundle
-from openexec_mcp.core.checkpoint import parse_checkpoint
+from openexec_mcp.core.tlog.checkpoint import parse_checkpoint
 from openexec_mcp.errors import ConfigError, MalformedInputError, VerificationError
 
 __all__ = ["register", "register_ledger", "run_bundle", "run_verify"]
@@ -64,9 +64,9 @@ def run_bundle(args: argparse.Namespace) -> int:
     """Write the bundle; exit 0, or 2 when a receipt is unknown or no witnessed checkpoint covers them."""
     from openexec_mcp.cli.ledger_audit import open_configured_store
     from openexec_mcp.keystore import SERVER_KEY_FILENAME, load_server_key
-    from openexec_mcp.ledger import Ledger
+    from openexec_mcp.ledger.checkpoints import Ledger
     from openexec_mcp.store.base import LedgerEntry
-    from openexec_mcp.witnessing import build_witnessing
+    from openexec_mcp.ledger.witnessing import build_witnessing
 
     settings = load_settings(args.config)
     server_key = load_server_key(settings.state_dir / SERVER_KEY_FILENAME)

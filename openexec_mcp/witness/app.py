@@ -38,8 +38,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from openexec_mcp.core.checkpoint import MAX_NOTE_BYTES, parse_note, verify_note
-from openexec_mcp.core.cosignature import (
+from openexec_mcp.core.tlog.checkpoint import MAX_NOTE_BYTES, parse_note, verify_note
+from openexec_mcp.core.tlog.cosignature import (
     WitnessKey,
     parse_add_checkpoint,
     parse_checkpoint_body,

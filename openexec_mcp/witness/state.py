@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from openexec_mcp.core.cosignature import CheckpointBody
-from openexec_mcp.core.merkle import EMPTY_ROOT, verify_consistency
+from openexec_mcp.core.tlog.cosignature import CheckpointBody
+from openexec_mcp.core.tlog.merkle import EMPTY_ROOT, verify_consistency
 from openexec_mcp.errors import VerificationError
 
 __all__ = ["Latest", "Verdict", "WitnessState"]
