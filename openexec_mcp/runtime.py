@@ -17,9 +17,9 @@ from openexec_mcp.gate.pipeline import Gate
 from openexec_mcp.gate.policy import Policy, build_policy
 from openexec_mcp.keystore import load_or_create_server_key
 from openexec_mcp.ledger.checkpoints import Ledger
+from openexec_mcp.ledger.witnessing import Witnessing, build_witnessing
 from openexec_mcp.registry import Registry, load_registry
 from openexec_mcp.store import Store, open_store
-from openexec_mcp.ledger.witnessing import Witnessing, build_witnessing
 
 __all__ = ["Runtime", "build_runtime"]
 

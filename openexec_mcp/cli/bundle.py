@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from openexec_mcp.core.canonical import json_object
 from openexec_mcp.cli.receipt import read_public_keys, read_witnesses
 from openexec_mcp.config import load_settings
 from openexec_mcp.core.bundle import build_bundle, verify_bundle
+from openexec_mcp.core.canonical import json_object
 from openexec_mcp.core.tlog.checkpoint import parse_checkpoint
 from openexec_mcp.errors import ConfigError, MalformedInputError, VerificationError
 
@@ -65,8 +65,8 @@ def run_bundle(args: argparse.Namespace) -> int:
     from openexec_mcp.cli.ledger_audit import open_configured_store
     from openexec_mcp.keystore import SERVER_KEY_FILENAME, load_server_key
     from openexec_mcp.ledger.checkpoints import Ledger
-    from openexec_mcp.store.base import LedgerEntry
     from openexec_mcp.ledger.witnessing import build_witnessing
+    from openexec_mcp.store.base import LedgerEntry
 
     settings = load_settings(args.config)
     server_key = load_server_key(settings.state_dir / SERVER_KEY_FILENAME)

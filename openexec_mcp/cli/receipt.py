@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from openexec_mcp.core.canonical import json_object
-from openexec_mcp.core.tlog.cosignature import WitnessKey, parse_witness_key, verify_quorum
 from openexec_mcp.core.evidence import verify_receipt_inclusion
-from openexec_mcp.core.tlog.proof import parse_inclusion_proof
 from openexec_mcp.core.receipt import parse_server_public_keys, receipt_hash, verify_receipt
+from openexec_mcp.core.tlog.cosignature import WitnessKey, parse_witness_key, verify_quorum
+from openexec_mcp.core.tlog.proof import parse_inclusion_proof
 from openexec_mcp.errors import ConfigError, MalformedInputError, VerificationError
 
 

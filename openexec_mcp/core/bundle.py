@@ -22,10 +22,10 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from openexec_mcp.core.tlog.checkpoint import Checkpoint
-from openexec_mcp.core.tlog.cosignature import WitnessKey, verify_quorum
 from openexec_mcp.core.encoding import b64decode_strict, b64encode
 from openexec_mcp.core.evidence import verify_receipt_inclusion, verify_signed_checkpoint
+from openexec_mcp.core.tlog.checkpoint import Checkpoint
+from openexec_mcp.core.tlog.cosignature import WitnessKey, verify_quorum
 from openexec_mcp.core.tlog.proof import format_inclusion_proof
 from openexec_mcp.errors import MalformedInputError, VerificationError
 

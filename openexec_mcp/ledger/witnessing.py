@@ -348,7 +348,7 @@ def build_witnessing(settings: Any, ledger: Ledger) -> Witnessing | None:
     configured: list[ConfiguredWitness] = []
     for entry in section.witnesses:
         try:
-            key = parse_witness_key(entry.public_key if "+" in entry.public_key else f"{entry.name}={entry.public_key}")
+            key = parse_witness_key(f"{entry.name}={entry.public_key}")
         except MalformedInputError as exc:
             raise ConfigError(f"invalid config: ledger.witnesses {entry.name}: {exc.message}") from None
         if key.name != entry.name:

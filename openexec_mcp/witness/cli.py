@@ -21,10 +21,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from openexec_mcp.core.tlog.checkpoint import is_valid_key_name
-from openexec_mcp.core.tlog.cosignature import WitnessKey, witness_vkey
 from openexec_mcp.core.encoding import b64encode
 from openexec_mcp.core.receipt import ServerKey, parse_server_public_keys
+from openexec_mcp.core.tlog.checkpoint import is_valid_key_name
+from openexec_mcp.core.tlog.cosignature import WitnessKey, witness_vkey
 from openexec_mcp.errors import ConfigError, MalformedInputError
 from openexec_mcp.keystore import load_server_key
 

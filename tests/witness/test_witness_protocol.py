@@ -26,7 +26,13 @@ from openexec_mcp.core.tlog.cosignature import (
     verify_quorum,
     witness_vkey,
 )
-from openexec_mcp.core.tlog.merkle import EMPTY_ROOT, consistency_proof, leaf_hash, root_from_leaves, subtree_hasher_from_leaves
+from openexec_mcp.core.tlog.merkle import (
+    EMPTY_ROOT,
+    consistency_proof,
+    leaf_hash,
+    root_from_leaves,
+    subtree_hasher_from_leaves,
+)
 from openexec_mcp.errors import VerificationError
 from openexec_mcp.witness.app import Witness, build_witness_app
 from openexec_mcp.witness.state import WitnessState

@@ -29,8 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from openexec_mcp.core.tlog.checkpoint import is_valid_key_name, parse_note
 from openexec_mcp.core.encoding import b64decode_strict, b64encode
+from openexec_mcp.core.tlog.checkpoint import is_valid_key_name, parse_note
 from openexec_mcp.core.tlog.merkle import HASH_SIZE, MAX_TREE_SIZE
 from openexec_mcp.errors import MalformedInputError, VerificationError
 

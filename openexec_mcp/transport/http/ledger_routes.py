@@ -25,13 +25,13 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from openexec_mcp.core.tlog.checkpoint import parse_checkpoint
 from openexec_mcp.core.encoding import b64encode
+from openexec_mcp.core.tlog.checkpoint import parse_checkpoint
 from openexec_mcp.core.tlog.merkle import MAX_TREE_SIZE
 from openexec_mcp.core.tlog.proof import format_inclusion_proof
 from openexec_mcp.ledger.checkpoints import Ledger
-from openexec_mcp.store.base import LedgerEntry, Store
 from openexec_mcp.ledger.witnessing import Witnessing
+from openexec_mcp.store.base import LedgerEntry, Store
 
 __all__ = ["LedgerRoutes"]
 
