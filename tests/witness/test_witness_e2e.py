@@ -242,3 +242,21 @@ def test_the_witness_key_command_prints_name_and_vkey(deployment: Deployment) ->
     printed = run_cli(deployment.env, "witness", "key", "--key", str(w1.key), "--name", w1.name)
     flag, vkey = printed.stdout.splitlines()
     assert flag == w1.flag and vkey.startswith(w1.name + "+")
+
+
+def test_a_server_that_lost_its_cosignature_records_resumes_from_the_size_the_witness_answers(
+    deployment: Deployment,
+) -> None:
+    w1, w2 = deployment.witnesses
+    with execution_server(deployment) as server:
+        call(server, "run-lost", 3)
+        wait_cosigned(server, [w1.name, w2.name], 3)
+    (deployment.state_dir / "witnesses.db").unlink()  # the server forgets; the witnesses do not
+    for suffix in ("-wal", "-shm"):
+        (deployment.state_dir / f"witnesses.db{suffix}").unlink(missing_ok=True)
+    with execution_server(deployment) as server:
+        call(server, "run-lost", 2)  # old 0 gets 409 "3", then the proof from 3 is accepted
+        wait_cosigned(server, [w1.name, w2.name], 5)
+        note = witnessed_checkpoint(server)
+        for witness in (w1, w2):
+            verify_cosignature(note, witness.name, witness.public_raw)
