@@ -1,6 +1,6 @@
 """Does witnessing cost the calls anything? calls/s with and without two witnesses, in one run (SPEC §14).
 
-    python bench/witness.py                # 5 runs of 2 phases of 3 s per configuration (about 1 minute)
+    python bench/witness.py                # 7 runs of 2 phases of 2 s per configuration (about 1 minute)
     python bench/witness.py --quick        # CI smoke mode: a few seconds, proves the script works
 
 Two HTTP servers are up at once on 127.0.0.1, each in a fresh state dir: ``plain`` (no witnesses)

@@ -260,3 +260,31 @@ def test_a_server_that_lost_its_cosignature_records_resumes_from_the_size_the_wi
         note = witnessed_checkpoint(server)
         for witness in (w1, w2):
             verify_cosignature(note, witness.name, witness.public_raw)
+
+
+def test_a_witness_runs_from_its_toml_config_and_cosigns(deployment: Deployment) -> None:
+    w1, w2 = deployment.witnesses
+    assert w2.process is not None
+    stop(w2.process)  # w2 comes back configured by a file instead of flags, with the same key and state
+    config = deployment.root / "w2.toml"
+    config.write_text(
+        f'name = "{w2.name}"\nkey = "{w2.key}"\ndb = "{w2.db}"\nport = {w2.port}\n\n'
+        f'[[logs]]\norigin = "{ORIGIN}"\npublic_key = "{deployment.server_public}"\n'
+    )
+    handle = w2.log.open("ab")
+    w2.process = subprocess.Popen(
+        [sys.executable, "-m", "openexec_mcp", "witness", "serve", "--config", str(config)],
+        env=deployment.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=handle,
+    )  # fmt: skip
+    handle.close()
+    wait_for(lambda: _listening(w2.url), "w2 to listen")
+    with execution_server(deployment) as server:
+        call(server, "run-config", 2)
+        wait_cosigned(server, [w1.name, w2.name], 2)
+
+
+def _listening(url: str) -> bool:
+    try:
+        return httpx.get(url + "/", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
