@@ -142,7 +142,14 @@ def main(argv: list[str]) -> int:
                         f"run {run + 1}/{runs}: "
                         + ", ".join(f"{n} {blocks * calls / t:,.0f}/s" for n, t in spent.items())
                     )
-                health = client.get(servers["witnessed"].base_url + "/health").json()
+                # The witnesses cosign in the background: give them (bounded) time to reach the load's end.
+                deadline = time.monotonic() + 30
+                while True:
+                    health = client.get(servers["witnessed"].base_url + "/health").json()
+                    sizes = [w["cosigned_size"] or 0 for w in health["witnesses"].values()]
+                    if min(sizes) >= health["ledger_size"] or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)  # bounded poll
         cosigned = [w["cosigned_size"] or 0 for w in health["witnesses"].values()]
     finally:
         workspace.cleanup()
@@ -153,7 +160,7 @@ def main(argv: list[str]) -> int:
             fmt_rate(samples.median("witnessed")), fmt_rate(samples.median("plain")), f"{ratio:.2f}×",
             "≥ 0.95× (nothing measurable)", verdict(ratio >= 0.95),
         ),
-        Row("checkpoints cosigned during the load (smallest of the two witnesses' sizes)", f"{min(cosigned):,}"),
+        Row("tree size cosigned by both witnesses at the end of the load", f"{min(cosigned):,}"),
     ]  # fmt: skip
     print(render_table(rows))
     return 0 if min(cosigned) > 0 else 1

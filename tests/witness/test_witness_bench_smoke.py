@@ -22,4 +22,4 @@ def test_the_witness_benchmark_runs_and_the_witnesses_cosigned_during_the_load()
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "HTTP /execute calls/s with two witnesses" in completed.stdout
-    assert "checkpoints cosigned during the load" in completed.stdout
+    assert "tree size cosigned by both witnesses" in completed.stdout
