@@ -245,3 +245,27 @@ def test_witness_keys_parse_from_name_and_base64_or_a_vkey() -> None:
     by_base64 = parse_witness_key(f"{WITNESS_NAME}={base64.b64encode(raw(WITNESS_KEY)).decode()}")
     assert parse_witness_key(vkey).key_id == by_base64.key_id == parse_witness_key(f"{WITNESS_NAME}={vkey}").key_id
     assert by_base64.key_id == hashlib.sha256(WITNESS_NAME.encode() + b"\n\x04" + raw(WITNESS_KEY)).digest()[:4]
+
+
+def test_two_witness_processes_on_one_state_file_still_never_roll_back(tmp_path: Path) -> None:
+    # Two WitnessState objects share nothing but the SQLite file, as two processes would: only the
+    # BEGIN IMMEDIATE transaction orders them.
+    first, second = make_witness(tmp_path / "witness.db"), make_witness(tmp_path / "witness.db")
+    log = Log(64)
+    assert first.add_checkpoint(log.body(0, 8))[0] == 200
+    results: list[tuple[int, int]] = []
+    barrier = threading.Barrier(12)
+
+    def submit(witness: Witness, size: int) -> None:
+        barrier.wait()
+        results.append((size, witness.add_checkpoint(log.body(8, size))[0]))
+
+    threads = [threading.Thread(target=submit, args=(first if size % 2 else second, size)) for size in range(9, 21)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [size for size, status in results if status == 200]
+    assert len(winners) == 1 and [status for _, status in results].count(409) == 11
+    latest = second.state.latest(ORIGIN)
+    assert latest is not None and latest.size == winners[0]
