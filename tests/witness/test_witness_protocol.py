@@ -269,3 +269,8 @@ def test_two_witness_processes_on_one_state_file_still_never_roll_back(tmp_path:
     assert len(winners) == 1 and [status for _, status in results].count(409) == 11
     latest = second.state.latest(ORIGIN)
     assert latest is not None and latest.size == winners[0]
+
+
+def test_the_independent_verifier_never_imports_the_project() -> None:
+    source = (Path(__file__).parents[1] / "oe_testing" / "cosignature_verifier.py").read_text()
+    assert "openexec_mcp" not in source.split('"""', 2)[2]  # code only; the docstring may name it
