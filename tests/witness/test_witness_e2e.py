@@ -27,6 +27,8 @@ from oe_testing.processes import ServerProcess, http_server, run_cli, stop, wait
 
 from openexec_mcp.keystore import load_or_create_server_key
 
+pytestmark = pytest.mark.slow
+
 ORIGIN = "openexec-mcp"
 
 
