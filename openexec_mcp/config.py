@@ -137,6 +137,27 @@ class McpSettings(_Section):
         return keys
 
 
+class WitnessSettings(_Section):
+    """``[[ledger.witnesses]]``: a C2SP witness that cosigns the ledger's checkpoints (SPEC §14)."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[^\s+]+$")
+    """The witness key name, as in its cosignature lines."""
+    url: str = Field(pattern=r"^https?://")
+    """Its submission prefix: checkpoints go to ``POST <url>/add-checkpoint``."""
+    public_key: str
+    """Its Ed25519 public key: base64 of the raw 32 bytes, or its vkey."""
+
+
+class LedgerSettings(_Section):
+    """``[ledger]``: witnessing of the ledger's checkpoints (SPEC §14)."""
+
+    witnesses: list[WitnessSettings] = Field(default_factory=list[WitnessSettings])
+    witness_quorum: int | None = Field(default=None, ge=1)
+    """Cosignatures a checkpoint needs to count as witnessed; default: every witness."""
+    witness_interval_seconds: float = Field(default=1.0, ge=0.05, le=3600)
+    """Shortest time between two submissions to one witness, in seconds."""
+
+
 class AuthToken(_Section):
     """``[[auth.tokens]]``: a bearer token, stored only as its SHA-256 (SPEC §8)."""
 
@@ -178,6 +199,7 @@ class Settings(BaseSettings):
     approvals: ApprovalsSettings = ApprovalsSettings()
     auth: AuthSettings = AuthSettings()
     mcp: McpSettings = McpSettings()
+    ledger: LedgerSettings = LedgerSettings()
 
     @classmethod
     def settings_customise_sources(

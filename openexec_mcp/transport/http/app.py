@@ -116,7 +116,7 @@ def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
     )
     browser_guard = _loopback_guard(host)
     routes = _Routes(runtime)
-    ledger_routes = LedgerRoutes(runtime.ledger, runtime.store)
+    ledger_routes = LedgerRoutes(runtime.ledger, runtime.store, runtime.witnessing)
     for path, methods, scope, handler in (
         ("/", ["GET"], "read", routes.index),
         ("/health", ["GET"], None, routes.health),
@@ -206,8 +206,10 @@ class _Routes:
         size = await anyio.to_thread.run_sync(runtime.store.ledger_size)
         signed = any(policy == "signed" for policy in runtime.policy.approvals.values())
         warnings = ["demo mode: every action is approved automatically"] if runtime.settings.mode == "demo" else []
+        witnesses = runtime.witnessing.health() if runtime.witnessing is not None else {}  # SPEC §14
         return JSONResponse(
             {
+                **witnesses,
                 "status": "ok",
                 "mode": runtime.settings.mode,
                 "signature_verification": "on" if signed else "off",
