@@ -30,8 +30,14 @@ The hierarchy::
     │   ├── ApprovalTTLTooLongError  approval_ttl_too_long
     │   ├── ApprovalActionMismatchError approval_action_mismatch
     │   └── ApprovalConsumedError    approval_consumed
+    ├── ActionRefusedError                                 (precheck: ``denied`` with a receipt, nothing sent)
+    │   ├── UrlNotAllowedError       url_not_allowed       (SPEC §12 http_request)
+    │   └── RecipientNotAllowedError recipient_not_allowed (SPEC §12 send_email)
+    ├── NotSentError                                       (nothing left: nonce released, ``denied``)
+    │   └── UpstreamUnavailableError upstream_unavailable
     ├── ExecutionError                                     (the handler ran; status ``failed``)
     │   ├── HandlerError             handler_error
+    │   ├── UpstreamError            upstream_error        (the remote side answered with a failure)
     │   ├── InvalidResultError       invalid_result
     │   ├── HandlerTimeoutError      handler_timeout
     │   └── OperatorMarkedFailedError operator_marked_failed (``ledger resolve --mark-failed``)
@@ -48,6 +54,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "ActionRefusedError",
     "ApprovalActionMismatchError",
     "ApprovalAudienceMismatchError",
     "ApprovalBadSignatureError",
@@ -73,14 +80,19 @@ __all__ = [
     "MalformedInputError",
     "NonceConflictError",
     "NonceError",
+    "NotSentError",
     "OpenExecError",
     "OperatorMarkedFailedError",
     "OutcomeUnknownError",
     "RateLimitedError",
+    "RecipientNotAllowedError",
     "ResolutionRefusedError",
     "ShuttingDownError",
     "StoreUnavailableError",
     "UnknownActionError",
+    "UpstreamError",
+    "UpstreamUnavailableError",
+    "UrlNotAllowedError",
     "VerificationError",
 ]
 
@@ -232,6 +244,43 @@ class ApprovalConsumedError(ApprovalError):
     code = "approval_consumed"
 
 
+class ActionRefusedError(OpenExecError):
+    """An action's ``precheck`` refused the validated payload: ``denied`` with a receipt.
+
+    Raised before approval and before the nonce claim, so nothing is consumed and nothing is sent.
+    """
+
+    code = "action_refused"
+
+
+class UrlNotAllowedError(ActionRefusedError):
+    """``http_request``: the URL, method or a header is outside ``[actions.http_request]`` (SPEC §12)."""
+
+    code = "url_not_allowed"
+
+
+class RecipientNotAllowedError(ActionRefusedError):
+    """``send_email``: an address is outside ``actions.send_email.allowed_recipients`` (SPEC §12)."""
+
+    code = "recipient_not_allowed"
+
+
+class NotSentError(OpenExecError):
+    """The handler could not reach its remote side, and provably sent nothing.
+
+    The gate releases the nonce claim (and a consumed approval) and records ``denied``: a retry
+    with the same nonce may succeed.
+    """
+
+    code = "not_sent"
+
+
+class UpstreamUnavailableError(NotSentError):
+    """The remote service (an upstream MCP server, an HTTP or SMTP server) could not be reached."""
+
+    code = "upstream_unavailable"
+
+
 class ExecutionError(OpenExecError):
     """The handler ran and did not produce a usable result (status ``failed``)."""
 
@@ -242,6 +291,21 @@ class HandlerError(ExecutionError):
     """The handler raised. The message is generic: handler exception text stays in the server log."""
 
     code = "handler_error"
+
+
+class UpstreamError(ExecutionError):
+    """The remote side answered with a failure (status ``failed``).
+
+    Attributes:
+        result: A JSON value describing the answer; kept in the envelope and covered by the
+            receipt's ``result_hash``.
+    """
+
+    code = "upstream_error"
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class InvalidResultError(ExecutionError):
