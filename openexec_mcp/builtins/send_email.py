@@ -229,6 +229,9 @@ async def send_email_message(policy: EmailPolicy, payload: SendEmailIn) -> SendE
             data_sent = True  # from the DATA command on, the message may be delivered
             await client.data(message.as_bytes(policy=SMTP_POLICY))
     except aiosmtplib.SMTPResponseException as exc:
+        # A refusal is an answer: nothing was delivered. Recipients accepted at RCPT carry the reply.
+        reply = f"{exc.code} {exc.message}"[:300]
+        refused.update({address: reply for address in accepted})
         result = SendEmailOut(message_id=message_id, accepted=[], refused=refused).model_dump()
         raise UpstreamError(f"the SMTP server refused: {exc.code}", result) from None
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
