@@ -73,7 +73,8 @@ async def test_message_is_delivered_exactly_once_and_a_replay_does_not_resend(
     assert result["message_id"].endswith("@example.com>")
     assert message["From"] == "agent@example.com" and message["Reply-To"] == "desk@example.com"
     assert message["Subject"] == "Quarterly report"
-    assert message.get_payload(decode=True).decode().replace("\r\n", "\n") == MAIL["text"] + "\n"
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes) and payload.decode().replace("\r\n", "\n") == MAIL["text"] + "\n"
 
 
 @needs_gate
