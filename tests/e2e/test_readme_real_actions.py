@@ -44,9 +44,9 @@ def test_readme_config_and_send_email_example_work_as_written(tmp_path: Path) ->
                          EXAMPLE_API_AUTHORIZATION="Bearer readme-example")  # fmt: skip
         with http_server(env, tmp_path, "--config", str(config_file)) as server:
             script = curl_block.replace("http://127.0.0.1:8000", server.base_url)
+            command = ["bash", "-euo", "pipefail", "-c", script]
             runs = [
-                subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True,
-                               timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+                subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
                 for _ in range(2)
             ]
         first, again = (json.loads(run.stdout) for run in runs)
