@@ -43,6 +43,7 @@ logger = logging.getLogger("openexec_mcp.builtins.http_request")
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 REDACTED = "[redacted]"
+MIN_CREDENTIAL_CHARS = 8
 _HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"
 # Message framing and routing belong to the client: a payload may not set them (invalid_request).
 FORBIDDEN_HEADERS = frozenset(
@@ -169,14 +170,16 @@ def build_http_policy(settings: HttpRequestSettings) -> HttpPolicy:
     """
     from openexec_mcp.errors import ConfigError
 
-    credentials = tuple(
-        Credential(
-            parse_url_pattern(entry.url),
-            entry.header,
-            resolve_env(entry.value, f"actions.http_request.credentials[{index}].value") or SecretStr(""),
-        )
-        for index, entry in enumerate(settings.credentials)
-    )
+    credentials: list[Credential] = []
+    for index, entry in enumerate(settings.credentials):
+        key = f"actions.http_request.credentials[{index}].value"
+        value = resolve_env(entry.value, key) or SecretStr("")
+        if len(value.get_secret_value()) < MIN_CREDENTIAL_CHARS:
+            # A value this short cannot be told apart from ordinary text when redacting answers.
+            raise ConfigError(f"invalid config: {key}: the value needs at least {MIN_CREDENTIAL_CHARS} characters")
+        if not re.fullmatch(r"[\x20-\x7e]+", value.get_secret_value()):
+            raise ConfigError(f"invalid config: {key}: the value must be printable ASCII (no CR/LF)")
+        credentials.append(Credential(parse_url_pattern(entry.url), entry.header, value))
     verify: ssl.SSLContext | bool = True
     if settings.ca_file is not None:
         try:
@@ -189,7 +192,7 @@ def build_http_policy(settings: HttpRequestSettings) -> HttpPolicy:
         timeout_seconds=settings.timeout_seconds,
         max_response_bytes=settings.max_response_bytes,
         follow_redirects=settings.follow_redirects,
-        credentials=credentials,
+        credentials=tuple(credentials),
         verify=verify,
     )
 
@@ -289,7 +292,7 @@ async def _exchange(
             hop.chunks.append(chunk)
             size += len(chunk)
     finally:
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
             await response.aclose()
     return _answer(policy, response, b"".join(hop.chunks), truncated), response.headers.get("location")
 

@@ -262,3 +262,24 @@ def test_unset_credential_variable_refuses_to_start(make_runtime: Callable[..., 
 def test_invalid_tables_name_the_key(make_runtime: Callable[..., Runtime], table: dict[str, Any], key: str):
     with pytest.raises(ConfigError, match=rf"actions\.http_request\.{key}"):
         make_runtime(actions={"builtins": ["http_request"], "http_request": table})
+
+
+def test_credential_too_short_to_redact_refuses_to_start(
+    make_runtime: Callable[..., Runtime], origin: Origin, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("OE_SHORT_KEY", "abc")
+    table = {"allowed_urls": [origin.url("/*")],
+             "credentials": [{"url": origin.url("/*"), "header": "X-Key", "value": "env:OE_SHORT_KEY"}]}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"credentials\[0\]\.value: the value needs at least 8"):
+        make_runtime(actions={"builtins": ["http_request"], "http_request": table})
+
+
+async def test_a_secret_cut_in_half_by_the_size_limit_is_not_returned(
+    http_runtime: Callable[..., Runtime], origin: Origin
+):
+    # /echo answers "auth=<token>;body=...": cut inside the token, its first half must not leak.
+    runtime = http_runtime(max_response_bytes=len("auth=Bearer tok-5b2e"))
+    answer = await call(runtime, "http-cut-1", method="GET", url=origin.url("/echo"))
+    result = answer.envelope["result"]
+    assert result["truncated"] is True
+    assert "tok-5b2e" not in result["body"] and result["body"].startswith("auth=")
