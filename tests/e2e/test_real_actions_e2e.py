@@ -49,10 +49,13 @@ timeout_seconds = 5
 """
 
 
-async def list_tools(url: str) -> str:
+async def list_tools_and_call(url: str, echo_url: str) -> tuple[str, str]:
+    """``tools/list``, then the credentialed call as an agent over MCP makes it; both as JSON text."""
     async with Client(url) as client:
         listed = await client.list_tools()
-    return json.dumps([tool.model_dump(mode="json") for tool in listed.tools])
+        called = await client.call_tool("http_request", {"method": "GET", "url": echo_url, "nonce": "e2e-mcp-0001"})
+    tools = json.dumps([tool.model_dump(mode="json") for tool in listed.tools])
+    return tools, json.dumps(called.model_dump(mode="json"))
 
 
 @pytest.fixture
@@ -87,8 +90,7 @@ def test_credential_reaches_the_server_and_appears_nowhere_else(
         body = verifier.verify_envelope(envelope, keys)
         assert body["status"] == "executed"
         assert body["result_hash"] == verifier.result_hash(envelope["result"])
-        tools = anyio.run(list_tools, server.base_url + "/mcp")
-    assert origin.hits("/echo")[0].headers["Authorization"] == f"Bearer {SECRET}"
+        tools, mcp_call = anyio.run(list_tools_and_call, server.base_url + "/mcp", origin.url("/echo"))
     assert envelope["result"]["headers"]["x-echo"] == "[redacted]"
     exported = run_cli(env, "ledger", "export", "--config", str(config_file))
     assert exported.code == 0, exported.stderr
@@ -100,7 +102,10 @@ def test_credential_reaches_the_server_and_appears_nowhere_else(
         "ledger export": exported.stdout + "".join(receipt_bodies),
         "server stderr": server.log.read_text(),
         "tools/list": tools,
+        "MCP tools/call result": mcp_call,
     }
+    assert [hit.headers["Authorization"] for hit in origin.hits("/echo")] == [f"Bearer {SECRET}"] * 2
+    assert json.loads(mcp_call)["structured_content"]["status"] == "executed"
     listed = {tool["name"]: tool for tool in json.loads(tools)}
     assert listed["http_request"]["annotations"]["destructive_hint"] is True
     assert listed["http_request"]["annotations"]["open_world_hint"] is True
