@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from openexec_mcp.builtins.urls import join_location, parse_target_url, parse_url_pattern
 from openexec_mcp.errors import UrlNotAllowedError
@@ -95,3 +97,21 @@ def test_relative_redirect_locations_resolve_against_the_current_url():
     assert str(join_location(base, "//other.test/x")) == "http://other.test/x"
     with pytest.raises(UrlNotAllowedError):
         join_location(base, "http://2130706433/")
+
+
+_URL_CHARS = st.sampled_from([*"abcAZ09-._~!$&'()*+,;=:@/%?#[]\\ 2eEfF", "%2e", "%2E", "%2f", "..", "./", "%41"])
+
+
+@given(
+    scheme=st.sampled_from(["http", "HTTP", "https"]),
+    host=st.sampled_from(["h.test", "H.Test", "127.0.0.1", "[::1]", "0x7f.1", "a..b"]),
+    port=st.sampled_from(["", ":80", ":443", ":8080", ":0"]),
+    rest=st.lists(_URL_CHARS, max_size=12).map("".join),
+)
+def test_normalisation_is_idempotent_and_what_is_matched_is_sent(scheme: str, host: str, port: str, rest: str):
+    try:
+        target = parse_target_url(f"{scheme}://{host}{port}/{rest}")
+    except UrlNotAllowedError:
+        return
+    assert parse_target_url(str(target)) == target
+    assert httpx.URL(str(target)).raw_path.decode() == target.path_and_query
