@@ -9,7 +9,6 @@ receipt, nothing sent).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -109,16 +108,8 @@ def _check_timeout(name: str, timeout_seconds: float, handler_timeout_seconds: i
 
 def _action(*, precheck: Callable[[Any], object], **fields: Any) -> Action:
     """Build an :class:`Action` with the real actions' annotations (destructive, open world)."""
-    fields.update(read_only=False, destructive=True, idempotent=False, open_world=True)
-    if "precheck" in {field.name for field in dataclasses.fields(Action)}:
-        fields["precheck"] = precheck
-    else:
-        # Until the gate calls prechecks, the handler runs it first: refused calls still send nothing.
-        handler = fields["handler"]
 
-        async def checked(payload: Any) -> Any:
-            precheck(payload)
-            return await handler(payload)
+    def check(payload: Any) -> None:
+        precheck(payload)  # the handler checks again before sending (defence in depth)
 
-        fields["handler"] = checked
-    return Action(**fields)
+    return Action(**fields, precheck=check, read_only=False, destructive=True, idempotent=False, open_world=True)

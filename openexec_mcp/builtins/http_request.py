@@ -301,13 +301,14 @@ def _fail(exc: Exception, hop: _Hop, previous: HttpResponseOut | None, policy: H
     """Turn a transport failure or the deadline into the outcome the gate records."""
     kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
     if hop.response is not None:
-        partial = _answer(policy, hop.response, b"".join(hop.chunks), True)
-        raise UpstreamError(f"the answer from {hop.url.host} was cut off ({kind})", partial) from None
+        partial = _answer(policy, hop.response, b"".join(hop.chunks), True).model_dump()
+        raise UpstreamError(f"the answer from {hop.url.host} was cut off ({kind})", result=partial) from None
     if hop.sent:
         logger.warning("http_request to %s: sent, no answer (%s); recorded as indeterminate", hop.url.host, kind)
         raise OutcomeUnknownError(f"the request was sent to {hop.url.host} and no answer came ({kind})") from None
     if previous is not None:
-        raise UpstreamError(f"the redirect target {hop.url.host} could not be reached ({kind})", previous) from None
+        unreachable = f"the redirect target {hop.url.host} could not be reached ({kind})"
+        raise UpstreamError(unreachable, result=previous.model_dump()) from None
     raise UpstreamUnavailableError(f"{hop.url.host} could not be reached; nothing was sent ({kind})") from None
 
 

@@ -224,7 +224,7 @@ async def send_email_message(policy: EmailPolicy, payload: SendEmailIn) -> SendE
             if not accepted:
                 raise UpstreamError(
                     "the SMTP server refused every recipient",
-                    SendEmailOut(message_id=message_id, accepted=[], refused=refused).model_dump(),
+                    result=SendEmailOut(message_id=message_id, accepted=[], refused=refused).model_dump(),
                 )
             data_sent = True  # from the DATA command on, the message may be delivered
             await client.data(message.as_bytes(policy=SMTP_POLICY))
@@ -233,7 +233,7 @@ async def send_email_message(policy: EmailPolicy, payload: SendEmailIn) -> SendE
         reply = f"{exc.code} {exc.message}"[:300]
         refused.update({address: reply for address in accepted})
         result = SendEmailOut(message_id=message_id, accepted=[], refused=refused).model_dump()
-        raise UpstreamError(f"the SMTP server refused: {exc.code}", result) from None
+        raise UpstreamError(f"the SMTP server refused: {exc.code}", result=result) from None
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
         if data_sent:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,17 +13,12 @@ from oe_testing.origin import Origin, running_origin
 
 from openexec_mcp.errors import ConfigError
 from openexec_mcp.gate.pipeline import CallContext
-from openexec_mcp.registry import Action
 from openexec_mcp.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
 
 CTX = CallContext(tenant_id="default", run_id="run-http")
 TOKEN = "Bearer tok-5b2e9c0d7a41f3e8"
-# The gate contract (precheck, NotSent, OutcomeUnknown, UpstreamError) lands with GATE_READY.
-needs_gate = pytest.mark.skipif(
-    "precheck" not in {f.name for f in dataclasses.fields(Action)}, reason="needs the gate contract (GATE_READY)"
-)
 
 
 def body_of(envelope: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +76,6 @@ async def test_annotations_say_destructive_open_world_not_idempotent(http_runtim
     assert (action.read_only, action.destructive, action.idempotent, action.open_world) == (False, True, False, True)
 
 
-@needs_gate
 @pytest.mark.parametrize(
     ("method", "url"),
     [
@@ -108,7 +101,6 @@ async def test_url_or_method_outside_the_allow_list_is_denied_and_nothing_is_sen
     assert fixed.status == "executed"
 
 
-@needs_gate
 async def test_payload_header_named_like_a_credential_is_refused(http_runtime: Callable[..., Runtime], origin: Origin):
     runtime = http_runtime()
     answer = await call(runtime, "http-cred-1", method="GET", url=origin.url("/ok"), headers={"authorization": "x"})
@@ -207,7 +199,6 @@ async def test_an_error_status_is_an_answer_not_a_failure(http_runtime: Callable
     assert answer.status == "executed" and answer.envelope["result"]["status"] == 503
 
 
-@needs_gate
 @pytest.mark.parametrize("route", ["/stall", "/drop"])
 async def test_sent_without_an_answer_is_indeterminate_and_never_resent(
     http_runtime: Callable[..., Runtime], origin: Origin, route: str
@@ -222,7 +213,6 @@ async def test_sent_without_an_answer_is_indeterminate_and_never_resent(
     assert len(origin.hits(route)) == 1
 
 
-@needs_gate
 async def test_connection_refused_sends_nothing_and_frees_the_nonce(
     http_runtime: Callable[..., Runtime], origin: Origin
 ):

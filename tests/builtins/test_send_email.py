@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,15 +14,11 @@ from oe_testing.smtp import SMTP_PASSWORD, SMTP_USER, SmtpServer, running_smtp
 
 from openexec_mcp.errors import ConfigError
 from openexec_mcp.gate.pipeline import CallContext
-from openexec_mcp.registry import Action
 from openexec_mcp.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
 
 CTX = CallContext(tenant_id="default", run_id="run-mail")
-needs_gate = pytest.mark.skipif(
-    "precheck" not in {f.name for f in dataclasses.fields(Action)}, reason="needs the gate contract (GATE_READY)"
-)
 MAIL = {"to": ["alice@example.com"], "subject": "Quarterly report", "text": "Hello Alice,\n.\nThe report is ready."}
 
 
@@ -77,7 +72,6 @@ async def test_message_is_delivered_exactly_once_and_a_replay_does_not_resend(
     assert isinstance(payload, bytes) and payload.decode().replace("\r\n", "\n") == MAIL["text"] + "\n"
 
 
-@needs_gate
 @pytest.mark.parametrize(
     "payload",
     [
@@ -121,7 +115,6 @@ async def test_header_injection_and_malformed_addresses_are_invalid_requests(
     assert smtp.recorder.data_received == 0
 
 
-@needs_gate
 async def test_refused_before_data_is_failed(mail_runtime: Callable[..., Runtime], smtp: SmtpServer):
     answer = await send(mail_runtime(), "mail-rcpt-1", **{**MAIL, "to": ["refuse-me@example.com"]})
     assert answer.status == "failed" and answer.envelope["error"]["code"] == "upstream_error"
@@ -139,7 +132,6 @@ async def test_some_recipients_refused_are_reported_and_the_rest_delivered(
     assert smtp.recorder.delivered[0].rcpt_tos == ["alice@example.com"]
 
 
-@needs_gate
 async def test_message_rejected_after_data_is_failed(mail_runtime: Callable[..., Runtime], smtp: SmtpServer):
     smtp.recorder.mode = "reject"
     answer = await send(mail_runtime(), "mail-reject-1", **MAIL)
@@ -147,7 +139,6 @@ async def test_message_rejected_after_data_is_failed(mail_runtime: Callable[...,
     assert answer.envelope["result"]["refused"] == {"alice@example.com": "554 5.7.1 rejected by policy"}
 
 
-@needs_gate
 @pytest.mark.parametrize("mode", ["drop", "stall"])
 async def test_connection_lost_after_data_is_indeterminate_and_never_resent(
     mail_runtime: Callable[..., Runtime], smtp: SmtpServer, mode: str
@@ -162,7 +153,6 @@ async def test_connection_lost_after_data_is_indeterminate_and_never_resent(
     assert smtp.recorder.data_received == 1
 
 
-@needs_gate
 async def test_no_server_sends_nothing_and_frees_the_nonce(make_runtime: Callable[..., Runtime]):
     table = {"smtp_url": f"smtp://127.0.0.1:{free_port()}", "from": "agent@example.com",
              "allowed_recipients": ["*@example.com"], "timeout_seconds": 2}  # fmt: skip
