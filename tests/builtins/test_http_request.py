@@ -273,3 +273,17 @@ async def test_a_secret_cut_in_half_by_the_size_limit_is_not_returned(
     result = answer.envelope["result"]
     assert result["truncated"] is True
     assert "tok-5b2e" not in result["body"] and result["body"].startswith("auth=")
+
+
+async def test_refusal_comes_before_approval_and_opens_no_approval_request(
+    make_runtime: Callable[..., Runtime], origin: Origin
+):
+    table = {"allowed_urls": [origin.url("/*")]}
+    runtime = make_runtime(mode="clawshield", actions={"builtins": ["http_request"], "http_request": table})
+    refused = await call(runtime, "http-signed-1", method="GET", url="http://127.0.0.2/ok")
+    assert refused.envelope["error"]["code"] == "url_not_allowed"
+    assert refused.envelope["approval_request"] is None  # nobody is asked to approve a call that cannot run
+    allowed = await call(runtime, "http-signed-2", method="GET", url=origin.url("/ok"))
+    assert allowed.envelope["error"]["code"] == "approval_required"
+    assert allowed.envelope["approval_request"] is not None
+    assert origin.requests == []
