@@ -110,6 +110,7 @@ def test_credential_reaches_the_server_and_appears_nowhere_else(
     assert listed["http_request"]["annotations"]["destructive_hint"] is True
     assert listed["http_request"]["annotations"]["open_world_hint"] is True
     assert listed["send_email"]["annotations"]["idempotent_hint"] is False
+    assert "openexec-mcp ready" in places["server stderr"]  # the log is really there to search
     for place, text in places.items():
         assert SECRET not in text, f"the credential leaked into the {place}"
 
