@@ -49,7 +49,9 @@ def test_readme_config_and_send_email_example_work_as_written(tmp_path: Path) ->
                 subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
                 for _ in range(2)
             ]
+            server_log = server.log.read_text()
         first, again = (json.loads(run.stdout) for run in runs)
+        assert SMTP_PASSWORD not in server_log + runs[0].stdout + runs[1].stdout
         assert first["status"] == "executed", first
         assert again["status"] == "replayed"
         assert len(smtp.recorder.delivered) == 1
