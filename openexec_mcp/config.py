@@ -14,9 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from openexec_mcp.builtins.config import HttpRequestSettings, SendEmailSettings
 from openexec_mcp.errors import ConfigError
 
 __all__ = ["ApprovalKeySettings", "AuthToken", "Settings", "default_state_dir", "load_settings"]
@@ -45,10 +46,29 @@ class StorageSettings(_Section):
     process crash, may lose the last commits on power loss."""
 
 
+BuiltinName = Literal["http_request", "send_email"]
+
+
 class ActionsSettings(_Section):
-    """``[actions]``: extra modules that register actions when imported."""
+    """``[actions]``: extra modules that register actions when imported, and the opt-in built-ins."""
 
     modules: list[str] = Field(default_factory=list[str])
+    builtins: list[BuiltinName] = Field(default_factory=list[BuiltinName])
+    """The real actions of SPEC §12 to register; each needs its table below."""
+    http_request: HttpRequestSettings | None = None
+    send_email: SendEmailSettings | None = None
+
+    @model_validator(mode="after")
+    def _tables_match_builtins(self) -> ActionsSettings:
+        # Fail closed both ways: a listed action without its table has no allow list, and a table
+        # that is not listed is an operator believing an action is configured that is not served.
+        for name in ("http_request", "send_email"):
+            table = getattr(self, name)
+            if name in self.builtins and table is None:
+                raise ValueError(f"actions.builtins lists {name!r} but the [actions.{name}] table is missing")
+            if table is not None and name not in self.builtins:
+                raise ValueError(f"[actions.{name}] is configured but {name!r} is not in actions.builtins")
+        return self
 
 
 class ActionPolicySettings(_Section):
