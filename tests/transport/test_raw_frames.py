@@ -65,7 +65,12 @@ def huge_call(request_id: int) -> bytes:
     )
 
 
-ATTACKS = {"duplicate-key": dup_key_call, "lone-surrogate": surrogate_call, "nan": nan_call, "4-mib-argument": huge_call}
+ATTACKS = {
+    "duplicate-key": dup_key_call,
+    "lone-surrogate": surrogate_call,
+    "nan": nan_call,
+    "4-mib-argument": huge_call,
+}
 
 
 def assert_invalid_request_envelope(answer: dict[str, Any], request_id: int) -> None:

@@ -98,7 +98,7 @@ class SessionCap:
         owners: dict[str, Any] = getattr(self.manager, "_session_owners", {})
         if not owners:
             return len(getattr(self.manager, "_server_instances", {}))
-        return sum(1 for owner in owners.values() if getattr(owner, "client_id", None) == tenant)
+        return sum(1 for owner in owners.values() if isinstance(owner, dict) and owner.get("client_id") == tenant)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
