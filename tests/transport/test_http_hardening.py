@@ -19,6 +19,7 @@ from mcp.shared.exceptions import MCPError
 from oe_testing.actions import executions
 from oe_testing.approvals import approvals_config, mint
 from oe_testing.http_server import running_http_server
+from oe_testing.postgres import fresh_schema, require_postgres
 
 from openexec_mcp.core.action import action_request_bytes
 from openexec_mcp.core.canonical import canonicalize, sha256_hex
@@ -237,3 +238,86 @@ def test_client_trickling_its_headers_is_disconnected(tmp_path: Path) -> None:
                     pass
         assert closed, "the server kept a trickling client's connection open"
         assert httpx.get(server.base_url + "/health", timeout=30).status_code == 200
+
+
+# -- item 9: a PostgreSQL outage shows store_unavailable, never the database's address ------------------
+
+
+class Forwarder:
+    """A loopback TCP forwarder to the test cluster; ``cut()`` is the outage (every connection drops)."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+@pytest.mark.anyio
+async def test_postgres_outage_answers_store_unavailable_without_host_port_or_driver_text(
+    make_runtime: Callable[..., Runtime], counter_file: Path
+) -> None:
+    from urllib.parse import urlsplit
+
+    base = require_postgres()
+    target = urlsplit(base)
+    with fresh_schema(base) as url:
+        forwarder = Forwarder(target.port or 5432)
+        proxied = url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{forwarder.port}")
+        runtime = make_runtime(storage={"url": proxied})
+        async with client_for(runtime) as http:
+            assert (
+                await http.post("/execute", json={"action": "echo", "payload": {}, "nonce": nonce()})
+            ).status_code == 200
+            forwarder.cut()
+            executed = await http.post("/execute", json={"action": "count", "payload": {}, "nonce": nonce()})
+            health = await http.get("/health")
+        runtime.close()
+    leaks = [str(forwarder.port), str(target.port), "127.0.0.1", "psycopg", "PostgreSQL", "connection", "refused"]
+    for answer in (executed, health):
+        assert not [word for word in leaks if word in answer.text], answer.text
+    assert executed.status_code == 503 and executed.json()["error"]["code"] == "store_unavailable"
+    assert set(executed.json()) >= ENVELOPE_FIELDS
+    # The ledger size may be served from memory; when it is not, the outage shows only as its code.
+    assert health.status_code == 200 and health.json()["store"] in ("ok", "store_unavailable")
+    assert executions(counter_file) == 0
