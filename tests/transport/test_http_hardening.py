@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -278,18 +279,15 @@ class Forwarder:
             pass
         finally:
             for end in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                end.close()
 
     def cut(self) -> None:
         self.listener.close()
         for sock in self.sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
 
 
@@ -310,6 +308,7 @@ async def test_postgres_outage_answers_store_unavailable_without_host_port_or_dr
                 await http.post("/execute", json={"action": "echo", "payload": {}, "nonce": nonce()})
             ).status_code == 200
             forwarder.cut()
+            forwarder.thread.join(timeout=30)
             executed = await http.post("/execute", json={"action": "count", "payload": {}, "nonce": nonce()})
             health = await http.get("/health")
         runtime.close()
