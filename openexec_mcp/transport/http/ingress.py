@@ -20,6 +20,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from openexec_mcp.core.canonical import json_object
 from openexec_mcp.transport.ingress import HARD_LIMIT_BYTES, IngressCheck
 
 __all__ = ["IngressMiddleware", "SessionCap"]
@@ -98,7 +99,8 @@ class SessionCap:
         owners: dict[str, Any] = getattr(self.manager, "_session_owners", {})
         if not owners:
             return len(getattr(self.manager, "_server_instances", {}))
-        return sum(1 for owner in owners.values() if isinstance(owner, dict) and owner.get("client_id") == tenant)
+        # AuthorizationContext is a TypedDict: a plain mapping at run time.
+        return sum(1 for owner in owners.values() if json_object(owner) is not None and owner["client_id"] == tenant)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
@@ -121,8 +123,23 @@ class SessionCap:
             body = {"jsonrpc": "2.0", "id": None, "error": error}
             await JSONResponse(body, status_code=503)(scope, receive, send)
             return
+        # Counted as opening until the answer starts: by then the SDK has registered the session
+        # (or refused it), and the owners table above counts it.
         self._opening[tenant] += 1
+        counted = True
+
+        def settle() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self._opening[tenant] -= 1
+
+        async def watched(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                settle()
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, watched)
         finally:
-            self._opening[tenant] -= 1
+            settle()
