@@ -26,7 +26,6 @@ from openexec_mcp.core.action import action_request_bytes
 from openexec_mcp.core.canonical import canonicalize, sha256_hex
 from openexec_mcp.runtime import Runtime
 from openexec_mcp.transport.http.app import build_http_app
-from openexec_mcp.transport.http.guards import is_loopback
 
 ENVELOPE_FIELDS = {"status", "exec_id", "action", "result", "error", "approval_request", "receipt_hash"}
 
@@ -132,6 +131,8 @@ async def test_refusal_summary_and_tool_descriptions_are_plain_text_for_models(
      ("::", False), ("example.com", False), ("128.0.0.1", False)],
 )  # fmt: skip
 def test_loopback_is_decided_by_address_not_spelling(host: str, loopback: bool) -> None:
+    from openexec_mcp.transport.http.guards import is_loopback
+
     assert is_loopback(host) is loopback
 
 
