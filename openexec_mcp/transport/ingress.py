@@ -31,7 +31,7 @@ import hmac
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -65,12 +65,21 @@ class IngressVerdict:
     """What the strict read of one frame found.
 
     Attributes:
-        message: Why the frame was refused, or ``None`` when it may pass unchanged.
-        frame: The lenient parse (last key wins), when one was possible.
+        message: Why the frame breaks SPEC §2, or ``None``.
+        frame: The parse (lenient, last key wins, when the strict one failed), when it is an object.
+        shape: Why a strictly valid frame is still no JSON-RPC message the SDK can read (a
+            ``method`` that is not a string, an id that is not a string or integer, a batch),
+            or ``None``. Only stdio acts on it: over HTTP the SDK answers such a body itself.
     """
 
     message: str | None
     frame: dict[str, Any] | None
+    shape: str | None = None
+
+    @property
+    def passes(self) -> bool:
+        """Whether the frame may go to the SDK unchanged."""
+        return self.message is None and self.shape is None
 
 
 class IngressCheck:
@@ -100,10 +109,38 @@ class IngressCheck:
         if len(data) > HARD_LIMIT_BYTES:
             return IngressVerdict(None, None)  # the SDK refuses it whole (413 / parse error)
         try:
-            parse_json_strict(data, max_raw_bytes=self.max_frame_bytes)
+            value = parse_json_strict(data, max_raw_bytes=self.max_frame_bytes)
         except MalformedInputError as exc:
             return IngressVerdict(exc.message, _lenient(data))
-        return IngressVerdict(None, None)
+        frame = json_object(value)
+        return IngressVerdict(None, frame, _shape_error(frame))
+
+    def error_reply(self, verdict: IngressVerdict) -> bytes | None:
+        """Return the JSON-RPC error line answering a refused request directly (stdio), or ``None``.
+
+        ``-32700`` (id null) when the frame is not JSON, ``-32600`` with the request's id when it
+        is JSON but not a readable request; ``None`` for a notification or a response (nothing
+        to answer) and for a refused ``tools/call`` (answered with the envelope, see
+        :meth:`rewrite`).
+        """
+        frame = verdict.frame
+        if frame is None:
+            if verdict.message is not None and verdict.message.startswith("invalid JSON"):
+                error = {"code": -32700, "message": "parse error: the frame is not JSON"}
+                return _dump({"jsonrpc": "2.0", "id": None, "error": error})
+            frame = {}
+        request_id = frame.get("id")
+        if "method" not in frame and "id" in frame:
+            return None  # a response
+        if verdict.shape is None and frame.get("method") == "tools/call":
+            return None
+        if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+            if "id" not in frame and isinstance(frame.get("method"), str):
+                return None  # a notification
+            request_id = None
+        reason = verdict.message or verdict.shape or "not a JSON-RPC request"
+        error = {"code": -32600, "message": f"invalid request: {reason}"}
+        return _dump({"jsonrpc": "2.0", "id": _clean(request_id), "error": error})
 
     def rewrite(self, verdict: IngressVerdict, data: bytes) -> bytes | None:
         """Return the frame to hand the SDK: ``data`` itself, a rewritten frame, or ``None`` (drop it)."""
@@ -128,7 +165,13 @@ class IngressCheck:
             rewritten = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": call}
         else:
             rewritten = {"jsonrpc": "2.0", "id": request_id, "method": REFUSED_METHOD, "params": {"_meta": meta}}
-        return json.dumps(rewritten, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _dump(rewritten)
+
+    async def inspect_async(self, data: bytes) -> IngressVerdict:
+        """:meth:`inspect`, off the event loop for frames above the thread threshold."""
+        if len(data) > THREAD_THRESHOLD_BYTES:
+            return await anyio.to_thread.run_sync(self.inspect, data)
+        return self.inspect(data)
 
     async def check(self, data: bytes) -> bytes | None:
         """Inspect and rewrite one frame; frames above the thread threshold are read off the event loop."""
@@ -138,6 +181,32 @@ class IngressCheck:
 
     def _check_sync(self, data: bytes) -> bytes | None:
         return self.rewrite(self.inspect(data), data)
+
+
+def _dump(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _shape_error(frame: dict[str, Any] | None) -> str | None:
+    """Say why a parsed frame is no JSON-RPC 2.0 message the SDK reads, or ``None``."""
+    if frame is None:
+        return "a frame must be one JSON-RPC object (batches are not served)"
+    if frame.get("jsonrpc") != "2.0":
+        return "'jsonrpc' must be \"2.0\""
+    request_id = frame.get("id")
+    if "id" in frame and (isinstance(request_id, bool) or not isinstance(request_id, (str, int, type(None)))):
+        return "'id' must be a string or an integer"
+    if "method" in frame:
+        if not isinstance(frame["method"], str):
+            return "'method' must be a string"
+        if "params" in frame and json_object(frame["params"]) is None:
+            return "'params' must be an object"
+        if "id" in frame and request_id is None:
+            return "'id' must be a string or an integer"
+        return None
+    if "id" in frame and ("result" in frame or "error" in frame):
+        return None
+    return "neither a request, a notification nor a response"
 
 
 def _lenient(data: bytes) -> dict[str, Any] | None:
@@ -160,18 +229,32 @@ def _clean(value: Any) -> Any:
     return value
 
 
-async def guarded_lines(lines: AsyncIterator[str], check: IngressCheck) -> AsyncIterator[str]:
+async def guarded_lines(
+    lines: AsyncIterator[str], check: IngressCheck, reply: Callable[[bytes], Awaitable[None]]
+) -> AsyncIterator[str]:
     r"""Yield stdio frames (one JSON-RPC message a line) after the raw-bytes check.
 
+    A refused ``tools/call`` is rewritten (the SDK answers the envelope for its id); any other
+    request the SDK could not read, or that breaks SPEC §2, is answered here through ``reply``
+    (``-32600`` with its id, ``-32700`` when not JSON), since the SDK would answer nothing.
+
     The SDK decodes stdin as UTF-8 with replacement characters, so encoding a line back gives the
-    bytes the client sent for every valid UTF-8 line; escapes (``\\ud800``) are untouched text.
+    bytes the client sent for every valid UTF-8 line; escapes (``\ud800``) are untouched text.
     """
     async for line in lines:
         if not line.strip():
             yield line
             continue
         data = line.encode("utf-8", errors="surrogatepass")
-        checked = await check.check(data)
-        if checked is None:
+        verdict = await check.inspect_async(data)
+        if verdict.passes:
+            yield line
             continue
-        yield line if checked is data else checked.decode("utf-8") + "\n"
+        answer = check.error_reply(verdict)
+        if answer is not None:
+            logger.warning("answered an unreadable request: %s", answer[:200])
+            await reply(answer)
+            continue
+        rewritten = check.rewrite(verdict, data) if verdict.message is not None else None
+        if rewritten is not None:
+            yield rewritten.decode("utf-8") + "\n"

@@ -102,7 +102,7 @@ class StdioPeer:
         self.process.stdin.write(data + b"\n")
         self.process.stdin.flush()
 
-    def answer(self, request_id: int) -> dict[str, Any]:
+    def answer(self, request_id: int | None) -> dict[str, Any]:
         """Read lines until the answer to ``request_id`` (the server's own requests are skipped)."""
         assert self.process.stdout is not None
         while True:
@@ -149,10 +149,30 @@ def test_malformed_tools_call_over_stdio_answers_invalid_request_and_runs_nothin
     assert executions(counter_file) == 1 and counter_file.read_text() == "ok\n"
 
 
-def test_lone_surrogate_in_another_request_over_stdio_still_gets_an_answer(stdio: StdioPeer) -> None:
-    stdio.send(b'{"jsonrpc":"2.0","id":9,"method":"prompts/get","params":{"name":"\\udc00"}}')
+@pytest.mark.parametrize(
+    "frame",
+    [b'{"jsonrpc":"2.0","id":9,"method":"prompts/get","params":{"name":"\\udc00"}}',
+     b'{"jsonrpc":"2.0","id":9,"method":"ping","method":"tools/list"}',
+     b'{"jsonrpc":"2.0","id":9,"method":42}',
+     b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":[1]}'],
+    ids=["lone-surrogate", "duplicate-key", "method-not-a-string", "params-not-an-object"],
+)  # fmt: skip
+def test_unreadable_request_over_stdio_gets_invalid_request_for_its_id_never_silence(
+    stdio: StdioPeer, counter_file: Path, frame: bytes
+) -> None:
+    stdio.send(frame)
     answer = stdio.answer(9)
-    assert answer["error"]["code"] in (-32601, -32602, -32600)
+    assert answer["error"]["code"] == -32600
+    stdio.send({"jsonrpc": "2.0", "id": 10, "method": "ping"})
+    assert stdio.answer(10)["result"] == {}
+    assert executions(counter_file) == 0
+
+
+def test_line_that_is_not_json_over_stdio_gets_a_parse_error(stdio: StdioPeer) -> None:
+    stdio.send(b"this is not json")
+    assert stdio.answer(None)["error"]["code"] == -32700  # type: ignore[arg-type]
+    stdio.send({"jsonrpc": "2.0", "id": 11, "method": "ping"})
+    assert stdio.answer(11)["result"] == {}
 
 
 # -- streamable HTTP and SSE -------------------------------------------------------------------------
