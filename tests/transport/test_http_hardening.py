@@ -321,3 +321,18 @@ async def test_postgres_outage_answers_store_unavailable_without_host_port_or_dr
     # The ledger size may be served from memory; when it is not, the outage shows only as its code.
     assert health.status_code == 200 and health.json()["store"] in ("ok", "store_unavailable")
     assert executions(counter_file) == 0
+
+
+def test_one_token_opening_sse_streams_cannot_lock_other_tenants_out_of_sse(tmp_path: Path) -> None:
+    with (
+        running_http_server(tokens_config(tmp_path), tmp_path) as server,
+        httpx.Client(timeout=60) as http,
+        contextlib.ExitStack() as streams,
+    ):
+        statuses = []
+        for token in ("greedy", "greedy", "greedy", "other"):
+            stream = streams.enter_context(
+                http.stream("GET", server.sse_url, headers={"authorization": f"Bearer {token}"})
+            )
+            statuses.append(stream.status_code)
+    assert statuses == [200, 200, 503, 200]

@@ -52,7 +52,7 @@ from openexec_mcp.keystore import public_keys_document
 from openexec_mcp.runtime import Runtime
 from openexec_mcp.transport.auth import TokenTable, auth_settings
 from openexec_mcp.transport.http.guards import BrowserGuard, Caller, RateLimit, transport_security
-from openexec_mcp.transport.http.ingress import IngressMiddleware, SessionCap
+from openexec_mcp.transport.http.ingress import IngressMiddleware, SessionCap, StreamCap
 from openexec_mcp.transport.http.ledger_routes import LedgerRoutes
 from openexec_mcp.transport.ingress import THREAD_THRESHOLD_BYTES, IngressCheck
 from openexec_mcp.transport.mcp import build_mcp_server, internal_error, public_envelope
@@ -172,6 +172,10 @@ def build_http_app(runtime: Runtime, *, host: str, port: int, clock: Clock = utc
             per_tenant = settings.mcp.max_sessions_per_tenant
             checked = IngressMiddleware(route.app, ingress)
             route.app = SessionCap(checked, mcp_server.session_manager, per_tenant, default_tenant)
+        elif isinstance(route, Route) and route.path == "/sse":
+            route.app = StreamCap(
+                route.app, settings.mcp.max_sessions_per_tenant, settings.mcp.max_sessions, default_tenant
+            )
         elif isinstance(route, Mount) and route.path.rstrip("/") == "/messages":
             route.app = IngressMiddleware(route.app, ingress)
     return app

@@ -6,7 +6,8 @@
   answered ``202 Accepted``, as the SDK answers one.
 - :class:`SessionCap` refuses to open a new streamable-HTTP session for a tenant that already
   holds ``mcp.max_sessions_per_tenant`` of them (503, a JSON-RPC error body), so one token cannot
-  take every session of the SDK's global cap (``mcp.max_sessions``).
+  take every session of the SDK's global cap (``mcp.max_sessions``). :class:`StreamCap` does the
+  same for legacy SSE streams, which the SDK does not cap at all.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from openexec_mcp.core.canonical import json_object
 from openexec_mcp.transport.ingress import HARD_LIMIT_BYTES, IngressCheck
 
-__all__ = ["IngressMiddleware", "SessionCap"]
+__all__ = ["IngressMiddleware", "SessionCap", "StreamCap"]
 
 
 class IngressMiddleware:
@@ -143,3 +144,38 @@ class SessionCap:
             await self.app(scope, receive, watched)
         finally:
             settle()
+
+
+class StreamCap:
+    """Cap the open legacy SSE streams (``GET /sse``): per tenant and in all (the SDK has no cap).
+
+    Args:
+        app: The ``/sse`` endpoint.
+        per_tenant: Streams one tenant may hold open at once (``mcp.max_sessions_per_tenant``).
+        total: Streams open at once, all tenants together (``mcp.max_sessions``).
+        default_tenant: The tenant of callers without a token (auth off).
+    """
+
+    def __init__(self, app: ASGIApp, per_tenant: int, total: int, default_tenant: str) -> None:
+        self.app = app
+        self.per_tenant = per_tenant
+        self.total = total
+        self.default_tenant = default_tenant
+        self._open: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        user = scope.get("user")
+        tenant = user.access_token.client_id if isinstance(user, AuthenticatedUser) else self.default_tenant
+        if self._open[tenant] >= self.per_tenant or self._open.total() >= self.total:
+            body = {"error": {"code": "rate_limited", "message": "too many open SSE streams for this tenant"}}
+            await JSONResponse(body, status_code=503)(scope, receive, send)
+            return
+        self._open[tenant] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._open[tenant] -= 1
