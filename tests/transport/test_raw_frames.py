@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 from conftest import server_env
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from oe_testing.actions import executions
 from oe_testing.http_server import HttpServer, running_http_server
 
@@ -255,3 +258,33 @@ def test_client_cannot_forge_the_ingress_marker_to_skip_the_check(http_server: H
     assert_invalid_request_envelope(message, 4)
     assert "reserved" in message["result"]["structuredContent"]["error"]["message"]
     assert executions(http_server.counter) == 0
+
+
+class DuplicatingTransport(httpx2.AsyncHTTPTransport):
+    """An HTTP transport for the SDK client that adds a duplicate key to the bytes it sends."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = await request.aread()
+        if b'"label":"shown"' in body:
+            body = body.replace(b'"label":"shown"', b'"label":"shown","label":"executed"')
+            headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+            request = httpx2.Request(request.method, request.url, headers=headers, content=body)
+        return await super().handle_async_request(request)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_sdk_client_whose_bytes_carry_a_duplicate_key_gets_invalid_request_in_both_eras(
+    http_server: HttpServer, mode: str
+) -> None:
+    before = ledger_size(http_server)
+    async with (
+        httpx2.AsyncClient(transport=DuplicatingTransport(), timeout=60) as http,
+        Client(streamable_http_client(http_server.mcp_url, http_client=http), mode=mode) as client,
+    ):
+        result = await client.call_tool("count", {"label": "shown", "nonce": nonce()})
+    envelope = result.structured_content
+    assert result.is_error and envelope is not None
+    assert (envelope["status"], envelope["exec_id"], envelope["error"]["code"]) == ("denied", None, "invalid_request")
+    assert "duplicate" in envelope["error"]["message"]
+    assert executions(http_server.counter) == 0 and ledger_size(http_server) == before
