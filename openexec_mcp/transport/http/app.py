@@ -170,14 +170,14 @@ def build_http_app(runtime: Runtime, *, host: str, port: int, clock: Clock = utc
     for route in app.router.routes:
         if isinstance(route, Route) and route.path == "/mcp":
             per_tenant = settings.mcp.max_sessions_per_tenant
-            checked = IngressMiddleware(route.app, ingress)
+            checked = IngressMiddleware(route.app, ingress, tokens_configured=bool(tokens))
             route.app = SessionCap(checked, mcp_server.session_manager, per_tenant, default_tenant)
         elif isinstance(route, Route) and route.path == "/sse":
             route.app = StreamCap(
                 route.app, settings.mcp.max_sessions_per_tenant, settings.mcp.max_sessions, default_tenant
             )
         elif isinstance(route, Mount) and route.path.rstrip("/") == "/messages":
-            route.app = IngressMiddleware(route.app, ingress)
+            route.app = IngressMiddleware(route.app, ingress, tokens_configured=bool(tokens))
     return app
 
 

@@ -33,15 +33,19 @@ class IngressMiddleware:
     Args:
         app: The SDK endpoint (``/mcp`` or ``/messages/``).
         check: The check shared with the gate extension.
+        tokens_configured: With tokens, a request without a verified token goes straight to the
+            SDK (which answers 401 without reading it): no body is parsed for an anonymous caller.
     """
 
-    def __init__(self, app: ASGIApp, check: IngressCheck) -> None:
+    def __init__(self, app: ASGIApp, check: IngressCheck, *, tokens_configured: bool = False) -> None:
         self.app = app
         self.check = check
+        self.tokens_configured = tokens_configured
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
-        if scope["type"] != "http" or scope["method"] != "POST":
+        anonymous = self.tokens_configured and not isinstance(scope.get("user"), AuthenticatedUser)
+        if scope["type"] != "http" or scope["method"] != "POST" or anonymous:
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
