@@ -217,17 +217,26 @@ def test_one_token_opening_sessions_cannot_lock_other_tenants_out_of_mcp(tmp_pat
     assert other.status_code == 200 and other.headers["mcp-session-id"]
 
 
-def test_client_trickling_its_headers_is_disconnected(tmp_path: Path) -> None:
+TRICKLES = {
+    "headers": (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"X-Slow: 1\r\n"),
+    "body": (b"POST /execute HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+             b"Content-Length: 100000\r\n\r\n{", b" "),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("part", list(TRICKLES))
+def test_client_trickling_its_request_is_disconnected(tmp_path: Path, counter_file: Path, part: str) -> None:
     env = server_env(tmp_path / "state", OPENEXEC_HTTP__REQUEST_READ_TIMEOUT_SECONDS="1")
+    opening, drip = TRICKLES[part]
     with running_http_server(env, tmp_path) as server:
         port = int(server.base_url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            sock.sendall(opening)
             closed = False
             deadline = time.monotonic() + 30  # bounded wait for the close, not a timing assertion
             while time.monotonic() < deadline:
                 try:
-                    sock.sendall(b"X-Slow: 1\r\n")
+                    sock.sendall(drip)
                 except OSError:
                     closed = True
                     break
@@ -240,6 +249,7 @@ def test_client_trickling_its_headers_is_disconnected(tmp_path: Path) -> None:
                     pass
         assert closed, "the server kept a trickling client's connection open"
         assert httpx.get(server.base_url + "/health", timeout=30).status_code == 200
+    assert executions(counter_file) == 0
 
 
 # -- item 9: a PostgreSQL outage shows store_unavailable, never the database's address ------------------
