@@ -39,7 +39,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from openexec_mcp import __version__
 from openexec_mcp.core.action import parse_run_id
 from openexec_mcp.core.canonical import json_object
-from openexec_mcp.errors import MalformedInputError, OpenExecError
+from openexec_mcp.errors import InvalidRequestError, MalformedInputError, OpenExecError
 from openexec_mcp.gate.approvals import APPROVAL_SCHEMA, ElicitOutcome, InputRequired
 from openexec_mcp.gate.envelope import refusal_envelope
 from openexec_mcp.gate.pipeline import Answer, CallContext, Gate
@@ -97,29 +97,29 @@ class GateExtension(Extension):
         self, params: CallToolRequestParams, ctx: Any, call_next: Any
     ) -> CallToolResult | InputRequiredResult:
         """Answer the call through the gate; never raise, never call the SDK's tool runner."""
+        meta = _meta_dict(params.meta)
         try:
-            meta = _meta_dict(params.meta)
             if INGRESS_META in meta:
                 # The raw frame broke SPEC §2 (or a client used our reserved key): nothing ran.
-                message = self._ingress.is_sealed(meta[INGRESS_META]) or f"the _meta key {INGRESS_META!r} is reserved"
-                refused = MalformedInputError(message)
-                return answer_to_result(Answer(refusal_envelope(params.name, refused), refused))
+                sealed = self._ingress.is_sealed(meta[INGRESS_META])
+                raise MalformedInputError(sealed or f"the _meta key {INGRESS_META!r} is reserved")
             call_ctx = CallContext(
                 tenant_id=self._tenant_for(ctx),
                 run_id=_run_id(meta, ctx, self._process_run_id),
                 approval_artifact=meta.get(APPROVAL_META),
                 elicitor=McpElicitor(params, ctx),
             )
+        except InvalidRequestError as exc:  # the caller's _meta, refused before the gate: nothing recorded
+            return answer_to_result(Answer(refusal_envelope(params.name, exc), exc))
+        try:
             answer = await self._gate.call(params.name, params.arguments or {}, call_ctx)
-            if answer.input_required is not None:
-                return _input_required(answer.input_required)
-        except OpenExecError as exc:
-            answer = Answer(refusal_envelope(params.name, exc), exc)
         except Exception:
-            # Fallback only: the gate answers its own internal errors, with a receipt.
+            # Fallback until the gate answers its own internal errors (with a receipt).
             logger.exception("internal error while gating %r", params.name)
             refused = internal_error()
             answer = Answer(refusal_envelope(params.name, refused), refused)
+        if answer.input_required is not None:
+            return _input_required(answer.input_required)
         return answer_to_result(answer)
 
 

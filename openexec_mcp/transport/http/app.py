@@ -305,16 +305,17 @@ class _Routes:
             else:
                 body = parse_json_strict(raw, max_raw_bytes=limit)
             action, arguments, artifact, run_id = _parse_execute_body(body)
-            ctx = CallContext(
-                tenant_id=tenant_id or self.runtime.settings.tenant_id,
-                run_id=run_id or "http:" + secrets.token_hex(8),  # without a run_id, each request is its own run
-                approval_artifact=artifact,
-            )
+        except InvalidRequestError as exc:  # refused before the gate: nothing recorded (SPEC §10)
+            return JSONResponse(refusal_envelope(action, exc), status_code=422)
+        ctx = CallContext(
+            tenant_id=tenant_id or self.runtime.settings.tenant_id,
+            run_id=run_id or "http:" + secrets.token_hex(8),  # without a run_id, each request is its own run
+            approval_artifact=artifact,
+        )
+        try:
             answer = await self.runtime.gate.call(action, arguments, ctx)
-        except OpenExecError as exc:
-            answer = Answer(refusal_envelope(action, exc), exc)
         except Exception:
-            # Fallback only: the gate answers its own internal errors, with a receipt.
+            # Fallback until the gate answers its own internal errors (with a receipt).
             logger.exception("internal error on POST /execute")
             refused = internal_error()
             answer = Answer(refusal_envelope(action, refused), refused)
