@@ -40,7 +40,7 @@ import anyio.to_thread
 from openexec_mcp.core.canonical import json_object, parse_json_strict
 from openexec_mcp.errors import MalformedInputError
 
-__all__ = ["INGRESS_META", "IngressCheck", "IngressVerdict", "guarded_lines"]
+__all__ = ["INGRESS_META", "IngressCheck", "IngressVerdict", "guarded_lines", "too_many_elements"]
 
 logger = logging.getLogger("openexec_mcp.transport.ingress")
 
@@ -91,6 +91,7 @@ class IngressCheck:
     """
 
     def __init__(self, max_payload_bytes: int) -> None:
+        self.max_payload_bytes = max_payload_bytes
         self.max_frame_bytes = 4 * max_payload_bytes + ENVELOPE_ALLOWANCE_BYTES
         self._seal = secrets.token_hex(16)
 
@@ -113,6 +114,11 @@ class IngressCheck:
         except MalformedInputError as exc:
             return IngressVerdict(exc.message, _lenient(data))
         frame = json_object(value)
+        if frame is not None and frame.get("method") == "tools/call" and len(data) > self.max_payload_bytes:
+            params = json_object(frame.get("params")) or {}
+            too_many = too_many_elements(params.get("arguments"), self.max_payload_bytes)
+            if too_many is not None:
+                return IngressVerdict(too_many, frame)
         return IngressVerdict(None, frame, _shape_error(frame))
 
     def error_reply(self, verdict: IngressVerdict) -> bytes | None:
@@ -181,6 +187,31 @@ class IngressCheck:
 
     def _check_sync(self, data: bytes) -> bytes | None:
         return self.rewrite(self.inspect(data), data)
+
+
+def too_many_elements(value: Any, max_payload_bytes: int) -> str | None:
+    """Say whether ``value`` has more JSON elements than a canonical payload of the limit can hold.
+
+    A cheap bound before any canonicalization (SPEC §2): every element of a canonical payload
+    takes at least two bytes (``0,``; a member at least ``"":0,``), so more than
+    ``max_payload_bytes / 2`` elements is over the size limit whatever their values.
+
+    Returns:
+        The refusal message, or ``None`` when the count is within the bound.
+    """
+    bound = max_payload_bytes // 2 + 1
+    count = 0
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > bound:
+            return f"more than {bound} JSON elements; a payload of {max_payload_bytes} bytes cannot hold them"
+        if isinstance(item, dict):
+            stack.extend(cast("dict[str, Any]", item).values())
+        elif isinstance(item, list):
+            stack.extend(cast("list[Any]", item))
+    return None
 
 
 def _dump(message: dict[str, Any]) -> bytes:

@@ -288,3 +288,25 @@ async def test_sdk_client_whose_bytes_carry_a_duplicate_key_gets_invalid_request
     assert (envelope["status"], envelope["exec_id"], envelope["error"]["code"]) == ("denied", None, "invalid_request")
     assert "duplicate" in envelope["error"]["message"]
     assert executions(http_server.counter) == 0 and ledger_size(http_server) == before
+
+
+def test_element_count_bound_refuses_only_what_no_payload_of_the_limit_can_hold() -> None:
+    from openexec_mcp.core.canonical import canonicalize
+    from openexec_mcp.transport.ingress import too_many_elements
+
+    limit = 65536
+    fits = [0] * (limit // 2 - 2)  # canonical: 2 bytes an element, just under the limit
+    assert len(canonicalize(fits)) <= limit and too_many_elements(fits, limit) is None
+    crowded = [[]] * (limit // 2 + 1)
+    assert len(canonicalize(crowded)) > limit and too_many_elements(crowded, limit) is not None
+
+
+def test_crowded_arguments_over_streamable_http_are_refused_before_canonicalization(http_server: HttpServer) -> None:
+    frame = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+             "params": {"name": "echo", "arguments": {"x": [0] * 40000, "nonce": nonce()}}}  # fmt: skip
+    with httpx.Client(timeout=60) as http:
+        headers = streamable_session(http, http_server.mcp_url)
+        answer = http.post(http_server.mcp_url, content=json.dumps(frame), headers=headers)
+    message = sse_messages(answer.text)[-1]
+    assert_invalid_request_envelope(message, 3)
+    assert "elements" in message["result"]["structuredContent"]["error"]["message"]

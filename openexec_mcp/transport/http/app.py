@@ -54,7 +54,7 @@ from openexec_mcp.transport.auth import TokenTable, auth_settings
 from openexec_mcp.transport.http.guards import BrowserGuard, Caller, RateLimit, transport_security
 from openexec_mcp.transport.http.ingress import IngressMiddleware, SessionCap, StreamCap
 from openexec_mcp.transport.http.ledger_routes import LedgerRoutes
-from openexec_mcp.transport.ingress import THREAD_THRESHOLD_BYTES, IngressCheck
+from openexec_mcp.transport.ingress import THREAD_THRESHOLD_BYTES, IngressCheck, too_many_elements
 from openexec_mcp.transport.mcp import build_mcp_server, internal_error, public_envelope
 
 __all__ = ["build_http_app", "http_status"]
@@ -305,6 +305,10 @@ class _Routes:
             else:
                 body = parse_json_strict(raw, max_raw_bytes=limit)
             action, arguments, artifact, run_id = _parse_execute_body(body)
+            if len(raw) > limits["max_payload_bytes"] and (
+                crowded := too_many_elements(arguments, limits["max_payload_bytes"])
+            ):
+                raise MalformedInputError(crowded)
         except InvalidRequestError as exc:  # refused before the gate: nothing recorded (SPEC §10)
             return JSONResponse(refusal_envelope(action, exc), status_code=422)
         ctx = CallContext(
