@@ -39,23 +39,34 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from openexec_mcp import __version__
 from openexec_mcp.core.action import parse_run_id
 from openexec_mcp.core.canonical import json_object
-from openexec_mcp.errors import InvalidRequestError, MalformedInputError, OpenExecError
+from openexec_mcp.errors import InvalidRequestError, MalformedInputError
 from openexec_mcp.gate.approvals import APPROVAL_SCHEMA, ElicitOutcome, InputRequired
 from openexec_mcp.gate.envelope import refusal_envelope
-from openexec_mcp.gate.pipeline import Answer, CallContext, Gate
+from openexec_mcp.gate.pipeline import Answer, CallContext, Gate, NeedsInput
 from openexec_mcp.registry import Action
 from openexec_mcp.transport.ingress import INGRESS_META, IngressCheck
 from openexec_mcp.transport.schemas import envelope_schema, input_schema
 
 __all__ = [
-    "APPROVAL_META", "RUN_ID_META", "GateExtension", "McpElicitor", "answer_to_result", "build_mcp_server",
-    "internal_error", "plain_text", "public_envelope", "summary_line",
-]  # fmt: skip
+    "APPROVAL_META",
+    "NONCE_META",
+    "RUN_ID_META",
+    "GateExtension",
+    "McpElicitor",
+    "answer_to_result",
+    "build_mcp_server",
+    "plain_text",
+    "public_envelope",
+    "summary_line",
+]
 
 logger = logging.getLogger("openexec_mcp.transport.mcp")
 
 APPROVAL_META = "dev.openexec/approval"
 """Request ``_meta`` key carrying an approval artifact; tool ``_meta`` key naming the policy."""
+
+NONCE_META = "dev.openexec/nonce"
+"""Request ``_meta`` key carrying the gate's nonce, accepted on every tool (SPEC §11)."""
 
 RUN_ID_META = "dev.openexec/run_id"
 """Request ``_meta`` key naming the caller's run (SPEC §7)."""
@@ -108,19 +119,15 @@ class GateExtension(Extension):
                 run_id=_run_id(meta, ctx, self._process_run_id),
                 approval_artifact=meta.get(APPROVAL_META),
                 elicitor=McpElicitor(params, ctx),
+                meta_nonce=meta.get(NONCE_META),
             )
         except InvalidRequestError as exc:  # the caller's _meta, refused before the gate: nothing recorded
             return answer_to_result(Answer(refusal_envelope(params.name, exc), exc))
-        try:
-            answer = await self._gate.call(params.name, params.arguments or {}, call_ctx)
-        except Exception:
-            # Fallback until the gate answers its own internal errors (with a receipt).
-            logger.exception("internal error while gating %r", params.name)
-            refused = internal_error()
-            answer = Answer(refusal_envelope(params.name, refused), refused)
-        if answer.input_required is not None:
-            return _input_required(answer.input_required)
-        return answer_to_result(answer)
+        # Gate.call never raises: an unexpected error comes back as internal_error with a receipt.
+        gated = await self._gate.call(params.name, params.arguments or {}, call_ctx)
+        if isinstance(gated, NeedsInput):
+            return _input_required(gated.input_required)
+        return answer_to_result(gated)
 
 
 class McpElicitor:
@@ -246,14 +253,6 @@ def public_envelope(envelope: dict[str, Any]) -> dict[str, Any]:
     if error.get("message") != message:
         logger.error("%s: %s", error["code"], error.get("message"))
     return {**envelope, "error": {**error, "message": message}}
-
-
-def internal_error() -> OpenExecError:
-    """Return the ``internal_error`` refusal (the gate's ``InternalError`` once it has one)."""
-    import openexec_mcp.errors as errors
-
-    kind: type[OpenExecError] = getattr(errors, "InternalError", OpenExecError)
-    return kind("internal error; the call was not executed")
 
 
 def answer_to_result(answer: Answer) -> CallToolResult:
