@@ -64,11 +64,32 @@ async def test_execute_with_an_artifact_expiring_in_year_9999_answers_an_envelop
     )
     body = answer.json()
     assert set(body) >= ENVELOPE_FIELDS, body
-    assert body["status"] in ("denied", "failed") and body["error"]["code"] != "executed"
-    assert answer.status_code in (403, 500) and (answer.status_code == 500) == (
-        body["error"]["code"] == "internal_error"
-    )
+    assert body["status"] == "denied" and body["error"]["code"] in ("approval_ttl_too_long", "internal_error")
+    assert answer.status_code == (500 if body["error"]["code"] == "internal_error" else 403)
     assert "Traceback" not in answer.text and "Overflow" not in answer.text
+    # Fail closed, on record (SPEC §10): past validation, every refusal carries a receipt.
+    assert body["receipt_hash"] is not None and body["receipt"]["payloadType"].endswith("receipt+json")
+    assert executions(counter_file) == 0
+
+
+@pytest.mark.anyio
+async def test_mcp_call_with_an_artifact_expiring_in_year_9999_fails_closed_on_record(
+    make_runtime: Callable[..., Runtime], counter_file: Path
+) -> None:
+    from openexec_mcp.transport.mcp import build_mcp_server
+
+    runtime = make_runtime(
+        mode="clawshield", approvals=approvals_config(), policy={"actions": {"count": {"approval": "signed"}}}
+    )
+    call_nonce = nonce()
+    action_hash = sha256_hex(action_request_bytes("count", call_nonce, canonicalize({})))
+    artifact = mint(action_hash, expires_at="9999-12-31T23:59:59Z")
+    async with Client(build_mcp_server(runtime.gate, lambda _ctx: "default")) as client:
+        result = await client.call_tool("count", {"nonce": call_nonce}, meta={"dev.openexec/approval": artifact})
+    envelope = result.structured_content
+    assert result.is_error and envelope is not None
+    assert envelope["error"]["code"] in ("approval_ttl_too_long", "internal_error")
+    assert envelope["receipt_hash"] is not None and "Overflow" not in str(result.content)
     assert executions(counter_file) == 0
 
 
