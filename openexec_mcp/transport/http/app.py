@@ -379,10 +379,8 @@ class _Routes:
         """One pending request with its whole action request; 404 when unknown, expired or another tenant's."""
         request_id = request.path_params["request_id"]
         item = await anyio.to_thread.run_sync(self.runtime.store.get_approval_request, request_id)
-        if (
-            item is None
-            or (tenant_id is not None and item.tenant_id != tenant_id)
-            or (item.expires_unix < utc_now().timestamp())
+        if item is None or (tenant_id is not None and item.tenant_id != tenant_id) or (
+            item.expires_unix < utc_now().timestamp()
         ):
             return JSONResponse(
                 {"error": {"code": "not_found", "message": "no such pending approval request"}}, status_code=404
