@@ -148,6 +148,12 @@ class McpSettings(_Section):
     """How long a sealed ``requestState`` stays valid, in seconds."""
     shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
     """On SIGTERM, in-flight calls get this long to finish before the process exits, in seconds."""
+    max_sessions: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Streamable-HTTP sessions open at once, all tenants together (handshake era)."""
+    max_sessions_per_tenant: int = Field(default=100, ge=1, le=1_000_000)
+    """Sessions one tenant (one token's ``tenant_id``) may hold open at once; more answer 503."""
+    session_idle_seconds: int = Field(default=1800, ge=10, le=86400)
+    """A session with no request in flight for this long is closed, in seconds."""
 
     @field_validator("request_state_keys")
     @classmethod
@@ -155,6 +161,21 @@ class McpSettings(_Section):
         if any(len(key.get_secret_value().encode("utf-8")) < 32 for key in keys):
             raise ValueError("each request-state key needs at least 32 bytes")
         return keys
+
+
+class HttpSettings(_Section):
+    """``[http]``: the HTTP listener (SPEC §8)."""
+
+    request_read_timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    """A request whose headers and body have not all arrived this long after it began (or after
+    the previous answer on the connection) is closed, in seconds."""
+    keep_alive_seconds: float = Field(default=5, gt=0, le=3600)
+    """An idle keep-alive connection is closed after this long, in seconds."""
+    rate_limit_per_second: float | None = Field(default=None, ge=0, le=1e6)
+    """Requests per second per tenant (per client address without tokens) on the read and
+    approval routes; ``None``: ``limits.rate_limit_per_second``; 0 turns it off."""
+    rate_limit_burst: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Requests allowed at once on those routes; ``None``: ``limits.rate_limit_burst``."""
 
 
 class WitnessSettings(_Section):
@@ -219,6 +240,7 @@ class Settings(BaseSettings):
     approvals: ApprovalsSettings = ApprovalsSettings()
     auth: AuthSettings = AuthSettings()
     mcp: McpSettings = McpSettings()
+    http: HttpSettings = HttpSettings()
     ledger: LedgerSettings = LedgerSettings()
 
     @classmethod
