@@ -525,7 +525,7 @@ async def test_hmac_key_from_clawshield_secret_key_approves_end_to_end(
     assert code(ed) == "approval_bad_signature"
     # A tag under another secret, re-signed correctly in every other way, is refused too.
     forged_entry = type(HMAC_ENTRY)(
-        kid="clawshield", alg="hmac-sha256", key=b"guessed secret", issuers=frozenset({ISSUER})
+        kid="clawshield", alg="hmac-sha256", key=b"a guessed secret, 32 bytes or more", issuers=frozenset({ISSUER})
     )
     forged = await call(runtime, {"label": "b"}, "nonce-0002",
                         artifact=mint(ahash({"label": "b"}, "nonce-0002"), key=forged_entry, kid="clawshield"))  # fmt: skip
