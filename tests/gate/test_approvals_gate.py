@@ -286,6 +286,9 @@ REFUSALS: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
     "expired": ("approval_expired", lambda a: tamper(
         a, issued_at=iso(utc_now() - HOUR), expires_at=iso(utc_now() - HOUR + timedelta(minutes=4)))),
     "ttl": ("approval_ttl_too_long", lambda a: tamper(a, expires_at=iso(utc_now() + HOUR))),
+    "expires-9999": ("approval_ttl_too_long", lambda a: tamper(a, expires_at="9999-12-31T23:59:59Z")),
+    "expires-9999-offset": ("approval_malformed", lambda a: tamper(a, expires_at="9999-12-31T23:59:59-01:00")),
+    "issued-year-1": ("approval_expired", lambda a: tamper(a, issued_at="0001-01-01T00:00:00Z")),
     "naive-time": ("approval_malformed", lambda a: tamper(a, expires_at=a["expires_at"].rstrip("Z"))),
     "edited-not-resigned": ("approval_bad_signature", lambda a: {**a, "tenant_id": TENANT + "x"}),
     "not-an-object": ("approval_malformed", lambda a: [a]),
@@ -306,6 +309,21 @@ async def test_refused_artifact_is_denied_with_its_code_and_the_corrected_retry_
     retry = await call(clawshield, {"label": "a"}, "nonce-0001", artifact=good)
     assert retry.status == "executed"
     assert executions(counter_file) == 1
+
+
+async def test_artifact_expiring_at_the_end_of_year_9999_is_ttl_too_long_on_record_not_internal_error(
+    clawshield: Runtime, counter_file: Path
+) -> None:
+    """expires_at + skew once overflowed datetime: internal_error, no receipt (issue 9)."""
+    good = mint(ahash({"label": "a"}, "nonce-0001"), audience=clawshield.settings.server_id)
+    forever = tamper(good, expires_at="9999-12-31T23:59:59Z")
+    denied = await call(clawshield, {"label": "a"}, "nonce-0001", artifact=forever)
+    assert (denied.status, code(denied)) == ("denied", "approval_ttl_too_long")
+    body = assert_verifies(clawshield, denied)
+    assert (body["status"], body["error_code"]) == ("denied", "approval_ttl_too_long")
+    assert body["approval"]["artifact_hash"] == artifact_hash(forever)
+    assert executions(counter_file) == 0
+    assert clawshield.store.get_nonce(TENANT, "nonce-0001") is None
 
 
 async def test_artifact_for_tenant_a_used_by_tenant_b_is_tenant_mismatch(
