@@ -13,6 +13,8 @@ import base64
 import json
 import logging
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from mcp import Client
+from conftest import server_env
 from oe_testing import verifier
 from oe_testing.actions import executions
 from oe_testing.approvals import (
@@ -608,6 +611,67 @@ def test_weak_or_unreadable_approval_key_fails_closed_at_start(
         make_runtime(
             mode="clawshield", approvals={"keys": [{"kid": "weak", "alg": "ed25519", "public_key": public_key}]}
         )
+
+
+# -- start-up refusals of issue 9 -------------------------------------------------------------------
+
+
+def test_two_byte_hmac_secret_in_config_fails_closed_at_start(make_runtime: Callable[..., Runtime]) -> None:
+    """A 2-byte secret was brute-forced online in 430 calls by a caller that may only execute."""
+    with pytest.raises(ConfigError, match="at least 32 bytes") as raised:
+        make_runtime(mode="clawshield", approvals={"keys": [{"kid": "k", "alg": "hmac-sha256", "secret": "zq"}]})
+    assert "zq" not in raised.value.message
+
+
+def test_31_byte_hmac_secret_fails_closed_and_32_bytes_start(make_runtime: Callable[..., Runtime]) -> None:
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        make_runtime(mode="clawshield", approvals={"keys": [{"kid": "k", "alg": "hmac-sha256", "secret": "s" * 31}]})
+    runtime = make_runtime(mode="clawshield", approvals={"keys": [{"kid": "k", "alg": "hmac-sha256", "secret": "s" * 32}]})
+    assert len(runtime.gate.approver.keyring) == 1
+
+
+@pytest.mark.parametrize("value", ["zq", ""], ids=["two-bytes", "empty"])
+def test_short_or_empty_clawshield_secret_key_fails_closed_at_start(
+    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """An empty CLAWSHIELD_SECRET_KEY configured no key while /health said verification was on."""
+    monkeypatch.setenv("CLAWSHIELD_SECRET_KEY", value)
+    with pytest.raises(ConfigError, match="CLAWSHIELD_SECRET_KEY") as raised:
+        make_runtime(mode="clawshield")
+    assert (value or "\x00") not in raised.value.message.replace("CLAWSHIELD_SECRET_KEY", "")
+
+
+@pytest.mark.parametrize(
+    ("retention", "refused"), [(300 + 2 * 60, True), (300 + 60 + 1, True), (300 + 2 * 60 + 1, False)]
+)
+def test_nonce_retention_must_outlive_max_ttl_plus_twice_the_skew(
+    make_runtime: Callable[..., Runtime], retention: int, refused: bool
+) -> None:
+    """An artifact issued one skew ahead stays valid until expires_at + skew: 2 skews past max_ttl."""
+    overrides: dict[str, Any] = {"nonce": {"retention_seconds": retention},
+                                 "approvals": {"max_ttl_seconds": 300, "clock_skew_seconds": 60}}  # fmt: skip
+    if refused:
+        with pytest.raises(ConfigError, match=r"nonce.retention_seconds .* must exceed .*\(420\)"):
+            make_runtime(**overrides)
+    else:
+        assert make_runtime(**overrides).settings.nonce.retention_seconds == retention
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"CLAWSHIELD_SECRET_KEY": "zq"}, {"CLAWSHIELD_SECRET_KEY": ""}, {"OPENEXEC_NONCE__RETENTION_SECONDS": "420"}],
+    ids=["two-byte-secret", "empty-secret", "retention-one-skew-short"],
+)
+def test_serve_refuses_to_start_with_exit_2_and_one_line(tmp_path: Path, env: dict[str, str]) -> None:
+    outcome = subprocess.run(
+        [sys.executable, "-m", "openexec_mcp", "serve"],
+        env=server_env(tmp_path / "state", OPENEXEC_MODE="clawshield", **env), stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert outcome.returncode == 2, outcome.stderr
+    assert outcome.stdout == "" and "Traceback" not in outcome.stderr
+    assert len(outcome.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "state" / "openexec.db").exists()  # nothing was opened
 
 
 @pytest.mark.parametrize(
