@@ -17,7 +17,7 @@ import secrets
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from openexec_mcp.core.action import compute_action_hash, parse_nonce
 from openexec_mcp.core.approval import sign_approval
+from openexec_mcp.core.canonical import json_object
 from openexec_mcp.core.clock import format_timestamp, utc_now
 from openexec_mcp.core.display import escape_text, render_payload_lines
 from openexec_mcp.errors import ConfigError, OpenExecError
@@ -240,10 +241,11 @@ def _fetch_request(args: argparse.Namespace, request_id: str) -> dict[str, Any]:
             document: Any = answer.json()
         except ValueError:
             raise ApprovalRefused("the server's approval request is not JSON") from None
-        if isinstance(document, dict) and isinstance(document.get("approval_request"), dict):
-            document = document["approval_request"]
-        if isinstance(document, dict) and document.get("request_id") == request_id:  # pyright: ignore[reportUnknownMemberType]
-            return cast("dict[str, Any]", document)
+        item = json_object(document)
+        if item is not None and json_object(item.get("approval_request")) is not None:
+            item = json_object(item["approval_request"])
+        if item is not None and item.get("request_id") == request_id:
+            return item
     match = [item for item in _fetch_requests(args) if item.get("request_id") == request_id]
     if not match:
         raise ConfigError(f"no pending approval request {request_id!r} (expired or already executed?)")

@@ -326,8 +326,9 @@ def sign_receipt(body: ReceiptBody | Mapping[str, Any], key: ServerKey) -> Signe
     """Sign a receipt body into a DSSE envelope (SPEC §7).
 
     Args:
-        body: The receipt body (trusted: built by the gate). A mapping is read with
-            :meth:`ReceiptBody.from_json`, so a programming error never yields a malformed receipt.
+        body: The receipt body (trusted: built by the gate), preferably typed. A mapping must have
+            the fields of SPEC §7 (checked, so a programming error never yields a malformed
+            receipt) and is signed as it is.
         key: The server key.
 
     Returns:
@@ -336,8 +337,15 @@ def sign_receipt(body: ReceiptBody | Mapping[str, Any], key: ServerKey) -> Signe
     Raises:
         ValueError: ``body`` does not have the SPEC §7 fields or has an unknown status.
     """
-    typed = body if isinstance(body, ReceiptBody) else ReceiptBody.from_json(body)
-    json_body = typed.to_json()
+    if isinstance(body, ReceiptBody):
+        json_body = body.to_json()
+    else:
+        if not has_receipt_body_fields(body):
+            difference = (RECEIPT_BODY_FIELDS ^ body.keys()) - OPTIONAL_BODY_FIELDS
+            raise ValueError(f"receipt body fields differ from SPEC §7: {sorted(difference)}")
+        if body["status"] not in RECEIPT_STATUSES:
+            raise ValueError(f"unknown receipt status {body['status']!r}")
+        json_body = dict(body)
     payload = canonicalize(json_body)
     signature = key.private_key.sign(pae(RECEIPT_PAYLOAD_TYPE, payload))
     envelope: dict[str, Any] = {
