@@ -220,9 +220,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Order the sources: overrides, ``OPENEXEC_*``, ``CLAWSHIELD_*``, TOML (module docstring)."""
-        toml_file = cast("InitSettingsSource", init_settings).init_kwargs.get("config_file")
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)) if toml_file else None
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, ClawshieldEnvSource(settings_cls, toml)]
+        init_kwargs: dict[str, Any] = cast("InitSettingsSource", init_settings).init_kwargs  # pyright: ignore[reportUnknownMemberType]
+        toml_file: Path | None = init_kwargs.get("config_file")
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_file) if toml_file else None
+        clawshield = ClawshieldEnvSource(settings_cls, toml)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, clawshield]
         if toml is not None:
             sources.append(toml)
         return tuple(sources)
@@ -313,7 +315,7 @@ class ClawshieldEnvSource(PydanticBaseSettingsSource):
             keys.append({"kid": "clawshield", "alg": "hmac-sha256", "secret": secret, "issuers": ["clawshield"]})
         result: dict[str, Any] = {}
         if keys:
-            configured = self._toml().get("approvals", {}).get("keys", []) if self._toml is not None else []
+            configured: list[Any] = self._toml().get("approvals", {}).get("keys", []) if self._toml is not None else []
             result["approvals"] = {"keys": [*configured, *keys]}
         if tenant := os.environ.get("CLAWSHIELD_TENANT_ID"):
             result["tenant_id"] = tenant

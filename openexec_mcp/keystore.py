@@ -4,8 +4,8 @@ Generated on first start into ``<state_dir>/server_key.pem`` (PKCS#8 PEM, unencr
 loaded on every later start. Two processes may start together on a fresh state directory: each
 writes its key completely into a private temporary file (``O_EXCL``, 0600, fsynced) and hard-links
 it into place with :func:`os.link`, which fails if the name exists. The name therefore appears
-only with a whole key behind it; the loser deletes its temporary file and loads the winner's key. The public key is published at ``GET /keys`` and by
-``openexec-mcp keys public``.
+only with a whole key behind it; the loser deletes its temporary file and loads the winner's key.
+The public key is published at ``GET /keys`` and by ``openexec-mcp keys public``.
 """
 
 from __future__ import annotations

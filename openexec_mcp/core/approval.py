@@ -74,7 +74,6 @@ MAX_FIELD_CHARS: Final = 256
 _ACTION_HASH: Final = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
-
 @dataclass(frozen=True, slots=True)
 class ApprovalArtifact:
     """A well-formed approval artifact; its signature is not yet verified.

@@ -15,7 +15,7 @@ from typing import Final
 
 from openexec_mcp.errors import MalformedInputError
 
-__all__ = ["LATEST", "EARLIEST", "format_timestamp", "parse_rfc3339", "shift", "utc_now"]
+__all__ = ["EARLIEST", "LATEST", "format_timestamp", "parse_rfc3339", "shift", "utc_now"]
 
 EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
 """The earliest aware UTC instant a datetime holds (0001-01-01T00:00:00Z)."""

@@ -1,11 +1,11 @@
-"""What a person approving a call is shown: every key, every character visible (SPEC §5, §13).
+r"""What a person approving a call is shown: every key, every character visible (SPEC §5, §13).
 
 An approver decides on text, so the text must be the call: :func:`render_action_request` lists
 every member of the payload (nested members by path, sorted), never cuts the list, and escapes
 every character that could hide or reorder what is shown: C0 and C1 controls, DEL, the bidi
 embeddings, overrides, isolates and marks (U+202A-202E, U+2066-2069, U+200E, U+200F, U+061C),
 every other format character (zero-width spaces and joiners, U+FEFF), line and paragraph
-separators, and lone surrogates. Each becomes a visible ``\\uXXXX`` escape. A long value may be
+separators, and lone surrogates. Each becomes a visible ``\uXXXX`` escape. A long value may be
 elided for a small prompt (MCP elicitation) only visibly, saying how many characters are hidden;
 a caller that cannot show the whole call under its size limit must not ask (see
 :func:`render_action_request`'s ``max_chars``).
@@ -37,13 +37,13 @@ def _escape_char(char: str) -> str:
 
 
 def escape_text(text: str) -> str:
-    """Return ``text`` with backslash, quote and every hidden character escaped visibly.
+    r"""Return ``text`` with backslash, quote and every hidden character escaped visibly.
 
     Args:
         text: Untrusted text (a payload string or key, an action name, a nonce).
 
     Returns:
-        Printable text: ``\\\\``, ``\\"``, and ``\\uXXXX`` (``\\UXXXXXXXX`` beyond the BMP) for
+        Printable text: ``\\``, ``\"``, and ``\uXXXX`` (``\UXXXXXXXX`` beyond the BMP) for
         controls, format characters (bidi included), separators and surrogates. Plain
         characters, non-ASCII letters included, are kept.
     """

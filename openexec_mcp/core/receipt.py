@@ -71,7 +71,7 @@ an upstream tool. A body without ``nonce_source`` is a receipt written before v2
 def has_receipt_body_fields(body: Mapping[str, Any]) -> bool:
     """Return whether ``body`` has every v1 field and nothing but the optional v2 ones."""
     keys = body.keys()
-    return RECEIPT_BODY_FIELDS <= keys and keys <= RECEIPT_BODY_FIELDS | OPTIONAL_BODY_FIELDS
+    return keys >= RECEIPT_BODY_FIELDS and keys <= RECEIPT_BODY_FIELDS | OPTIONAL_BODY_FIELDS
 
 
 @dataclass(frozen=True, slots=True)

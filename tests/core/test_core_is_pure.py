@@ -56,5 +56,7 @@ def test_importing_all_of_core_loads_no_framework_or_driver() -> None:
     frameworks = set(FORBIDDEN) - {"socket", "subprocess"}
     assert roots.isdisjoint(frameworks), sorted(roots & frameworks)
     # The package's public API (``import openexec_mcp``) comes first; core then adds only core.
-    outer = [name for name in modules["core"] if name.startswith("openexec_mcp") and not name.startswith(ALLOWED_OPENEXEC)]
+    outer = [
+        name for name in modules["core"] if name.startswith("openexec_mcp") and not name.startswith(ALLOWED_OPENEXEC)
+    ]
     assert outer == [], outer

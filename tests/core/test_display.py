@@ -31,7 +31,7 @@ def test_escaped_text_has_no_hidden_character_left(text: str) -> None:
 
 def test_every_member_is_listed_by_path_in_sorted_order() -> None:
     lines = render_payload_lines({"z": 1, "a": {"b": [True, None, {"c.d": "e"}]}, "empty": {}, "none": []})
-    assert lines == ['a.b[0]: true', 'a.b[1]: null', 'a.b[2]."c.d": "e"', "empty: {}", "none: []", "z: 1"]
+    assert lines == ["a.b[0]: true", "a.b[1]: null", 'a.b[2]."c.d": "e"', "empty: {}", "none: []", "z: 1"]
 
 
 def test_long_values_are_elided_visibly_with_a_count_and_never_dropped() -> None:

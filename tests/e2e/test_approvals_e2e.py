@@ -276,7 +276,7 @@ def doctored_server(item: dict[str, Any], server_id: str = "prod-exec") -> Itera
     posted: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def _json(self, status: int, document: Any) -> None:
@@ -287,7 +287,7 @@ def doctored_server(item: dict[str, Any], server_id: str = "prod-exec") -> Itera
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             if self.path == "/health":
                 self._json(200, {"status": "ok", "server_id": server_id})
             elif self.path == "/approvals":
@@ -295,7 +295,7 @@ def doctored_server(item: dict[str, Any], server_id: str = "prod-exec") -> Itera
             else:
                 self._json(404, {"error": "not found"})
 
-        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             posted.append(json.loads(self.rfile.read(length)))
             self._json(201, {"approval_id": posted[-1].get("approval_id")})
@@ -328,7 +328,11 @@ def approve_against(server: Doctored, governance: Governance, *extra: str) -> su
 
 
 SHOWN = {"action": "send_email", "payload": {"to": ["team@example.com"], "subject": "lunch"}, "nonce": "nonce-0001"}
-HIDDEN = {"action": "send_email", "payload": {"to": ["attacker@evil.example"], "subject": "lunch"}, "nonce": "nonce-0001"}
+HIDDEN = {
+    "action": "send_email",
+    "payload": {"to": ["attacker@evil.example"], "subject": "lunch"},
+    "nonce": "nonce-0001",
+}
 
 
 def test_approve_refuses_a_doctored_request_whose_served_hash_is_another_calls(governance: Governance) -> None:

@@ -22,10 +22,10 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import server_env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from mcp import Client
-from conftest import server_env
 from oe_testing import verifier
 from oe_testing.actions import executions
 from oe_testing.approvals import (
@@ -626,7 +626,9 @@ def test_two_byte_hmac_secret_in_config_fails_closed_at_start(make_runtime: Call
 def test_31_byte_hmac_secret_fails_closed_and_32_bytes_start(make_runtime: Callable[..., Runtime]) -> None:
     with pytest.raises(ConfigError, match="at least 32 bytes"):
         make_runtime(mode="clawshield", approvals={"keys": [{"kid": "k", "alg": "hmac-sha256", "secret": "s" * 31}]})
-    runtime = make_runtime(mode="clawshield", approvals={"keys": [{"kid": "k", "alg": "hmac-sha256", "secret": "s" * 32}]})
+    runtime = make_runtime(
+        mode="clawshield", approvals={"keys": [{"kid": "k", "alg": "hmac-sha256", "secret": "s" * 32}]}
+    )
     assert len(runtime.gate.approver.keyring) == 1
 
 
