@@ -33,7 +33,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from openexec_mcp.errors import ConfigError
+from openexec_mcp.core.clock import parse_rfc3339
+from openexec_mcp.errors import ConfigError, MalformedInputError
 
 __all__ = [
     "HMAC_MIN_SECRET_BYTES",
@@ -127,6 +128,22 @@ class ApprovalKeySettings(_Section):
     not_before: datetime | None = None
     not_after: datetime | None = None
     revoked: bool = False
+
+    @field_validator("not_before", "not_after", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        # One parser for every timestamp (core.clock): RFC 3339 with Z or an offset. TOML's own
+        # offset date-times arrive as aware datetimes; naive ones and numbers are refused.
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                return parse_rfc3339(value)
+            except MalformedInputError as exc:
+                raise ValueError(exc.message) from None
+        if isinstance(value, datetime) and value.utcoffset() is not None:
+            return value
+        raise ValueError("expected an RFC 3339 timestamp with 'Z' or an offset, e.g. 2026-11-21T10:00:00Z")
 
     @field_validator("secret")
     @classmethod

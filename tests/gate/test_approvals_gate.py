@@ -643,6 +643,16 @@ def test_short_or_empty_clawshield_secret_key_fails_closed_at_start(
     assert (value or "\x00") not in raised.value.message.replace("CLAWSHIELD_SECRET_KEY", "")
 
 
+@pytest.mark.parametrize("not_after", ["2027-11-01T00:00:00", "2027-11-01", 1700000000], ids=["naive", "date", "unix"])
+def test_key_window_that_is_not_rfc3339_with_an_offset_fails_closed_at_start(
+    make_runtime: Callable[..., Runtime], not_after: Any
+) -> None:
+    """Timestamps go through the one RFC 3339 parser (core.clock): a naive one means nothing."""
+    key = {"kid": GOV_KID, "alg": "ed25519", "public_key": GOV_PUBLIC_B64, "issuers": [ISSUER], "not_after": not_after}
+    with pytest.raises(ConfigError, match="RFC 3339"):
+        make_runtime(mode="clawshield", approvals={"keys": [key]})
+
+
 @pytest.mark.parametrize(
     ("retention", "refused"), [(300 + 2 * 60, True), (300 + 60 + 1, True), (300 + 2 * 60 + 1, False)]
 )
