@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import sys
 from datetime import timedelta
@@ -109,6 +110,8 @@ def run_approve(args: argparse.Namespace) -> int:
         else:
             if not args.tenant:
                 raise ConfigError("--action-hash needs --tenant (the tenant_id of the call)")
+            if not re.fullmatch(r"[0-9a-f]{64}", args.action_hash):
+                raise ConfigError("--action-hash must be 64 lowercase hex characters (SPEC §3)")
             action_hash, tenant = args.action_hash, args.tenant
             print("approving a call that was never proposed: you see only its hash", file=sys.stderr)
         audience = _audience(args)
@@ -141,7 +144,7 @@ def run_approve(args: argparse.Namespace) -> int:
     if not args.no_submit:
         answer = _client(args).post("/approvals", json=artifact)
         if answer.status_code not in (200, 201):
-            print(f"openexec-mcp: the server refused the artifact: {answer.text[:500]}", file=sys.stderr)
+            print(f"openexec-mcp: the server refused the artifact: {escape_text(answer.text[:500])}", file=sys.stderr)
             return 1
         print(f"submitted approval {artifact['approval_id']} for action_hash {action_hash}", file=sys.stderr)
     return 0
