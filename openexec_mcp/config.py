@@ -300,8 +300,9 @@ class ClawshieldEnvSource(PydanticBaseSettingsSource):
     (HMAC, the UTF-8 bytes of the value, at least 32) each add a keyring entry with kid and issuer
     ``clawshield`` after the TOML file's ``[[approvals.keys]]`` (a key list given by a higher
     source, ``OPENEXEC_APPROVALS__KEYS`` or an explicit override, replaces the whole list, as
-    every list does in pydantic-settings); ``CLAWSHIELD_TENANT_ID`` sets ``tenant_id``. A variable that is set but empty is a start-up error: in clawshield mode it
-    would otherwise configure no key while the operator believes one is set.
+    every list does in pydantic-settings); ``CLAWSHIELD_TENANT_ID`` sets ``tenant_id``. A variable
+    that is set but empty is a start-up error: in clawshield mode it would otherwise configure no
+    key while the operator believes one is set.
 
     Args:
         settings_cls: The settings class.
