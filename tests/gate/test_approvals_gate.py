@@ -39,6 +39,7 @@ from oe_testing.approvals import (
     mint,
     tamper,
 )
+from oe_testing.http_server import app_client
 
 from openexec_mcp.core.action import compute_action_hash
 from openexec_mcp.core.canonical import canonicalize, sha256_hex
@@ -327,6 +328,26 @@ async def test_artifact_expiring_at_the_end_of_year_9999_is_ttl_too_long_on_reco
     assert body["approval"]["artifact_hash"] == artifact_hash(forever)
     assert executions(counter_file) == 0
     assert clawshield.store.get_nonce(TENANT, "nonce-0001") is None
+
+
+async def test_artifact_expiring_in_year_9999_over_http_execute_is_a_403_envelope_with_a_receipt(
+    clawshield: Runtime, counter_file: Path
+) -> None:
+    good = mint(ahash({"label": "a"}, "nonce-0001"), audience=clawshield.settings.server_id)
+    forever = tamper(good, expires_at="9999-12-31T23:59:59Z")
+    async with app_client(clawshield) as client:
+        answer = await client.post(
+            "/execute", json={"action": "count", "payload": {"label": "a"}, "nonce": "nonce-0001",
+                              "approval_artifact": forever},
+        )  # fmt: skip
+    envelope = answer.json()
+    assert (answer.status_code, envelope["status"], envelope["error"]["code"]) == (
+        403, "denied", "approval_ttl_too_long",
+    )  # fmt: skip
+    assert verifier.verify_envelope(envelope, public_keys_document(clawshield.server_key))["error_code"] == (
+        "approval_ttl_too_long"
+    )
+    assert executions(counter_file) == 0
 
 
 async def test_artifact_for_tenant_a_used_by_tenant_b_is_tenant_mismatch(
