@@ -107,6 +107,11 @@ class LimitsSettings(_Section):
     """Calls per second allowed per tenant in this process (token bucket); 0 turns it off."""
     rate_limit_burst: int = Field(default=50, ge=1, le=1_000_000)
     """Bucket size: calls a tenant may make at once before the rate applies."""
+    handler_concurrency: int = Field(default=16, ge=1, le=1024)
+    """Calls of one action whose handler may run at once in this process, counting sync handler
+    threads abandoned after a timeout until they end; past it, calls are refused at admission with
+    ``action_saturated`` (nothing recorded). Sync handlers run on a thread limiter of their own,
+    never on the one store I/O uses."""
 
 
 class NonceSettings(_Section):
@@ -160,6 +165,8 @@ class ApprovalsSettings(_Section):
 
     clock_skew_seconds: int = Field(default=60, ge=0, le=3600)
     max_ttl_seconds: int = Field(default=300, ge=1, le=86400)
+    max_pending_per_tenant: int = Field(default=100, ge=1, le=100000)
+    """Pending inbox requests kept per tenant; a new one closes that tenant's oldest (issue 9)."""
     keys: list[ApprovalKeySettings] = Field(default_factory=list[ApprovalKeySettings])
 
 
@@ -181,6 +188,27 @@ class McpSettings(_Section):
         if any(len(key.get_secret_value().encode("utf-8")) < 32 for key in keys):
             raise ValueError("each request-state key needs at least 32 bytes")
         return keys
+
+
+class WitnessSettings(_Section):
+    """``[[ledger.witnesses]]``: a C2SP witness that cosigns the ledger's checkpoints (SPEC §14)."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[^\s+]+$")
+    """The witness key name, as in its cosignature lines."""
+    url: str = Field(pattern=r"^https?://")
+    """Its submission prefix: checkpoints go to ``POST <url>/add-checkpoint``."""
+    public_key: str
+    """Its Ed25519 public key: base64 of the raw 32 bytes, or its vkey."""
+
+
+class LedgerSettings(_Section):
+    """``[ledger]``: witnessing of the ledger's checkpoints (SPEC §14)."""
+
+    witnesses: list[WitnessSettings] = Field(default_factory=list[WitnessSettings])
+    witness_quorum: int | None = Field(default=None, ge=1)
+    """Cosignatures a checkpoint needs to count as witnessed; default: every witness."""
+    witness_interval_seconds: float = Field(default=1.0, ge=0.05, le=3600)
+    """Shortest time between two submissions to one witness, in seconds."""
 
 
 class AuthToken(_Section):
@@ -224,6 +252,7 @@ class Settings(BaseSettings):
     approvals: ApprovalsSettings = ApprovalsSettings()
     auth: AuthSettings = AuthSettings()
     mcp: McpSettings = McpSettings()
+    ledger: LedgerSettings = LedgerSettings()
     config_file: Path | None = Field(default=None, exclude=True)
     """The TOML file these settings were read from (an init argument, never a TOML key)."""
 

@@ -19,6 +19,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -74,7 +75,11 @@ def _client_options() -> argparse.ArgumentParser:
 
 
 def run_approvals_list(args: argparse.Namespace) -> int:
-    """Print the pending approval requests."""
+    """Print the pending approval requests, every page of ``GET /approvals``, as previews.
+
+    A payload too large for the listing is shown cut, and says so; ``approve REQUEST_ID`` shows
+    the whole call before signing.
+    """
     pending = _fetch_requests(args)
     if args.json:
         print(json.dumps({"approval_requests": pending}, indent=2))
@@ -84,11 +89,14 @@ def run_approvals_list(args: argparse.Namespace) -> int:
         return 0
     for item in pending:
         request = item["action_request"]
-        payload = json.dumps(request.get("payload"), sort_keys=True)
+        if item.get("truncated"):
+            payload = f"{request.get('payload_preview')} (cut: approve {item['request_id']} shows it all)"
+        else:
+            payload = json.dumps(request.get("payload"), sort_keys=True)
         print(
             f"{item['request_id']}  {request.get('action')}  tenant={item['tenant_id']}  expires={item['expires_at']}"
         )
-        print(f"    payload={payload[:300]}  nonce={request.get('nonce')}  action_hash={item['action_hash']}")
+        print(f"    payload={payload}  nonce={request.get('nonce')}  action_hash={item['action_hash']}")
     return 0
 
 
@@ -222,37 +230,49 @@ def _client(args: argparse.Namespace) -> httpx.Client:
     return httpx.Client(base_url=args.server, headers=headers, timeout=10.0)
 
 
-def _fetch_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _get(args: argparse.Namespace, path: str, params: dict[str, str] | None = None) -> httpx.Response:
     try:
-        answer = _client(args).get("/approvals")
+        return _client(args).get(path, params=params)
     except httpx.HTTPError as exc:
         raise ConfigError(f"cannot reach {args.server}: {exc}") from None
-    if answer.status_code != 200:
-        raise ConfigError(f"GET {args.server}/approvals answered {answer.status_code}: {answer.text[:200]}")
-    requests: list[dict[str, Any]] = answer.json()["approval_requests"]
-    return requests
+
+
+def _fetch_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Return every pending request (previews), following ``next_cursor`` page after page."""
+    requests: list[dict[str, Any]] = []
+    params: dict[str, str] = {"limit": "100"}
+    while True:
+        answer = _get(args, "/approvals", params)
+        if answer.status_code != 200:
+            raise ConfigError(f"GET {args.server}/approvals answered {answer.status_code}: {answer.text[:200]}")
+        page: dict[str, Any] = answer.json()
+        requests += page["approval_requests"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return requests
+        params["cursor"] = str(cursor)
 
 
 def _fetch_request(args: argparse.Namespace, request_id: str) -> dict[str, Any]:
-    """Return one pending request: ``GET /approvals/{id}`` (full detail) or found in the list."""
-    try:
-        answer = _client(args).get(f"/approvals/{request_id}")
-    except httpx.HTTPError as exc:
-        raise ConfigError(f"cannot reach {args.server}: {exc}") from None
-    if answer.status_code == 200:
-        try:
-            document: Any = answer.json()
-        except ValueError:
-            raise ApprovalRefused("the server's approval request is not JSON") from None
-        item = json_object(document)
-        if item is not None and json_object(item.get("approval_request")) is not None:
-            item = json_object(item["approval_request"])
-        if item is not None and item.get("request_id") == request_id:
-            return item
-    match = [item for item in _fetch_requests(args) if item.get("request_id") == request_id]
-    if not match:
+    """Return one pending request with its whole action request (``GET /approvals/{request_id}``).
+
+    Raises:
+        ConfigError: The server cannot be reached, knows no such request, or refuses (exit 2).
+        ApprovalRefused: The answer is not a JSON object for that request (exit 1).
+    """
+    answer = _get(args, f"/approvals/{quote(request_id, safe='')}")
+    if answer.status_code == 404:
         raise ConfigError(f"no pending approval request {request_id!r} (expired or already executed?)")
-    return match[0]
+    if answer.status_code != 200:
+        detail = f"{answer.status_code}: {escape_text(answer.text[:200])}"
+        raise ConfigError(f"GET {args.server}/approvals/{request_id} answered {detail}")
+    try:
+        item = json_object(answer.json())
+    except ValueError:
+        item = None
+    if item is None or item.get("request_id") != request_id:
+        raise ApprovalRefused(f"the server's answer is not the approval request {request_id!r}")
+    return item
 
 
 def _server_id(args: argparse.Namespace) -> str | None:

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from openexec_mcp.core.canonical import canonicalize, json_object, loads_canonical
 from openexec_mcp.core.encoding import b64decode_strict, b64encode, pae
 from openexec_mcp.core.receipt_body import (
-    OPTIONAL_BODY_FIELDS,
     RECEIPT_BODY_FIELDS,
+    RECEIPT_BODY_OPTIONAL_FIELDS,
     RECEIPT_STATUSES,
     ApprovalMethod,
     NonceSource,
@@ -37,8 +37,8 @@ from openexec_mcp.core.receipt_body import (
 from openexec_mcp.errors import MalformedInputError, VerificationError
 
 __all__ = [
-    "OPTIONAL_BODY_FIELDS",
     "RECEIPT_BODY_FIELDS",
+    "RECEIPT_BODY_OPTIONAL_FIELDS",
     "RECEIPT_PAYLOAD_TYPE",
     "RECEIPT_STATUSES",
     "ApprovalMethod",
@@ -137,7 +137,7 @@ def sign_receipt(body: ReceiptBody | Mapping[str, Any], key: ServerKey) -> Signe
         json_body = body.to_json()
     else:
         if not has_receipt_body_fields(body):
-            difference = (RECEIPT_BODY_FIELDS ^ body.keys()) - OPTIONAL_BODY_FIELDS
+            difference = (RECEIPT_BODY_FIELDS ^ body.keys()) - RECEIPT_BODY_OPTIONAL_FIELDS
             raise ValueError(f"receipt body fields differ from SPEC §7: {sorted(difference)}")
         if body["status"] not in RECEIPT_STATUSES:
             raise ValueError(f"unknown receipt status {body['status']!r}")

@@ -3,7 +3,7 @@
 :class:`ReceiptBody` is what the gate signs (:func:`openexec_mcp.core.receipt.sign_receipt`);
 :class:`ReceiptApproval` is its ``approval`` object, :class:`ServerInfo` its ``server`` and
 :class:`ReceiptUpstream` its ``upstream``. Verifiers check a received body's members against
-:data:`RECEIPT_BODY_FIELDS` and :data:`OPTIONAL_BODY_FIELDS` with :func:`has_receipt_body_fields`.
+:data:`RECEIPT_BODY_FIELDS` and :data:`RECEIPT_BODY_OPTIONAL_FIELDS` with :func:`has_receipt_body_fields`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
 __all__ = [
-    "OPTIONAL_BODY_FIELDS",
     "RECEIPT_BODY_FIELDS",
+    "RECEIPT_BODY_OPTIONAL_FIELDS",
     "RECEIPT_STATUSES",
     "ApprovalMethod",
     "NonceSource",
@@ -42,7 +42,7 @@ RECEIPT_BODY_FIELDS: Final = frozenset(
 )  # fmt: skip
 """The body fields every v1 receipt has (SPEC §7), written or not before SPEC v2."""
 
-OPTIONAL_BODY_FIELDS: Final = frozenset({"nonce_source", "upstream"})
+RECEIPT_BODY_OPTIONAL_FIELDS: Final = frozenset({"nonce_source", "upstream"})
 """Fields of SPEC v2 (§11): ``nonce_source`` on every body written since, ``upstream`` on calls of
 an upstream tool. A body without ``nonce_source`` is a receipt written before v2 and stays valid."""
 
@@ -50,7 +50,7 @@ an upstream tool. A body without ``nonce_source`` is a receipt written before v2
 def has_receipt_body_fields(body: Mapping[str, Any]) -> bool:
     """Return whether ``body`` has every v1 field and nothing but the optional v2 ones."""
     keys = body.keys()
-    return keys >= RECEIPT_BODY_FIELDS and keys <= RECEIPT_BODY_FIELDS | OPTIONAL_BODY_FIELDS
+    return keys >= RECEIPT_BODY_FIELDS and keys <= RECEIPT_BODY_FIELDS | RECEIPT_BODY_OPTIONAL_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +225,7 @@ class ReceiptBody:
             ValueError: The fields are not those of SPEC §7, or a value has the wrong kind.
         """
         if not has_receipt_body_fields(obj):
-            difference = (RECEIPT_BODY_FIELDS ^ obj.keys()) - OPTIONAL_BODY_FIELDS
+            difference = (RECEIPT_BODY_FIELDS ^ obj.keys()) - RECEIPT_BODY_OPTIONAL_FIELDS
             raise ValueError(f"receipt body fields differ from SPEC §7: {sorted(difference)}")
         try:
             server, upstream = obj["server"], obj.get("upstream")

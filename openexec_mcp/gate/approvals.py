@@ -84,18 +84,17 @@ class Elicitor(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Approved:
-    """The call is approved.
+    """The call is approved. ``receipt_approval`` is the receipt's ``approval`` object.
 
-    Attributes:
-        receipt_approval: The receipt's ``approval`` object.
-        approval_id: The artifact's ``approval_id`` to consume with the nonce claim, or ``None``.
-        consumed_until: For an artifact: keep its consumed ``approval_id`` at least until this
-            aware UTC instant (``expires_at`` + skew, SPEC §4; saturated, never overflowing).
+    ``keep_until`` (RFC 3339 UTC) is the artifact's ``expires_at`` + clock skew (saturated at the
+    last datetime, never overflowing): pass it as ``NonceClaim.approval_keep_until`` so the
+    consumed ``approval_id`` outlives its nonce record exactly as long as the artifact could be
+    presented again (SPEC §4).
     """
 
     receipt_approval: Mapping[str, Any]
     approval_id: str | None = None
-    consumed_until: datetime | None = None
+    keep_until: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +164,7 @@ class Approver:
         self._max_ttl = settings.approvals.max_ttl_seconds
         self._retention_seconds = settings.nonce.retention_seconds
         self._request_ttl_seconds = max(settings.approvals.max_ttl_seconds, 900)
+        self._max_pending = settings.approvals.max_pending_per_tenant
 
     async def decide(
         self, policy: str, *, action_request: Mapping[str, Any], action_hash: str, tenant_id: str,
@@ -236,7 +236,9 @@ class Approver:
             action_request=canonicalize(dict(action_request)).decode(), created_at=format_timestamp(now),
             expires_at=format_timestamp(expires), expires_unix=expires.timestamp(),
         )  # fmt: skip
-        return await anyio.to_thread.run_sync(self._store.open_approval_request, request, now.timestamp())
+        return await anyio.to_thread.run_sync(
+            self._store.open_approval_request, request, now.timestamp(), self._max_pending
+        )
 
     def _verify_first(
         self, candidates: list[Any], *, action_hash: str, tenant_id: str, now: datetime
@@ -248,7 +250,8 @@ class Approver:
             except ApprovalError as exc:
                 first_error = first_error or exc
                 continue
-            return Approved(verified.to_receipt_json(), verified.approval_id, verified.consumed_until(self._skew))
+            keep_until = format_timestamp(verified.consumed_until(self._skew))
+            return Approved(verified.to_receipt_json(), verified.approval_id, keep_until)
         if first_error is None:  # pragma: no cover - candidates is never empty here
             raise ValueError("no candidate artifacts")
         return Denied(first_error, _presented(candidates[0]))
@@ -259,7 +262,7 @@ class Approver:
         Two tenants' calls can share an action_hash (same action, payload and nonce); another
         tenant's artifact must neither block this call nor reveal that tenant's name.
         """
-        texts = await anyio.to_thread.run_sync(self._store.approval_artifacts, action_hash)
+        texts = await anyio.to_thread.run_sync(self._store.approval_artifacts, action_hash, tenant_id)
         artifacts = [json_object(json.loads(text)) for text in texts]
         return [item for item in artifacts if item is not None and item.get("tenant_id") == tenant_id]
 

@@ -18,6 +18,7 @@ PINNED = frozenset({
     "malformed_hash", "index_out_of_range", "wrong_proof_length", "root_mismatch", "size_regression", "empty_tree",
     "malformed_proof", "index_mismatch",
     "malformed_note", "missing_signature", "malformed_checkpoint", "origin_mismatch",
+    "bad_cosignature", "quorum_not_met", "malformed_bundle", "untrusted_server_key",
     "not_in_ledger", "unknown_exec_id", "receipt_mismatch",
 })  # fmt: skip
 """Changing this set changes the wire contract: say so in docs and the changelog."""

@@ -290,8 +290,10 @@ def doctored_server(item: dict[str, Any], server_id: str = "prod-exec") -> Itera
         def do_GET(self) -> None:
             if self.path == "/health":
                 self._json(200, {"status": "ok", "server_id": server_id})
-            elif self.path == "/approvals":
-                self._json(200, {"approval_requests": [item]})
+            elif self.path.startswith("/approvals?") or self.path == "/approvals":
+                self._json(200, {"approval_requests": [item], "next_cursor": None})
+            elif self.path == f"/approvals/{item['request_id']}":
+                self._json(200, item)
             else:
                 self._json(404, {"error": "not found"})
 
