@@ -34,6 +34,7 @@ from openexec_mcp.core.action import parse_run_id
 from openexec_mcp.core.approval import parse_approval_artifact
 from openexec_mcp.core.canonical import canonicalize, json_object, parse_json, parse_json_strict, sha256_hex
 from openexec_mcp.core.clock import format_timestamp, utc_now
+from openexec_mcp.core.encoding import b64decode_strict
 from openexec_mcp.core.receipt import receipt_hash, verify_receipt
 from openexec_mcp.errors import (
     ApprovalError,
@@ -469,8 +470,8 @@ def _decode_cursor(text: str | None) -> tuple[str, str] | None:
     if text is None:
         return None
     try:
-        decoded = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except ValueError:
+        decoded = json.loads(b64decode_strict(text))
+    except (ValueError, MalformedInputError):
         raise ValueError("cursor is not valid") from None
     if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(v, str) for v in decoded)):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
         raise ValueError("cursor is not valid")
