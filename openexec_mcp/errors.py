@@ -34,7 +34,10 @@ The hierarchy::
     │   ├── HandlerError             handler_error
     │   ├── InvalidResultError       invalid_result
     │   ├── HandlerTimeoutError      handler_timeout
-    │   └── OperatorMarkedFailedError operator_marked_failed (``ledger resolve --mark-failed``)
+    │   ├── OperatorMarkedFailedError operator_marked_failed (``ledger resolve --mark-failed``)
+    │   └── UpstreamError            upstream_error        (the upstream answered ``isError``; SPEC §11)
+    ├── NotSentError                                       (nothing left the server; the nonce is released)
+    │   └── UpstreamUnavailableError upstream_unavailable  (SPEC §11)
     ├── RateLimitedError             rate_limited          (nothing is recorded; HTTP 429)
     ├── ShuttingDownError            shutting_down         (draining on SIGTERM; HTTP 503)
     ├── StoreUnavailableError        store_unavailable
@@ -73,6 +76,7 @@ __all__ = [
     "MalformedInputError",
     "NonceConflictError",
     "NonceError",
+    "NotSentError",
     "OpenExecError",
     "OperatorMarkedFailedError",
     "OutcomeUnknownError",
@@ -81,6 +85,8 @@ __all__ = [
     "ShuttingDownError",
     "StoreUnavailableError",
     "UnknownActionError",
+    "UpstreamError",
+    "UpstreamUnavailableError",
     "VerificationError",
 ]
 
@@ -137,7 +143,11 @@ class InProgressError(NonceError):
 
 
 class OutcomeUnknownError(NonceError):
-    """The first call on this nonce died mid-run (``indeterminate``); it is never re-run."""
+    """The call's outcome is unknown (``indeterminate``); it is never re-run automatically.
+
+    Raised for a nonce whose first call died mid-run, and by handlers whose request was sent but
+    got no answer (timeout, crash, dropped connection, cancellation forwarded; SPEC §11, §12).
+    """
 
     code = "outcome_unknown"
 
@@ -263,6 +273,33 @@ class OperatorMarkedFailedError(ExecutionError):
     """
 
     code = "operator_marked_failed"
+
+
+class UpstreamError(ExecutionError):
+    """The upstream MCP server answered the call with ``isError: true`` (SPEC §11): status ``failed``.
+
+    Attributes:
+        result: The upstream result as JSON, ``{"content": [...], "structuredContent": obj | None,
+            "isError": True}``; kept in the envelope and covered by ``result_hash``.
+    """
+
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class NotSentError(OpenExecError):
+    """Nothing was sent to the remote side: the gate releases the nonce claim and records ``denied``."""
+
+    code = "not_sent"
+
+
+class UpstreamUnavailableError(NotSentError):
+    """The upstream is not running or refused the connection; the call was not sent (SPEC §11)."""
+
+    code = "upstream_unavailable"
 
 
 class RateLimitedError(OpenExecError):

@@ -1,0 +1,186 @@
+"""Upstream tools as guarded actions (SPEC §11, "Tools"; the gate contract of the action sources).
+
+Each upstream tool whose advertised name ``<upstream>.<tool>`` matches the SPEC §1 regex becomes
+one :class:`UpstreamAction`; the others are skipped with one warning each (per upstream and tool
+name, not per re-listing). The action:
+
+- advertises the upstream ``inputSchema`` (the transport adds the reserved ``nonce`` unless the
+  tool declares its own, in which case the gate's nonce comes from ``_meta["dev.openexec/nonce"]``);
+- validates the arguments against that schema with a JSON Schema validator (2020-12 unless the
+  schema names another ``$schema``), strictly: no coercion, no network look-ups for ``$ref``;
+- passes ``title`` and the annotations through (MCP defaults when absent: not read-only,
+  destructive, not idempotent, open world);
+- forwards the call through its :class:`~openexec_mcp.upstream.connection.UpstreamConnection`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import mcp_types as types
+from jsonschema import exceptions as jsonschema_exceptions
+from jsonschema import validators
+from jsonschema.protocols import Validator
+from referencing.exceptions import Unresolvable
+
+from openexec_mcp.core.action import TOOL_NAME_PATTERN
+from openexec_mcp.errors import InvalidRequestError
+from openexec_mcp.upstream.connection import UpstreamConnection
+
+__all__ = ["UpstreamAction", "actions_for"]
+
+logger = logging.getLogger("openexec_mcp.upstream")
+
+_warned: set[tuple[str, str]] = set()
+
+
+@dataclass(frozen=True, eq=False)
+class UpstreamAction:
+    """One upstream tool, guarded (the attributes the gate reads, per the gate contract).
+
+    Attributes:
+        name: The advertised name, ``<upstream>.<tool>``.
+        tool_name: The upstream's own name of the tool.
+        connection: The upstream it is forwarded to.
+        tool: The upstream's tool definition, as listed.
+        nonce_required: ``False`` for ``nonce = "optional"`` upstreams (a server nonce is used).
+        declares_nonce: The tool has its own ``nonce`` argument (kept in the payload).
+        trusted_read_only: ``trust_annotations`` is on and the tool says ``readOnlyHint``: the
+            policy may default it to ``auto`` (SPEC §11); never set otherwise.
+    """
+
+    name: str
+    tool_name: str
+    connection: UpstreamConnection
+    tool: types.Tool
+    validator: Validator
+    nonce_required: bool
+    declares_nonce: bool
+    title: str | None
+    description: str
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+    open_world: bool
+    trusted_read_only: bool
+    approval: Literal["auto", "signed", "elicit", "deny"] | None = None
+    precheck: None = None
+    output_model: None = None
+    is_async: bool = field(default=True, init=False)
+    source: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", f"upstream:{self.connection.name}")
+
+    @property
+    def upstream(self) -> dict[str, Any]:
+        """``{"name", "server": {"name", "version"}}`` for the receipt body (SPEC §11)."""
+        return {"name": self.connection.name, "server": dict(self.connection.server_info)}
+
+    def input_schema(self) -> dict[str, Any]:
+        """The advertised JSON Schema of the arguments, without the reserved nonce."""
+        return dict(self.tool.input_schema)
+
+    def output_schema(self) -> dict[str, Any] | None:
+        """The upstream's ``outputSchema`` (the structured content of its results), if any."""
+        return dict(self.tool.output_schema) if self.tool.output_schema is not None else None
+
+    @property
+    def annotations(self) -> types.ToolAnnotations | None:
+        """The upstream's annotations, passed through unchanged."""
+        return self.tool.annotations
+
+    def parse_payload(self, payload: dict[str, Any], payload_bytes: bytes = b"") -> dict[str, Any]:
+        """Validate the arguments against the upstream ``inputSchema`` (step 1 of the gate).
+
+        Args:
+            payload: The untrusted arguments, without the reserved nonce (already within the
+                SPEC §2 limits).
+            payload_bytes: Their canonical bytes (unused: the schema is checked on the value).
+
+        Returns:
+            The payload, unchanged: it is what is forwarded.
+
+        Raises:
+            InvalidRequestError: The arguments do not match; the message names the JSON pointer and
+                the failed keyword, never the value.
+        """
+        try:
+            error = jsonschema_exceptions.best_match(self.validator.iter_errors(payload))
+        except Unresolvable:
+            raise InvalidRequestError(f"{self.name}: the upstream inputSchema has a $ref that does not resolve") from None
+        if error is not None:
+            pointer = "/" + "/".join(str(part) for part in error.absolute_path)
+            raise InvalidRequestError(f"{self.name}: arguments do not match the inputSchema at {pointer} ({error.validator})")
+        return payload
+
+    async def handler(self, parsed: dict[str, Any]) -> dict[str, Any]:
+        """Forward the call (step 4 of the gate); see ``UpstreamConnection.call_tool``."""
+        return await self.connection.call_tool(self.tool_name, parsed)
+
+    def __call__(self, parsed: dict[str, Any]) -> Any:
+        """Forward without the gate (tests of the forwarding itself)."""
+        return self.handler(parsed)
+
+
+def actions_for(connection: UpstreamConnection) -> list[UpstreamAction]:
+    """Build the guarded actions of an upstream's current tool list.
+
+    Tools with a name outside the SPEC §1 regex (once prefixed), or with an ``inputSchema`` that is
+    not a valid JSON Schema, are skipped with one warning each.
+    """
+    settings = connection.settings
+    found: list[UpstreamAction] = []
+    for tool in _unique(connection.tools):
+        name = f"{connection.name}.{tool.name}"
+        if not TOOL_NAME_PATTERN.match(name):
+            _warn_once(connection.name, tool.name, f"tool name {name!r} does not match ^[A-Za-z][A-Za-z0-9_.-]{{0,63}}$")
+            continue
+        schema = dict(tool.input_schema)
+        cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+        try:
+            cls.check_schema(schema)
+        except jsonschema_exceptions.SchemaError:
+            _warn_once(connection.name, tool.name, f"tool {name!r} has an invalid inputSchema")
+            continue
+        annotations = tool.annotations or types.ToolAnnotations()
+        read_only = bool(annotations.read_only_hint)
+        found.append(
+            UpstreamAction(
+                name=name,
+                tool_name=tool.name,
+                connection=connection,
+                tool=tool,
+                validator=cls(schema),
+                nonce_required=settings.nonce == "required",
+                declares_nonce="nonce" in (schema.get("properties") or {}),
+                title=tool.title or annotations.title,
+                description=tool.description or "",
+                read_only=read_only,
+                destructive=annotations.destructive_hint is not False and not read_only,
+                idempotent=bool(annotations.idempotent_hint),
+                open_world=annotations.open_world_hint is not False,
+                trusted_read_only=settings.trust_annotations and read_only,
+            )
+        )
+    return found
+
+
+def _unique(tools: Iterable[types.Tool]) -> list[types.Tool]:
+    seen: set[str] = set()
+    unique: list[types.Tool] = []
+    for tool in tools:
+        if tool.name not in seen:
+            seen.add(tool.name)
+            unique.append(tool)
+    return unique
+
+
+def _warn_once(upstream: str, tool: str, message: str) -> None:
+    if (upstream, tool) in _warned:
+        return
+    _warned.add((upstream, tool))
+    logger.warning("upstream %r: skipping a tool: %s", upstream, message)
