@@ -137,14 +137,22 @@ class UpstreamConnection:
                     with anyio.CancelScope(deadline=anyio.current_time() + self.settings.connect_timeout_seconds) as scope:
                         async with AsyncExitStack() as stack:
                             closed = anyio.Event()
-                            client = await self._connect(stack, closed)
+                            client = await self._open(stack, closed)
+                            tg = await stack.enter_async_context(anyio.create_task_group())  # exits before the client
+                            stack.callback(tg.cancel_scope.cancel)
+                            if self._modern(client):
+                                # Subscribed before listing, so no change falls between the two.
+                                await tg.start(self._listen, client)
+                            await self._ready(client)
                             scope.deadline = math.inf
                             reached_ready = True
                             delay = self._backoff_initial
                             if not started:
                                 started = True
                                 task_status.started()
-                            await self._serve_connection(client, closed)
+                            tg.start_soon(self._relister, client)
+                            await self._wait_closed(closed)
+                            tg.cancel_scope.cancel()
                     if scope.cancelled_caught:
                         logger.warning("upstream %r: no connection within %g s", self.name, self.settings.connect_timeout_seconds)
                 except Exception as exc:  # any failure of one connection ends it; the loop reconnects
@@ -196,7 +204,7 @@ class UpstreamConnection:
             except Exception:  # a listener's fault must not take the connection down
                 logger.exception("upstream %r: change listener failed", self.name)
 
-    async def _connect(self, stack: AsyncExitStack, closed: anyio.Event) -> Client:
+    async def _open(self, stack: AsyncExitStack, closed: anyio.Event) -> Client:
         client = Client(
             _observed(self._transport(stack), closed),
             mode="auto",
@@ -215,6 +223,9 @@ class UpstreamConnection:
         self.server_info = {"name": info.name, "version": info.version} if info is not None else self.server_info
         if not self._modern(client) and self.capabilities.logging is not None:
             await client.set_logging_level(_UPSTREAM_LOG_LEVEL)  # pyright: ignore[reportDeprecated]
+        return client
+
+    async def _ready(self, client: Client) -> None:
         self.tools = await self._list_tools(client)
         self._client = client
         self.connects += 1
@@ -224,7 +235,6 @@ class UpstreamConnection:
             "upstream %r ready: %s %s, protocol %s, %d tools",
             self.name, self.server_info["name"], self.server_info["version"], self.protocol_version, len(self.tools),
         )  # fmt: skip
-        return client
 
     def _transport(self, stack: AsyncExitStack) -> Any:
         settings = self.settings
@@ -255,19 +265,16 @@ class UpstreamConnection:
         stack.push_async_callback(http_client.aclose)
         return streamable_http_client(settings.url, http_client=http_client)
 
-    async def _serve_connection(self, client: Client, closed: anyio.Event) -> None:
+    async def _wait_closed(self, closed: anyio.Event) -> None:
+        """Return when the transport ended or :meth:`stop` was called."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._relister, client)
-            if self._modern(client):
-                tg.start_soon(self._listen, client)
-            with anyio.CancelScope() as waiting:
 
-                async def stop_waiting() -> None:
-                    await self._stopping.wait()
-                    waiting.cancel()
+            async def stop_waiting() -> None:
+                await self._stopping.wait()
+                tg.cancel_scope.cancel()
 
-                tg.start_soon(stop_waiting)
-                await closed.wait()
+            tg.start_soon(stop_waiting)
+            await closed.wait()
             tg.cancel_scope.cancel()
 
     async def _relister(self, client: Client) -> None:
@@ -282,15 +289,21 @@ class UpstreamConnection:
                 continue
             await self._notify("tools")
 
-    async def _listen(self, client: Client) -> None:
-        """2026-07-28 upstreams announce list changes on a ``subscriptions/listen`` stream."""
+    async def _listen(self, client: Client, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """2026-07-28 upstreams announce list changes on a ``subscriptions/listen`` stream.
+
+        ``task_status.started()`` fires once the upstream acknowledged the subscription (or refused it).
+        """
         capabilities = self.capabilities
+        started = False
         try:
             async with client.listen(
                 tools_list_changed=True,
                 prompts_list_changed=bool(capabilities and capabilities.prompts),
                 resources_list_changed=bool(capabilities and capabilities.resources),
             ) as subscription:
+                started = True
+                task_status.started()
                 async for event in subscription:
                     kind = type(event).__name__
                     if kind == "ToolsListChanged":
@@ -301,6 +314,9 @@ class UpstreamConnection:
                         await self._notify("resources")
         except Exception as exc:  # an upstream without listen support still works, without change events
             logger.info("upstream %r: no list-change subscription: %s", self.name, _describe(exc))
+        finally:
+            if not started:
+                task_status.started()
 
     async def _list_tools(self, client: Client) -> tuple[types.Tool, ...]:
         tools: list[types.Tool] = []

@@ -35,11 +35,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import mcp_types as types
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.shared.exceptions import MCPError
@@ -57,6 +57,11 @@ PNG_1X1 = base64.b64encode(
 
 class Answer(BaseModel):
     answer: str
+
+
+def ask_user(question: str) -> Elicit[Answer]:
+    """The resolver of ``ask``: elicit an :class:`Answer`."""
+    return Elicit(question, Answer)
 
 
 def executions(counter_dir: Path) -> list[str]:
@@ -137,11 +142,10 @@ def build_server(counter_dir: Path, *, legacy_only: bool = False) -> MCPServer:
         return "logged"
 
     @mcp.tool()
-    async def ask(question: str, ctx: Context) -> str:
-        """Elicit an answer from the client."""
-        result = await ctx.elicit(question, Answer)
-        answer = result.data.answer if result.action == "accept" and result.data is not None else ""
-        return f"{result.action}:{answer}"
+    def ask(question: str, outcome: Annotated[ElicitationResult[Answer], Resolve(ask_user)]) -> str:
+        """Elicit an answer from the client (a server request in 2025, input_required in 2026)."""
+        answer = outcome.data.answer if isinstance(outcome, AcceptedElicitation) else ""
+        return f"{outcome.action}:{answer}"
 
     @mcp.tool()
     def stamp(nonce: str, text: str) -> str:
