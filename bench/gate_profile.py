@@ -34,14 +34,14 @@ import rfc8785
 from mcp import Client
 from mcp.client.session import ClientSession
 
-import openexec_mcp.canonical
-import openexec_mcp.gate
-import openexec_mcp.receipts
+import openexec_mcp.core.canonical
+import openexec_mcp.gate.pipeline
+import openexec_mcp.gate.receipts
 from bench import bare_server
 from openexec_mcp.config import load_settings
 from openexec_mcp.core.receipt import ServerKey
 from openexec_mcp.runtime import Runtime, build_runtime
-from openexec_mcp.server import GateExtension, build_mcp_server
+from openexec_mcp.transport.mcp import GateExtension, build_mcp_server
 
 PHASES = (
     ("protocol", "MCP SDK dispatch, client + server (in-memory, no JSON framing)"),
@@ -131,7 +131,7 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
     """Install the probes on ``runtime`` and on the modules the gate calls; undo them on exit."""
     gate, store = runtime.gate, runtime.store
     saved_modules = [
-        (rfc8785, "dumps"), (openexec_mcp.canonical, "_check_depth"), (openexec_mcp.receipts, "sign_receipt"),
+        (rfc8785, "dumps"), (openexec_mcp.core.canonical, "_check_depth"), (openexec_mcp.gate.receipts, "sign_receipt"),
         (anyio.to_thread, "run_sync"), (ClientSession, "validate_tool_result"),
         (GateExtension, "intercept_tool_call"),
     ]  # fmt: skip
@@ -156,8 +156,8 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
                 frame[0] += worker_seconds[0]  # the worker's phases were charged on its own stack
 
     rfc8785.dumps = probe.wrap(rfc8785.dumps, "canonicalization")
-    openexec_mcp.canonical._check_depth = probe.wrap(openexec_mcp.canonical._check_depth, "canonicalization")  # pyright: ignore[reportPrivateUsage]
-    openexec_mcp.receipts.sign_receipt = probe.wrap(openexec_mcp.receipts.sign_receipt, "receipt")
+    openexec_mcp.core.canonical._check_depth = probe.wrap(openexec_mcp.core.canonical._check_depth, "canonicalization")  # pyright: ignore[reportPrivateUsage]
+    openexec_mcp.gate.receipts.sign_receipt = probe.wrap(openexec_mcp.gate.receipts.sign_receipt, "receipt")
     anyio.to_thread.run_sync = run_sync
     ClientSession.validate_tool_result = probe.wrap_async(ClientSession.validate_tool_result, "client_validation")
     GateExtension.intercept_tool_call = probe.wrap_async(GateExtension.intercept_tool_call, "wiring")

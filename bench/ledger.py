@@ -43,13 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repositor
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from openexec_mcp.audit import audit_entries
 from openexec_mcp.cli.ledger_audit import DEFAULT_WORKERS
 from openexec_mcp.config import load_settings
+from openexec_mcp.core.audit import LedgerAuditor
 from openexec_mcp.core.encoding import pae
-from openexec_mcp.core.ledger import LedgerAuditor
 from openexec_mcp.core.receipt import RECEIPT_PAYLOAD_TYPE, ServerKey, SignedReceipt, sign_receipt
-from openexec_mcp.ledger import DEFAULT_CHECKPOINT_EVERY, Ledger
+from openexec_mcp.ledger.audit import audit_entries
+from openexec_mcp.ledger.checkpoints import DEFAULT_CHECKPOINT_EVERY, Ledger
 from openexec_mcp.runtime import build_runtime
 from openexec_mcp.store.base import Store, open_store
 

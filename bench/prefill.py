@@ -25,13 +25,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from openexec_mcp.approvals import AUTO_APPROVAL
-from openexec_mcp.canonical import canonicalize, sha256_hex
 from openexec_mcp.config import load_settings
 from openexec_mcp.core.action import compute_action_hash
+from openexec_mcp.core.canonical import canonicalize, sha256_hex
 from openexec_mcp.core.clock import format_timestamp
 from openexec_mcp.core.receipt import sign_receipt
-from openexec_mcp.receipts import SERVER_INFO
+from openexec_mcp.gate.approvals import AUTO_APPROVAL
+from openexec_mcp.gate.receipts import SERVER_INFO
 from openexec_mcp.runtime import build_runtime
 from openexec_mcp.store import open_store
 

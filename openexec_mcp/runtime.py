@@ -1,4 +1,4 @@
-"""Start-up: from settings to a ready :class:`~openexec_mcp.gate.Gate` (SPEC §4, §5, §7, §9).
+"""Start-up: from settings to a ready :class:`~openexec_mcp.gate.pipeline.Gate` (SPEC §4, §5, §7, §9).
 
 The order is fixed: load actions, freeze the policy, open the store, load (or create) the server
 key, then record every call found ``started`` as ``indeterminate`` before accepting new calls.
@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from openexec_mcp.approvals import Approver, build_keyring
 from openexec_mcp.config import Settings
 from openexec_mcp.core.receipt import ServerKey
 from openexec_mcp.faults import unsafe_faults_enabled
-from openexec_mcp.gate import Gate
+from openexec_mcp.gate.approvals import Approver, build_keyring
+from openexec_mcp.gate.pipeline import Gate
+from openexec_mcp.gate.policy import Policy, build_policy
 from openexec_mcp.keystore import load_or_create_server_key
-from openexec_mcp.ledger import Ledger
-from openexec_mcp.policy import Policy, build_policy
+from openexec_mcp.ledger.checkpoints import Ledger
 from openexec_mcp.registry import Registry, load_registry
 from openexec_mcp.store import Store, open_store
 

@@ -55,7 +55,7 @@ def run_resolve(args: argparse.Namespace) -> int:
     """Resolve one indeterminate call; exit 0 when the decision is recorded, 2 when refused."""
     import anyio
 
-    from openexec_mcp.resolve import resolve_indeterminate
+    from openexec_mcp.ledger.resolve import resolve_indeterminate
     from openexec_mcp.runtime import build_runtime
 
     settings = load_settings(args.config)
@@ -76,7 +76,7 @@ def run_resolve(args: argparse.Namespace) -> int:
 def run_prune_nonces(args: argparse.Namespace) -> int:
     """Prune nonce records past the retention horizon; print how many went."""
     from openexec_mcp.core.clock import utc_now
-    from openexec_mcp.retention import prune_nonces, retention_horizon
+    from openexec_mcp.ledger.retention import prune_nonces, retention_horizon
 
     settings = load_settings(args.config)
     retention = settings.nonce.retention_seconds

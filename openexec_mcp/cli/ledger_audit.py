@@ -23,16 +23,16 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from openexec_mcp.audit import AuditReport, audit_entries
 from openexec_mcp.cli.progress import Progress
 from openexec_mcp.cli.receipt import read_public_keys
 from openexec_mcp.config import Settings, load_settings
-from openexec_mcp.core.checkpoint import Checkpoint
+from openexec_mcp.core.audit import LedgerAuditor
 from openexec_mcp.core.encoding import b64decode_strict
 from openexec_mcp.core.evidence import verify_checkpoint_consistency, verify_signed_checkpoint
-from openexec_mcp.core.ledger import LedgerAuditor
+from openexec_mcp.core.tlog.checkpoint import Checkpoint
 from openexec_mcp.errors import ConfigError, MalformedInputError, VerificationError
 from openexec_mcp.keystore import SERVER_KEY_FILENAME, load_server_key
+from openexec_mcp.ledger.audit import AuditReport, audit_entries
 from openexec_mcp.store import Store, open_store
 
 __all__ = [
@@ -151,7 +151,7 @@ def _check_root(report: AuditReport, checkpoint: Checkpoint, label: str) -> None
 
 def run_checkpoint(args: argparse.Namespace) -> int:
     """Print a signed checkpoint covering every receipt committed so far."""
-    from openexec_mcp.ledger import Ledger
+    from openexec_mcp.ledger.checkpoints import Ledger
 
     settings = load_settings(args.config)
     server_key = load_server_key(settings.state_dir / SERVER_KEY_FILENAME)

@@ -6,7 +6,7 @@
   ``receipt_hash``.
 - ``timeline RUN_ID``: the run's attempts in order as a table (seq, time, action, status,
   approval method, error code), read from the receipts.
-- ``replay RUN_ID``: see :mod:`openexec_mcp.replay`.
+- ``replay RUN_ID``: see :mod:`openexec_mcp.ledger.replay`.
 
 Export and replay draw progress on stderr when it is a terminal.
 """
@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from openexec_mcp.canonical import json_object
 from openexec_mcp.cli.ledger_audit import open_configured_store, trusted_public_keys
 from openexec_mcp.cli.progress import Progress
 from openexec_mcp.config import load_settings
+from openexec_mcp.core.canonical import json_object
 from openexec_mcp.errors import ConfigError
-from openexec_mcp.replay import decode_body, replay_run
+from openexec_mcp.ledger.replay import decode_body, replay_run
 
 __all__ = ["format_table", "register", "run_export", "run_replay", "run_timeline"]
 

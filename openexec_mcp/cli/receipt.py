@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from openexec_mcp.canonical import json_object
+from openexec_mcp.core.canonical import json_object
 from openexec_mcp.core.evidence import verify_receipt_inclusion
 from openexec_mcp.core.receipt import parse_server_public_keys, receipt_hash, verify_receipt
 from openexec_mcp.errors import ConfigError, MalformedInputError, VerificationError

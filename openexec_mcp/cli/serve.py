@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import anyio
 
     from openexec_mcp.runtime import build_runtime
-    from openexec_mcp.server import build_mcp_server
+    from openexec_mcp.transport.mcp import build_mcp_server
 
     settings = load_settings(args.config)
     if args.transport != "stdio":
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             import uvicorn
 
-            from openexec_mcp.http import build_http_app
+            from openexec_mcp.transport.http.app import build_http_app
 
             gate = runtime.gate
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from openexec_mcp.canonical import canonicalize, sha256_hex
+from openexec_mcp.core.canonical import canonicalize, sha256_hex
 from openexec_mcp.errors import MalformedInputError
 
 __all__ = [

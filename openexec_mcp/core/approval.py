@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from openexec_mcp.canonical import canonicalize, sha256_hex
+from openexec_mcp.core.canonical import canonicalize, sha256_hex
 from openexec_mcp.core.encoding import b64decode_strict, b64encode, pae
 from openexec_mcp.core.keyring import Keyring, KeyringEntry
 from openexec_mcp.errors import (

@@ -18,11 +18,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from openexec_mcp.canonical import json_object
-from openexec_mcp.core.checkpoint import Checkpoint, parse_checkpoint, verify_checkpoint
-from openexec_mcp.core.merkle import verify_consistency
-from openexec_mcp.core.proof import parse_inclusion_proof, verify_inclusion_proof
+from openexec_mcp.core.canonical import json_object
 from openexec_mcp.core.receipt import receipt_hash, verify_receipt
+from openexec_mcp.core.tlog.checkpoint import Checkpoint, parse_checkpoint, verify_checkpoint
+from openexec_mcp.core.tlog.merkle import verify_consistency
+from openexec_mcp.core.tlog.proof import parse_inclusion_proof, verify_inclusion_proof
 from openexec_mcp.errors import MalformedInputError, VerificationError
 
 __all__ = [
@@ -72,7 +72,7 @@ def verify_signed_checkpoint(
             which the signature then binds (the key ID covers the key name).
 
     Raises:
-        VerificationError: As :func:`~openexec_mcp.core.checkpoint.verify_checkpoint`.
+        VerificationError: As :func:`~openexec_mcp.core.tlog.checkpoint.verify_checkpoint`.
     """
     if origin is None:
         try:
@@ -100,7 +100,7 @@ def verify_receipt_inclusion(
       2. the leaf hash is recomputed from the envelope itself, never taken from the caller;
       3. the proof's checkpoint is signed by the key that signed the receipt, with origin the
          receipt's ``log_id``; the proof's index is the receipt's ``seq``; the audit path leads
-         from the leaf to the checkpoint's root (:func:`~openexec_mcp.core.proof.verify_inclusion_proof`);
+         from the leaf to the checkpoint's root (:func:`~openexec_mcp.core.tlog.proof.verify_inclusion_proof`);
       4. ``prev`` where the proof shows it: ``null`` at seq 0, and for an odd ``seq`` the path's
          first hash, which is leaf ``seq - 1`` (the full chain is ``ledger verify``'s job).
 
@@ -145,7 +145,7 @@ def verify_checkpoint_consistency(old: Checkpoint, new: Checkpoint, proof: Seque
 
     Raises:
         VerificationError: ``origin_mismatch``, or a reason of
-            :func:`~openexec_mcp.core.merkle.verify_consistency`.
+            :func:`~openexec_mcp.core.tlog.merkle.verify_consistency`.
     """
     if old.origin != new.origin:
         raise VerificationError("origin_mismatch", "the checkpoints are of different logs")

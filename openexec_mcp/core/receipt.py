@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
-from openexec_mcp.canonical import canonicalize, json_object, loads_canonical
+from openexec_mcp.core.canonical import canonicalize, json_object, loads_canonical
 from openexec_mcp.core.encoding import b64decode_strict, b64encode, pae
 from openexec_mcp.errors import MalformedInputError, VerificationError
 

@@ -8,7 +8,7 @@ Two tables carry the guarantees of SPEC §4 and §7:
 - the **ledger**, append-only, one signed receipt per ``seq`` (0-based, gap-free). The receipt is
   built inside the append transaction by a :data:`ReceiptFactory` that receives ``(seq, prev)``,
   so the hash chain is linear whatever the concurrency. The same transaction stores the RFC 9162
-  tree nodes the append completes (:mod:`openexec_mcp.core.subtrees`: O(log n) at worst, one on
+  tree nodes the append completes (:mod:`openexec_mcp.core.tlog.subtrees`: O(log n) at worst, one on
   average), so any root or proof is read from O(log n) stored hashes, never rebuilt.
 
 Beside them, the signed **checkpoints** (SPEC §7): a table that only grows, whose latest row only

@@ -47,9 +47,9 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
 from openexec_mcp.core.clock import format_timestamp, utc_now
-from openexec_mcp.core.merkle import EMPTY_ROOT
 from openexec_mcp.core.nonce import NonceRecord
-from openexec_mcp.core.subtrees import (
+from openexec_mcp.core.tlog.merkle import EMPTY_ROOT
+from openexec_mcp.core.tlog.subtrees import (
     Position,
     append_nodes,
     append_sibling_positions,

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from openexec_mcp.core.clock import format_timestamp, utc_now
-from openexec_mcp.core.merkle import EMPTY_ROOT
 from openexec_mcp.core.nonce import NonceRecord
-from openexec_mcp.core.subtrees import (
+from openexec_mcp.core.tlog.merkle import EMPTY_ROOT
+from openexec_mcp.core.tlog.subtrees import (
     Position,
     append_nodes,
     append_sibling_positions,

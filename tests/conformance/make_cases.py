@@ -29,10 +29,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from openexec_mcp.core.checkpoint import sign_checkpoint
-from openexec_mcp.core.merkle import inclusion_proof, root_from_leaves, subtree_hasher_from_leaves
-from openexec_mcp.core.proof import format_inclusion_proof
 from openexec_mcp.core.receipt import ServerKey, SignedReceipt, sign_receipt
+from openexec_mcp.core.tlog.checkpoint import sign_checkpoint
+from openexec_mcp.core.tlog.merkle import inclusion_proof, root_from_leaves, subtree_hasher_from_leaves
+from openexec_mcp.core.tlog.proof import format_inclusion_proof
 
 ROOT = Path(__file__).resolve().parent / "receipts"
 ORIGIN = "conformance.example/openexec"

@@ -12,7 +12,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openexec_mcp.canonical import MAX_SAFE_INTEGER, canonicalize, check_json_value, parse_json
+from openexec_mcp.core.canonical import MAX_SAFE_INTEGER, canonicalize, check_json_value, parse_json
 from openexec_mcp.errors import MalformedInputError
 
 safe_ints = st.integers(min_value=-MAX_SAFE_INTEGER, max_value=MAX_SAFE_INTEGER)

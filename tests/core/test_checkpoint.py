@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openexec_mcp.core.checkpoint import (
+from openexec_mcp.core.tlog.checkpoint import (
     MAX_NOTE_BYTES,
     MAX_NOTE_SIGNATURES,
     Checkpoint,
@@ -27,7 +27,7 @@ from openexec_mcp.core.checkpoint import (
     verify_checkpoint,
     verify_note,
 )
-from openexec_mcp.core.merkle import EMPTY_ROOT, leaf_hash
+from openexec_mcp.core.tlog.merkle import EMPTY_ROOT, leaf_hash
 from openexec_mcp.errors import MalformedInputError, VerificationError
 
 VECTORS = Path(__file__).parent.parent / "vectors"

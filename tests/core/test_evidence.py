@@ -17,17 +17,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openexec_mcp.canonical import canonicalize, check_json_value, loads_canonical
-from openexec_mcp.core.checkpoint import sign_checkpoint
+from openexec_mcp.core.audit import LedgerAuditor
+from openexec_mcp.core.canonical import canonicalize, check_json_value, loads_canonical
 from openexec_mcp.core.evidence import (
     verify_checkpoint_consistency,
     verify_receipt_inclusion,
     verify_signed_checkpoint,
 )
-from openexec_mcp.core.ledger import LedgerAuditor
-from openexec_mcp.core.merkle import consistency_proof, inclusion_proof, root_from_leaves, subtree_hasher_from_leaves
-from openexec_mcp.core.proof import format_inclusion_proof
 from openexec_mcp.core.receipt import ServerKey, sign_receipt, verify_receipt
+from openexec_mcp.core.tlog.checkpoint import sign_checkpoint
+from openexec_mcp.core.tlog.merkle import (
+    consistency_proof,
+    inclusion_proof,
+    root_from_leaves,
+    subtree_hasher_from_leaves,
+)
+from openexec_mcp.core.tlog.proof import format_inclusion_proof
 from openexec_mcp.errors import MalformedInputError, VerificationError
 
 KEY = ServerKey.from_private_key(Ed25519PrivateKey.from_private_bytes(b"\x07" * 32))
@@ -255,7 +260,7 @@ def test_the_fast_path_takes_the_general_path_for_an_unusual_but_valid_envelope(
 def test_the_fast_body_parser_only_accepts_canonical_text(
     texts: list[str], seq: int, approval: bool, spelling: str
 ) -> None:
-    from openexec_mcp.core.ledger import parse_body_fast
+    from openexec_mcp.core.audit import parse_body_fast
 
     value = {**body(0, None), "nonce": texts[0], "tenant_id": texts[1], "run_id": texts[2], "seq": seq,
              "approval": {**body(0, None)["approval"], "issued_by": texts[3]} if approval else None}  # fmt: skip

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openexec_mcp.core.merkle import (
+from openexec_mcp.core.tlog.merkle import (
     EMPTY_ROOT,
     MAX_PROOF_LENGTH,
     MerkleFrontier,

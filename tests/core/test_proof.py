@@ -11,15 +11,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openexec_mcp.core.checkpoint import build_checkpoint, sign_checkpoint, sign_note
-from openexec_mcp.core.merkle import (
+from openexec_mcp.core.tlog.checkpoint import build_checkpoint, sign_checkpoint, sign_note
+from openexec_mcp.core.tlog.merkle import (
     MAX_PROOF_LENGTH,
     inclusion_proof,
     leaf_hash,
     root_from_leaves,
     subtree_hasher_from_leaves,
 )
-from openexec_mcp.core.proof import (
+from openexec_mcp.core.tlog.proof import (
     TLOG_PROOF_HEADER,
     InclusionProof,
     format_inclusion_proof,

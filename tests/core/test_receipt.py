@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openexec_mcp.core.ledger import LedgerAuditor
+from openexec_mcp.core.audit import LedgerAuditor
 from openexec_mcp.core.receipt import (
     RECEIPT_BODY_FIELDS,
     ServerKey,

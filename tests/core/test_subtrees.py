@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openexec_mcp.core.merkle import (
+from openexec_mcp.core.tlog.merkle import (
     EMPTY_ROOT,
     consistency_proof,
     inclusion_proof,
     root_from_leaves,
 )
-from openexec_mcp.core.subtrees import (
+from openexec_mcp.core.tlog.subtrees import (
     Position,
     append_nodes,
     append_sibling_positions,

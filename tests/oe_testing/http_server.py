@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from openexec_mcp.http import build_http_app
 from openexec_mcp.runtime import Runtime
+from openexec_mcp.transport.http.app import build_http_app
 
 READY_TIMEOUT_SECONDS = 30.0
 POLL_INTERVAL_SECONDS = 0.05

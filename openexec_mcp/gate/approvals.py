@@ -1,0 +1,269 @@
+"""The approval step of the gate: auto, signed artifacts, the approval inbox, elicitation (SPEC §5).
+
+:meth:`Approver.decide` says, for one call, whether it is approved and how, without consuming
+anything: the artifact's ``approval_id`` is consumed by the store together with the nonce claim.
+An artifact comes with the call (``_meta["dev.openexec/approval"]`` or ``approval_artifact``) or
+from the inbox (submitted with ``POST /approvals`` against its action_hash). An artifact is
+accepted under the ``signed`` and the ``elicit`` policy alike (a signature is stronger than a
+client-attested confirmation); ``elicit`` otherwise asks the user through the client.
+The server never holds a governance private key: artifacts authenticate themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+import anyio.to_thread
+
+from openexec_mcp.config import Settings
+from openexec_mcp.core.approval import VerifiedApproval, verify_approval
+from openexec_mcp.core.canonical import canonicalize, json_object, sha256_hex
+from openexec_mcp.core.clock import format_timestamp
+from openexec_mcp.core.keyring import Keyring, KeyringEntry, load_ed25519_public_key
+from openexec_mcp.errors import (
+    ApprovalDeclinedError,
+    ApprovalDeniedError,
+    ApprovalError,
+    ApprovalRequiredError,
+    ConfigError,
+    MalformedInputError,
+)
+from openexec_mcp.store.base import ApprovalRequest, Store
+
+__all__ = [
+    "APPROVAL_SCHEMA",
+    "AUTO_APPROVAL",
+    "Approved",
+    "Approver",
+    "Denied",
+    "ElicitOutcome",
+    "Elicitor",
+    "InputRequired",
+    "build_keyring",
+]
+
+AUTO_APPROVAL: Mapping[str, Any] = {
+    "method": "auto", "approval_id": None, "kid": None, "issued_by": None, "artifact_hash": None,
+}  # fmt: skip
+"""The receipt ``approval`` object of an ``auto`` approval (SPEC §10)."""
+
+APPROVAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"approve": {"type": "boolean", "title": "Approve this exact action"}},
+    "required": ["approve"],
+}
+"""The elicitation form: one boolean, true to approve."""
+
+ElicitOutcome = Literal["accept", "decline", "cancel", "unsupported", "input_required"]
+
+
+class Elicitor(Protocol):
+    """Asks the user to confirm one call through the MCP client (transport-specific)."""
+
+    async def confirm(self, message: str, action_hash: str) -> ElicitOutcome:
+        """Return the user's answer for one call.
+
+        ``unsupported`` when the client cannot elicit; ``input_required`` when the answer must
+        come in a retry of the same call (2026-07-28).
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Approved:
+    """The call is approved. ``receipt_approval`` is the receipt's ``approval`` object."""
+
+    receipt_approval: Mapping[str, Any]
+    approval_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """The call is not approved.
+
+    Attributes:
+        error: Why (its code goes on the receipt).
+        receipt_approval: The receipt's ``approval`` object: the method that was required and,
+            when an artifact was presented, what can be said of it (its ``artifact_hash``).
+        open_request: Record the call in the inbox for an approver.
+    """
+
+    error: ApprovalError
+    receipt_approval: Mapping[str, Any]
+    open_request: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InputRequired:
+    """The answer must come in a retry of the same call (2026-07-28 ``input_required``)."""
+
+    message: str
+    action_hash: str
+
+
+def build_keyring(settings: Settings) -> Keyring:
+    """Build the keyring from ``[[approvals.keys]]`` and the ``CLAWSHIELD_*`` variables.
+
+    Raises:
+        ConfigError: A key is invalid (bad encoding, small-order Ed25519 point, duplicate kid,
+            missing or misplaced ``public_key`` / ``secret``).
+    """
+    entries: list[KeyringEntry] = []
+    for key in settings.approvals.keys:
+        if key.alg == "ed25519":
+            if key.public_key is None or key.secret is not None:
+                raise ConfigError(f"approval key {key.kid!r}: ed25519 needs public_key and no secret")
+            material = load_ed25519_public_key(key.public_key)
+        else:
+            if key.secret is None or key.public_key is not None:
+                raise ConfigError(f"approval key {key.kid!r}: hmac-sha256 needs secret and no public_key")
+            material = key.secret.get_secret_value().encode("utf-8")
+        entries.append(
+            KeyringEntry(
+                kid=key.kid, alg=key.alg, key=material, issuers=frozenset(key.issuers or [key.kid]),
+                not_before=key.not_before, not_after=key.not_after, revoked=key.revoked,
+            )
+        )  # fmt: skip
+    return Keyring(entries)
+
+
+class Approver:
+    """Decides the approval of calls for one server process.
+
+    Args:
+        settings: The settings (audience = ``server_id``, skew, TTL, retention).
+        keyring: The approval keys.
+        store: Holds the inbox.
+    """
+
+    def __init__(self, settings: Settings, keyring: Keyring, store: Store) -> None:
+        self.keyring = keyring
+        self._store = store
+        self._audience = settings.server_id
+        self._skew = settings.approvals.clock_skew_seconds
+        self._max_ttl = settings.approvals.max_ttl_seconds
+        self._retention = timedelta(seconds=settings.nonce.retention_seconds)
+        self._request_ttl = timedelta(seconds=max(settings.approvals.max_ttl_seconds, 900))
+
+    async def decide(
+        self, policy: str, *, action_request: Mapping[str, Any], action_hash: str, tenant_id: str,
+        artifact: Any, elicitor: Elicitor | None, now: datetime,
+    ) -> Approved | Denied | InputRequired:  # fmt: skip
+        """Decide the approval of one call; consumes nothing.
+
+        Args:
+            policy: ``auto``, ``signed``, ``elicit`` or ``deny``.
+            action_request: The action request (SPEC §3), shown to the user when eliciting.
+            action_hash: Its hash, 64 hex.
+            tenant_id: The caller's tenant.
+            artifact: The untrusted artifact that came with the call, or ``None``.
+            elicitor: The client's elicitation channel, or ``None``.
+            now: The current aware UTC time, read once.
+        """
+        if policy == "auto":
+            return Approved(AUTO_APPROVAL)
+        if policy == "deny":
+            return Denied(ApprovalDeniedError("the policy denies this action"), AUTO_APPROVAL)
+        if artifact is not None:
+            return self._verify_first([artifact], action_hash=action_hash, tenant_id=tenant_id, now=now)
+        inbox = await self._inbox_artifacts(tenant_id, action_hash)
+        if inbox:
+            decision = self._verify_first(inbox, action_hash=action_hash, tenant_id=tenant_id, now=now)
+            if isinstance(decision, Approved):
+                return decision
+            # Every stored artifact failed (expired, say): the approver must see the call again.
+            return Denied(decision.error, decision.receipt_approval, open_request=True)
+        required = {**AUTO_APPROVAL, "method": "signed" if policy == "signed" else "elicitation"}
+        if policy == "signed" or elicitor is None:
+            return Denied(ApprovalRequiredError("this action needs an approval artifact"), required, open_request=True)
+        message = _elicitation_message(action_request, action_hash)
+        outcome = await elicitor.confirm(message, action_hash)
+        if outcome == "accept":
+            evidence = {"action_hash": action_hash, "action": "accept", "content": {"approve": True}}
+            return Approved(
+                {**AUTO_APPROVAL, "method": "elicitation", "artifact_hash": sha256_hex(canonicalize(evidence))}
+            )
+        if outcome == "input_required":
+            return InputRequired(message, action_hash)
+        if outcome == "unsupported":
+            error = ApprovalRequiredError("the client cannot ask the user (no elicitation); submit a signed approval")
+            return Denied(error, required, open_request=True)
+        return Denied(ApprovalDeclinedError(f"the user did not approve ({outcome})"), required)
+
+    def verify(self, artifact: Any, *, action_hash: str, tenant_id: str, now: datetime) -> VerifiedApproval:
+        """Verify one artifact for one call (SPEC §5 order). Raises the ApprovalError of the first failed check."""
+        return verify_approval(
+            artifact, keyring=self.keyring, action_hash=action_hash, tenant_id=tenant_id, audience=self._audience,
+            now=now, clock_skew_seconds=self._skew, max_ttl_seconds=self._max_ttl,
+            min_issued_at=now - self._retention,
+        )  # fmt: skip
+
+    async def open_request(self, *, tenant_id: str, action_request: Mapping[str, Any], action_hash: str,
+                           now: datetime) -> ApprovalRequest:  # fmt: skip
+        """Record (or find) the pending inbox request for this call."""
+        expires = now + self._request_ttl
+        request = ApprovalRequest(
+            request_id=secrets.token_hex(16), tenant_id=tenant_id, action_hash=action_hash,
+            action_request=canonicalize(dict(action_request)).decode(), created_at=format_timestamp(now),
+            expires_at=format_timestamp(expires), expires_unix=expires.timestamp(),
+        )  # fmt: skip
+        return await anyio.to_thread.run_sync(self._store.open_approval_request, request, now.timestamp())
+
+    def _verify_first(
+        self, candidates: list[Any], *, action_hash: str, tenant_id: str, now: datetime
+    ) -> Approved | Denied:
+        first_error: ApprovalError | None = None
+        for candidate in candidates:
+            try:
+                verified = self.verify(candidate, action_hash=action_hash, tenant_id=tenant_id, now=now)
+            except ApprovalError as exc:
+                first_error = first_error or exc
+                continue
+            return Approved(verified.to_receipt_json(), verified.approval_id)
+        if first_error is None:  # pragma: no cover - candidates is never empty here
+            raise ValueError("no candidate artifacts")
+        return Denied(first_error, _presented(candidates[0]))
+
+    async def _inbox_artifacts(self, tenant_id: str, action_hash: str) -> list[Any]:
+        """Return the stored artifacts for this call's tenant only.
+
+        Two tenants' calls can share an action_hash (same action, payload and nonce); another
+        tenant's artifact must neither block this call nor reveal that tenant's name.
+        """
+        texts = await anyio.to_thread.run_sync(self._store.approval_artifacts, action_hash)
+        artifacts = [json_object(json.loads(text)) for text in texts]
+        return [item for item in artifacts if item is not None and item.get("tenant_id") == tenant_id]
+
+
+def _presented(artifact: Any) -> dict[str, Any]:
+    """Return what a receipt can say of a refused artifact.
+
+    Its hash, and its claims, which the error code beside them marks as unverified.
+    """
+    fields: dict[str, Any] = artifact if isinstance(artifact, dict) else {}  # pyright: ignore[reportUnknownVariableType]
+    try:
+        artifact_hash: str | None = sha256_hex(canonicalize(artifact))
+    except MalformedInputError:
+        artifact_hash = None
+
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        return value[:128] if isinstance(value, str) else None
+
+    return {"method": "signed", "approval_id": text("approval_id"), "kid": text("kid"),
+            "issued_by": text("issued_by"), "artifact_hash": artifact_hash}  # fmt: skip
+
+
+def _elicitation_message(action_request: Mapping[str, Any], action_hash: str) -> str:
+    payload = json.dumps(action_request.get("payload"), ensure_ascii=False, sort_keys=True)
+    if len(payload) > 2000:
+        payload = payload[:2000] + "..."
+    return (
+        f"Approve running '{action_request.get('action')}' once with these arguments?\n{payload}\n"
+        f"(nonce {action_request.get('nonce')}, action_hash {action_hash[:16]}...)"
+    )

@@ -1,0 +1,275 @@
+"""MCP wiring: actions as tools, every ``tools/call`` through the gate (SPEC §1, §6).
+
+The only place where gate answers become MCP results. Each exposed action is advertised as a tool
+whose ``inputSchema`` is the input model's schema plus the reserved ``nonce``, and whose
+``outputSchema`` is the result envelope. A single :class:`GateExtension` intercepts every
+``tools/call`` (both protocol eras) and never calls the SDK's own tool runner; the tools'
+functions refuse to run if they are ever reached, so a bypass fails closed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import Extension, MCPServer, RequestStateSecurity
+from mcp.server.mcpserver.tools.base import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp_types import (
+    CallToolRequestParams,
+    CallToolResult,
+    ElicitRequest,
+    ElicitRequestFormParams,
+    ElicitResult,
+    InputRequiredResult,
+    TextContent,
+    ToolAnnotations,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from openexec_mcp import __version__
+from openexec_mcp.core.action import parse_run_id
+from openexec_mcp.core.canonical import json_object
+from openexec_mcp.errors import OpenExecError
+from openexec_mcp.gate.approvals import APPROVAL_SCHEMA, ElicitOutcome, InputRequired
+from openexec_mcp.gate.envelope import refusal_envelope
+from openexec_mcp.gate.pipeline import Answer, CallContext, Gate
+from openexec_mcp.registry import Action
+from openexec_mcp.transport.schemas import envelope_schema, input_schema
+
+__all__ = ["APPROVAL_META", "RUN_ID_META", "GateExtension", "McpElicitor", "answer_to_result", "build_mcp_server"]
+
+logger = logging.getLogger("openexec_mcp.transport.mcp")
+
+APPROVAL_META = "dev.openexec/approval"
+"""Request ``_meta`` key carrying an approval artifact; tool ``_meta`` key naming the policy."""
+
+RUN_ID_META = "dev.openexec/run_id"
+"""Request ``_meta`` key naming the caller's run (SPEC §7)."""
+
+_CONNECTION_RUN_ID = "dev.openexec/run_id"
+ELICITATION_KEY = "dev.openexec/approval"
+"""The ``input_requests`` key of the approval question (2026-07-28)."""
+
+INSTRUCTIONS = (
+    "Every tool here is guarded by openexec-mcp. Each call needs a fresh, unique 'nonce' argument "
+    "(8-128 characters of A-Z a-z 0-9 . _ : -). Re-sending the same nonce with the same arguments returns "
+    "the first result without running the action again; use a new nonce for a new action. Every answer "
+    "carries a signed receipt."
+)
+
+TenantResolver = Callable[[Any], str]
+"""Maps the SDK request context to the caller's tenant_id."""
+
+
+class GateExtension(Extension):
+    """Intercepts every ``tools/call`` and answers it through the gate.
+
+    Args:
+        gate: The gate.
+        tenant_for: Returns the tenant of the request (from auth, else the configured tenant).
+    """
+
+    identifier = "dev.openexec/gate"
+
+    def __init__(self, gate: Gate, tenant_for: TenantResolver) -> None:
+        self._gate = gate
+        self._tenant_for = tenant_for
+        self._process_run_id = "conn:" + secrets.token_hex(8)
+
+    async def intercept_tool_call(
+        self, params: CallToolRequestParams, ctx: Any, call_next: Any
+    ) -> CallToolResult | InputRequiredResult:
+        """Answer the call through the gate; never raise, never call the SDK's tool runner."""
+        try:
+            meta = _meta_dict(params.meta)
+            call_ctx = CallContext(
+                tenant_id=self._tenant_for(ctx),
+                run_id=_run_id(meta, ctx, self._process_run_id),
+                approval_artifact=meta.get(APPROVAL_META),
+                elicitor=McpElicitor(params, ctx),
+            )
+            answer = await self._gate.call(params.name, params.arguments or {}, call_ctx)
+            if answer.input_required is not None:
+                return _input_required(answer.input_required)
+        except OpenExecError as exc:
+            answer = Answer(refusal_envelope(params.name, exc), exc)
+        except Exception:
+            # Fail closed: an unexpected error here means the call was not fully checked.
+            logger.exception("internal error while gating %r", params.name)
+            exc = OpenExecError("internal error; the call was not executed")
+            answer = Answer(refusal_envelope(params.name, exc), exc)
+        return answer_to_result(answer)
+
+
+class McpElicitor:
+    """Asks the user to confirm a call through MCP elicitation (SPEC §5, source 4).
+
+    Handshake era (2025-11-25 and earlier): a form ``elicitation/create`` request on the call's own
+    channel, if the client declared the elicitation capability. 2026-07-28: no server-to-client
+    requests, so the first round answers ``input_required`` with the form and the action_hash as
+    ``requestState`` (sealed by the SDK, bound to this tool and these arguments); the client's retry
+    carries the answer. That retry is a continuation of the same call, not a replay: nothing was
+    recorded in the first round, the nonce is still free.
+    """
+
+    def __init__(self, params: CallToolRequestParams, ctx: Any) -> None:
+        self._params = params
+        self._ctx = ctx
+
+    async def confirm(self, message: str, action_hash: str) -> ElicitOutcome:
+        """Return ``accept`` only for an explicit ``approve: true``; see :class:`Elicitor`."""
+        capabilities = self._ctx.session.client_capabilities
+        if capabilities is None or capabilities.elicitation is None:
+            return "unsupported"
+        if self._ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            responses = self._params.input_responses or {}
+            response = responses.get(ELICITATION_KEY)
+            if response is None:
+                return "input_required"
+            if self._params.request_state != action_hash or not isinstance(response, ElicitResult):
+                return "decline"  # an answer for another call, or not an elicitation answer
+            return _outcome(response)
+        try:
+            result = await self._ctx.session.elicit_form(
+                message, APPROVAL_SCHEMA, related_request_id=self._ctx.request_id
+            )
+        except Exception:
+            logger.warning("elicitation failed; treating as unsupported", exc_info=True)
+            return "unsupported"
+        return _outcome(result)
+
+
+def _outcome(result: ElicitResult) -> ElicitOutcome:
+    if result.action != "accept":
+        return result.action
+    content: Mapping[str, Any] = result.content or {}
+    return "accept" if content.get("approve") is True else "decline"
+
+
+def _input_required(pending: InputRequired) -> InputRequiredResult:
+    request = ElicitRequest(params=ElicitRequestFormParams(message=pending.message, requested_schema=APPROVAL_SCHEMA))
+    return InputRequiredResult(input_requests={ELICITATION_KEY: request}, request_state=pending.action_hash)
+
+
+def build_mcp_server(
+    gate: Gate,
+    tenant_for: TenantResolver,
+    *,
+    token_verifier: TokenVerifier | None = None,
+    auth: AuthSettings | None = None,
+    request_state_keys: Sequence[str] = (),
+    request_state_ttl_seconds: int = 600,
+) -> MCPServer[Any]:
+    """Build the MCP server that advertises the exposed actions as guarded tools.
+
+    Args:
+        gate: The gate every call goes through.
+        tenant_for: The caller's tenant for a request context.
+        token_verifier: Bearer-token verifier for the HTTP transports (with ``auth``).
+        auth: The SDK auth settings (required scopes) for the HTTP transports.
+        request_state_keys: Shared keys sealing ``requestState`` (replicas); empty: per process.
+        request_state_ttl_seconds: Lifetime of a sealed ``requestState``, in seconds.
+    """
+    security = (
+        RequestStateSecurity(keys=list(request_state_keys), ttl=request_state_ttl_seconds, audience=gate.server_id)
+        if request_state_keys
+        else None
+    )
+    tools = [_tool_for(action, gate.policy.approvals[action.name]) for action in gate.exposed()]
+    return MCPServer(
+        "openexec-mcp",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        tools=tools,
+        extensions=[GateExtension(gate, tenant_for)],
+        log_level="WARNING",
+        token_verifier=token_verifier,
+        auth=auth,
+        request_state_security=security,
+    )
+
+
+def answer_to_result(answer: Answer) -> CallToolResult:
+    """Return the MCP result: the envelope as ``structuredContent`` plus a one-line summary (SPEC §6)."""
+    envelope = answer.envelope
+    return CallToolResult(
+        content=[TextContent(type="text", text=summary_line(envelope))],
+        structured_content=envelope,
+        is_error=envelope["status"] not in ("executed", "replayed"),
+    )
+
+
+def summary_line(envelope: Mapping[str, Any]) -> str:
+    """Return a one-line summary of an envelope, readable by a model that ignores structured content."""
+    head = f"{envelope['status']} {envelope['action']} exec_id={envelope['exec_id']}"
+    if envelope.get("error"):
+        head += f" error={envelope['error']['code']}: {envelope['error']['message']}"
+    if envelope.get("result") is not None:
+        text = json.dumps(envelope["result"], separators=(",", ":"), ensure_ascii=False)
+        head += " result=" + (text if len(text) <= 4000 else text[:4000] + "...")
+    return head.replace("\n", " ")
+
+
+def _tool_for(action: Action, approval: str) -> Tool:
+    def refuse(**_: Any) -> Any:
+        raise RuntimeError("openexec-mcp: tool reached without the gate; refusing to run")
+
+    return Tool(
+        fn=refuse,
+        name=action.name,
+        title=action.title,
+        description=action.description,
+        parameters=input_schema(action),
+        fn_metadata=FuncMetadata(arg_model=ArgModelBase, output_schema=envelope_schema(action)),
+        is_async=False,
+        context_kwarg=None,
+        annotations=ToolAnnotations(
+            title=action.title,
+            read_only_hint=action.read_only,
+            destructive_hint=action.destructive,
+            idempotent_hint=action.idempotent,
+            open_world_hint=action.open_world,
+        ),
+        meta={APPROVAL_META: approval},
+    )
+
+
+def _meta_dict(meta: Any) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if isinstance(meta, Mapping):
+        return dict(meta)  # pyright: ignore[reportUnknownArgumentType]
+    dumped: dict[str, Any] = meta.model_dump(by_alias=True)
+    return dumped
+
+
+def _run_id(meta: Mapping[str, Any], ctx: Any, process_run_id: str) -> str:
+    """``_meta`` run_id, else the MCP session id, else one per connection (SPEC §7).
+
+    A stdio server has exactly one connection, its process, so stdio calls share
+    ``process_run_id`` in both protocol eras (2026-07-28 has no connection object that outlives
+    a request). Over HTTP without a session, the SDK connection decides.
+    """
+    given = meta.get(RUN_ID_META)
+    if given is not None:
+        return parse_run_id(given)
+    request = getattr(ctx, "request", None)
+    if request is None:
+        return process_run_id
+    headers = getattr(request, "headers", None)
+    if headers is not None:
+        session = headers.get("mcp-session-id") or getattr(request, "query_params", {}).get("session_id")
+        if session:
+            return f"mcp-session:{session}"[:128]
+    connection = getattr(getattr(ctx, "session", None), "_connection", None)
+    state = json_object(getattr(connection, "state", None))
+    if state is not None:
+        run_id = state.setdefault(_CONNECTION_RUN_ID, "conn:" + secrets.token_hex(8))
+        return str(run_id)
+    return "call:" + secrets.token_hex(8)
