@@ -16,7 +16,7 @@ name, not per re-listing). The action:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -81,11 +81,11 @@ class UpstreamAction:
         return {"name": self.connection.name, "server": dict(self.connection.server_info)}
 
     def input_schema(self) -> dict[str, Any]:
-        """The advertised JSON Schema of the arguments, without the reserved nonce."""
+        """Return the advertised JSON Schema of the arguments, without the reserved nonce."""
         return dict(self.tool.input_schema)
 
     def output_schema(self) -> dict[str, Any] | None:
-        """The upstream's ``outputSchema`` (the structured content of its results), if any."""
+        """Return the upstream's ``outputSchema`` (the structured content of its results), if any."""
         return dict(self.tool.output_schema) if self.tool.output_schema is not None else None
 
     @property
@@ -109,12 +109,16 @@ class UpstreamAction:
                 the failed keyword, never the value.
         """
         try:
-            error = jsonschema_exceptions.best_match(self.validator.iter_errors(payload))
+            error: jsonschema_exceptions.ValidationError | None = _best_match(self.validator.iter_errors(payload))
         except Unresolvable:
-            raise InvalidRequestError(f"{self.name}: the upstream inputSchema has a $ref that does not resolve") from None
+            raise InvalidRequestError(
+                f"{self.name}: the upstream inputSchema has a $ref that does not resolve"
+            ) from None
         if error is not None:
-            pointer = "/" + "/".join(str(part) for part in error.absolute_path)
-            raise InvalidRequestError(f"{self.name}: arguments do not match the inputSchema at {pointer} ({error.validator})")
+            parts: list[str | int] = list(error.absolute_path)  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+            pointer = "/" + "/".join(str(part) for part in parts)
+            keyword = str(error.validator)  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+            raise InvalidRequestError(f"{self.name}: arguments do not match the inputSchema at {pointer} ({keyword})")
         return payload
 
     async def handler(self, parsed: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +141,9 @@ def actions_for(connection: UpstreamConnection) -> list[UpstreamAction]:
     for tool in _unique(connection.tools):
         name = f"{connection.name}.{tool.name}"
         if not TOOL_NAME_PATTERN.match(name):
-            _warn_once(connection.name, tool.name, f"tool name {name!r} does not match ^[A-Za-z][A-Za-z0-9_.-]{{0,63}}$")
+            _warn_once(
+                connection.name, tool.name, f"tool name {name!r} does not match ^[A-Za-z][A-Za-z0-9_.-]{{0,63}}$"
+            )
             continue
         schema = dict(tool.input_schema)
         cls = validators.validator_for(schema, default=validators.Draft202012Validator)
@@ -167,6 +173,13 @@ def actions_for(connection: UpstreamConnection) -> list[UpstreamAction]:
             )
         )
     return found
+
+
+def _best_match(
+    errors: Iterable[jsonschema_exceptions.ValidationError],
+) -> jsonschema_exceptions.ValidationError | None:
+    best_match: Callable[..., jsonschema_exceptions.ValidationError | None] = jsonschema_exceptions.best_match  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+    return best_match(errors)
 
 
 def _unique(tools: Iterable[types.Tool]) -> list[types.Tool]:

@@ -90,7 +90,10 @@ class UpstreamSettings(BaseModel):
         Raises:
             ConfigError: A named variable is not set (the message names the variable, never a value).
         """
-        return {key: resolve_env_value(value, f"upstream {self.name!r} header {key!r}") for key, value in self.headers.items()}
+        return {
+            key: resolve_env_value(value, f"upstream {self.name!r} header {key!r}")
+            for key, value in self.headers.items()
+        }
 
 
 def resolve_env_value(value: str, where: str) -> str:

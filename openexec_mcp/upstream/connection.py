@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -134,7 +134,9 @@ class UpstreamConnection:
                 try:
                     # One scope around the whole connection (task groups must nest): its deadline
                     # bounds connecting and listing, and is lifted once the upstream is ready.
-                    with anyio.CancelScope(deadline=anyio.current_time() + self.settings.connect_timeout_seconds) as scope:
+                    with anyio.CancelScope(
+                        deadline=anyio.current_time() + self.settings.connect_timeout_seconds
+                    ) as scope:
                         async with AsyncExitStack() as stack:
                             closed = anyio.Event()
                             client = await self._open(stack, closed)
@@ -154,7 +156,9 @@ class UpstreamConnection:
                             await self._wait_closed(closed)
                             tg.cancel_scope.cancel()
                     if scope.cancelled_caught:
-                        logger.warning("upstream %r: no connection within %g s", self.name, self.settings.connect_timeout_seconds)
+                        logger.warning(
+                            "upstream %r: no connection within %g s", self.name, self.settings.connect_timeout_seconds
+                        )
                 except Exception as exc:  # any failure of one connection ends it; the loop reconnects
                     logger.warning("upstream %r: connection failed or ended: %s", self.name, _describe(exc))
                 finally:
@@ -289,7 +293,9 @@ class UpstreamConnection:
                 continue
             await self._notify("tools")
 
-    async def _listen(self, client: Client, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def _listen(
+        self, client: Client, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """2026-07-28 upstreams announce list changes on a ``subscriptions/listen`` stream.
 
         ``task_status.started()`` fires once the upstream acknowledged the subscription (or refused it).
@@ -438,9 +444,7 @@ class UpstreamConnection:
         # they go to the most recent call in flight.
         return self._in_flight[-1] if self._in_flight else None
 
-    async def _elicit(
-        self, context: Any, params: types.ElicitRequestParams
-    ) -> types.ElicitResult | types.ErrorData:
+    async def _elicit(self, context: Any, params: types.ElicitRequestParams) -> types.ElicitResult | types.ErrorData:
         hooks = self._current_call()
         if hooks is None or hooks.elicit is None:
             return types.ElicitResult(action="decline")
@@ -495,7 +499,8 @@ def _describe(exc: BaseException | None) -> str:
     if isinstance(exc, MCPError):
         return f"MCP error {exc.error.code}: {exc.error.message}"
     if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(inner) for inner in exc.exceptions)  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+        inner: tuple[BaseException, ...] = exc.exceptions  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        return "; ".join(_describe(one) for one in inner)
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -525,7 +530,7 @@ class _ProbeTransport(httpx2.AsyncBaseTransport):
 
 
 @asynccontextmanager
-async def _observed(transport: Any, closed: anyio.Event) -> AsyncIterator[tuple[Any, Any]]:
+async def _observed(transport: Any, closed: anyio.Event) -> AsyncGenerator[tuple[Any, Any]]:
     """Wrap a transport's streams: set ``closed`` when the read side ends; mark written calls."""
     try:
         async with transport as (read_stream, write_stream):

@@ -18,17 +18,18 @@ awaits in the same task or a child of it):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import anyio
 import mcp_types as types
+from mcp.shared.dispatcher import ProgressFnT
 
 __all__ = ["CallHooks", "current_hooks", "use_hooks"]
 
-ProgressHook = Callable[[float, float | None, str | None], Awaitable[None]]
+ProgressHook = ProgressFnT
 LogHook = Callable[[types.LoggingMessageNotificationParams], Awaitable[None]]
 ElicitHook = Callable[[types.ElicitRequestParams], Awaitable[types.ElicitResult | types.ErrorData]]
 SampleHook = Callable[
@@ -66,7 +67,7 @@ def current_hooks() -> CallHooks:
 
 
 @contextmanager
-def use_hooks(hooks: CallHooks) -> Iterator[CallHooks]:
+def use_hooks(hooks: CallHooks) -> Generator[CallHooks]:
     """Make ``hooks`` the current call's hooks for the ``with`` block (the transport's side)."""
     token = _HOOKS.set(hooks)
     try:

@@ -11,7 +11,7 @@ upstream is down its tools stay listed and answer ``upstream_unavailable``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -78,7 +78,7 @@ class UpstreamManager:
         self.actions: dict[str, list[UpstreamAction]] = {name: [] for name in self.connections}
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[UpstreamManager]:
+    async def running(self) -> AsyncGenerator[UpstreamManager]:
         """Run every upstream for the ``with`` block; on exit stop them (stdio processes end).
 
         Entering waits for each upstream's first connection attempt (ready or down), so the

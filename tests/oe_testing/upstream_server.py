@@ -219,7 +219,9 @@ async def _serve_stdio_legacy(server: MCPServer) -> None:
 
     low = server._lowlevel_server  # pyright: ignore[reportPrivateUsage]
     async with stdio_server() as (read_stream, write_stream), low.lifespan(low) as state:
-        await serve_loop(low, read_stream, write_stream, lifespan_state=state, init_options=low.create_initialization_options())
+        await serve_loop(
+            low, read_stream, write_stream, lifespan_state=state, init_options=low.create_initialization_options()
+        )
 
 
 async def _serve_http(server: MCPServer, port: int) -> None:

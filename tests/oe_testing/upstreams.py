@@ -18,7 +18,6 @@ from typing import Any
 from oe_testing.http_server import free_port
 from oe_testing.processes import stop
 from oe_testing.upstream_server import wait_for_port
-
 from openexec_mcp.upstream.config import UpstreamSettings
 
 TESTS_DIR = Path(__file__).resolve().parent.parent

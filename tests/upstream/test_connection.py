@@ -225,11 +225,11 @@ async def test_caller_cancellation_is_forwarded_and_outcome_unknown(counter_dir:
 
 
 async def test_progress_log_and_elicitation_reach_the_caller_hooks(counter_dir: Path) -> None:
-    progress: list[tuple[float, float | None, str | None]] = []
+    seen: list[tuple[float, float | None, str | None]] = []
     logs: list[Any] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append((value, total, message))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
 
     async def on_log(params: types.LoggingMessageNotificationParams) -> None:
         logs.append(params.data)
@@ -239,7 +239,7 @@ async def test_progress_log_and_elicitation_reach_the_caller_hooks(counter_dir: 
 
     hooks = CallHooks(progress=on_progress, log=on_log, elicit=on_elicit)
     for legacy_only in (False, True):
-        progress.clear()
+        seen.clear()
         logs.clear()
         async with connected(stdio_settings(counter_dir, legacy_only=legacy_only)) as connection:
             with use_hooks(hooks):
@@ -247,7 +247,7 @@ async def test_progress_log_and_elicitation_reach_the_caller_hooks(counter_dir: 
                 await connection.call_tool("log", {"message": "hello upstream"})
                 asked = await connection.call_tool("ask", {"question": "?"})
             declined = await connection.call_tool("ask", {"question": "?"})  # no hooks: declined
-        assert [step[0] for step in progress] == [1, 2, 3]
+        assert [step[0] for step in seen] == [1, 2, 3]
         assert logs == ["hello upstream"]
         assert asked["content"][0]["text"] == "accept:forty-two"
         assert declined["content"][0]["text"] == "decline:"
