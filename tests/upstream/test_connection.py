@@ -301,3 +301,30 @@ def test_env_header_values_come_from_the_environment(monkeypatch: pytest.MonkeyP
     assert "OE_UP_TOKEN" in raised.value.message
     monkeypatch.setenv("OE_UP_TOKEN", "Bearer s3cret")
     assert settings.resolved_headers() == {"Authorization": "Bearer s3cret"}
+
+
+async def test_the_real_filesystem_server_from_npm_is_guarded(tmp_path: Path) -> None:
+    import shutil
+
+    from oe_testing.npm import server_filesystem_entry
+
+    entry = server_filesystem_entry()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "hello.txt").write_text("hello from disk")
+    node = shutil.which("node")
+    assert node is not None
+    settings = UpstreamSettings(name="fs", command=node, args=[str(entry), str(data)])
+    async with connected(settings) as connection:
+        assert connection.server_info["name"] == "secure-filesystem-server"
+        actions = by_name(connection)
+        assert {"fs.read_text_file", "fs.write_file", "fs.list_directory"} <= set(actions)
+        read = actions["fs.read_text_file"]
+        assert read.read_only is True
+        payload = read.parse_payload({"path": str(data / "hello.txt")})
+        result = await read.handler(payload)
+        assert "hello from disk" in result["content"][0]["text"]
+        with pytest.raises(UpstreamError):
+            await read.handler(read.parse_payload({"path": "/etc/passwd"}))  # outside the allowed directory
+        with pytest.raises(InvalidRequestError):
+            read.parse_payload({"path": 7})
