@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from openexec_mcp.errors import ConfigError
+from openexec_mcp.upstream.config import UpstreamSettings
 
 __all__ = ["ApprovalKeySettings", "AuthToken", "Settings", "default_state_dir", "load_settings"]
 
@@ -57,10 +58,21 @@ class ActionPolicySettings(_Section):
     approval: ApprovalPolicy
 
 
+class PolicyRuleSettings(_Section):
+    """``[[policy.rules]]`` (SPEC §11): the first rule whose ``actions`` and ``when`` match decides."""
+
+    actions: list[str] = Field(min_length=1)
+    """fnmatch patterns over advertised action names (``fs.read_*``)."""
+    when: str | None = None
+    """A CEL expression over ``args``, ``action`` and ``tenant_id``; it must yield a bool."""
+    approval: ApprovalPolicy
+
+
 class PolicySettings(_Section):
     """``[policy]``."""
 
     actions: dict[str, ActionPolicySettings] = Field(default_factory=dict[str, ActionPolicySettings])
+    rules: list[PolicyRuleSettings] = Field(default_factory=list[PolicyRuleSettings])
 
 
 class LimitsSettings(_Section):
@@ -171,6 +183,8 @@ class Settings(BaseSettings):
     approvals: ApprovalsSettings = ApprovalsSettings()
     auth: AuthSettings = AuthSettings()
     mcp: McpSettings = McpSettings()
+    upstreams: list[UpstreamSettings] = Field(default_factory=list[UpstreamSettings])
+    """``[[upstreams]]``: MCP servers guarded by this one (SPEC §11)."""
 
     @classmethod
     def settings_customise_sources(

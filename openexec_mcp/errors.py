@@ -29,7 +29,8 @@ The hierarchy::
     │   ├── ApprovalExpiredError     approval_expired
     │   ├── ApprovalTTLTooLongError  approval_ttl_too_long
     │   ├── ApprovalActionMismatchError approval_action_mismatch
-    │   └── ApprovalConsumedError    approval_consumed
+    │   ├── ApprovalConsumedError    approval_consumed
+    │   └── PolicyError              policy_error          (a policy rule's CEL ``when`` failed; SPEC §11)
     ├── ExecutionError                                     (the handler ran; status ``failed``)
     │   ├── HandlerError             handler_error
     │   ├── InvalidResultError       invalid_result
@@ -80,6 +81,7 @@ __all__ = [
     "OpenExecError",
     "OperatorMarkedFailedError",
     "OutcomeUnknownError",
+    "PolicyError",
     "RateLimitedError",
     "ResolutionRefusedError",
     "ShuttingDownError",
@@ -240,6 +242,12 @@ class ApprovalConsumedError(ApprovalError):
     """The artifact's ``approval_id`` has already executed a call."""
 
     code = "approval_consumed"
+
+
+class PolicyError(ApprovalError):
+    """A matching policy rule's ``when`` errored or did not yield a bool: the call is denied (SPEC §11)."""
+
+    code = "policy_error"
 
 
 class ExecutionError(OpenExecError):
