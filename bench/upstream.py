@@ -13,6 +13,7 @@ the added latency per call in milliseconds (``1/gated - 1/direct``).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from contextlib import AsyncExitStack
@@ -89,7 +90,8 @@ def figure_upstream(plan: object, ws: Workspace) -> list[Row]:
             "direct": (bare_command("stdio"), server_env(None), work / "direct.log"),
             "gated": (gated_command(), gated_env, work / "gated.log"),
         }
-        for name, rate in anyio.run(lambda: _rates(commands, calls=calls, blocks=blocks, warmup=warmup)).items():
+        measured = anyio.run(functools.partial(_rates, commands, calls=calls, blocks=blocks, warmup=warmup))
+        for name, rate in measured.items():
             rates.add(name, rate)
     ratio = rates.paired_ratio("gated", "direct")
     added_ms = (1 / rates.median("gated") - 1 / rates.median("direct")) * 1000
