@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
@@ -40,7 +41,7 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
@@ -226,7 +227,9 @@ class UpstreamConnection:
         info = client.server_info
         self.server_info = {"name": info.name, "version": info.version} if info is not None else self.server_info
         if not self._modern(client) and self.capabilities.logging is not None:
-            await client.set_logging_level(_UPSTREAM_LOG_LEVEL)  # pyright: ignore[reportDeprecated]
+            with warnings.catch_warnings():  # deprecated in 2026-07-28, still how 2025 servers log
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                await client.set_logging_level(_UPSTREAM_LOG_LEVEL)  # pyright: ignore[reportDeprecated]
         return client
 
     async def _ready(self, client: Client) -> None:
