@@ -25,6 +25,8 @@ a crash. Tools:
 - ``grow(name)``: adds a tool ``name`` (which answers ``"grown"``) and sends ``tools/list_changed``.
 - ``bad name!``: a tool whose name does not match the SPEC §1 regex (the proxy must skip it).
 - ``strict(n)``: takes an integer ``n`` in [0, 10], no other properties; answers ``n``.
+
+Resources ``test://static`` and the template ``test://item/{item_id}``; a prompt ``greet(who)``.
 """
 
 from __future__ import annotations
@@ -163,6 +165,18 @@ def build_server(counter_dir: Path, *, legacy_only: bool = False) -> MCPServer:
         mcp.add_tool(grown, name=name, description="Added at run time.")
         await announce_tools_changed(ctx)
         return "grew"
+
+    @mcp.resource("test://static", name="static", mime_type="text/plain")
+    def static_resource() -> str:
+        return "static resource text"
+
+    @mcp.resource("test://item/{item_id}", name="item")
+    def item_resource(item_id: str) -> str:
+        return f"item {item_id}"
+
+    @mcp.prompt(name="greet", description="Greet someone.")
+    def greet(who: str) -> str:
+        return f"Say hello to {who}."
 
     def bad_name() -> str:
         return "never listed by the proxy"

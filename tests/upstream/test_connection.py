@@ -328,3 +328,29 @@ async def test_the_real_filesystem_server_from_npm_is_guarded(tmp_path: Path) ->
             await read.handler(read.parse_payload({"path": "/etc/passwd"}))  # outside the allowed directory
         with pytest.raises(InvalidRequestError):
             read.parse_payload({"path": 7})
+
+
+async def test_resources_and_prompts_pass_through_unchanged_and_prefixed(counter_dir: Path) -> None:
+    from mcp import Client
+    from mcp.server.mcpserver import MCPServer
+
+    from openexec_mcp.upstream.passthrough import install_passthrough
+
+    manager = UpstreamManager([stdio_settings(counter_dir, expose_resources=True, expose_prompts=True)])
+    front: MCPServer[Any] = MCPServer("front")
+    install_passthrough(front, manager)
+    async with manager.running(), Client(front) as client:
+        resources = (await client.list_resources()).resources
+        assert [str(resource.uri) for resource in resources] == ["test://static"]
+        read = await client.read_resource("test://static")
+        assert isinstance(read.contents[0], types.TextResourceContents)
+        assert read.contents[0].text == "static resource text"
+        templated = await client.read_resource("test://item/42")
+        assert isinstance(templated.contents[0], types.TextResourceContents) and templated.contents[0].text == "item 42"
+        templates = (await client.list_resource_templates()).resource_templates
+        assert [template.uri_template for template in templates] == ["test://item/{item_id}"]
+        prompts = (await client.list_prompts()).prompts
+        assert [prompt.name for prompt in prompts] == ["t.greet"]
+        got = await client.get_prompt("t.greet", {"who": "Ada"})
+        assert isinstance(got.messages[0].content, types.TextContent) and "Ada" in got.messages[0].content.text
+    assert executions(counter_dir) == []
