@@ -127,3 +127,58 @@ class PolicyRules:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+_MODE_DEFAULT: dict[str, ApprovalPolicy] = {"demo": "auto", "clawshield": "signed"}
+
+
+class ApprovalResolver:
+    """The effective approval policy of one call: rules, then overrides, then defaults (SPEC §5, §11).
+
+    Args:
+        mode: ``demo`` or ``clawshield``.
+        rules: The compiled ``[[policy.rules]]``.
+        overrides: ``[policy.actions.NAME] approval``.
+
+    The action's own default comes from the action: ``approval`` (an ``@action`` declaration), or
+    for an upstream tool under ``trust_annotations`` with ``readOnlyHint``
+    (``trusted_read_only``), ``auto``. Annotations never weaken anything else.
+    """
+
+    def __init__(self, mode: str, rules: PolicyRules, overrides: Mapping[str, ApprovalPolicy]) -> None:
+        self.mode = mode
+        self.rules = rules
+        self.overrides = dict(overrides)
+        self.mode_default: ApprovalPolicy = _MODE_DEFAULT[mode]
+
+    def fallback(self, action: Any) -> ApprovalPolicy:
+        """Return the policy of ``action`` when no rule matches (override, action default, mode)."""
+        override = self.overrides.get(action.name)
+        if override is not None:
+            return override
+        declared: ApprovalPolicy | None = getattr(action, "approval", None)
+        if declared is not None:
+            return declared
+        if getattr(action, "trusted_read_only", False):
+            return "auto"
+        return self.mode_default
+
+    def advertised(self, action: Any) -> ApprovalPolicy:
+        """Return the policy named in the tool's ``_meta``: the first unconditional matching rule, else the fallback.
+
+        A rule with ``when`` may change it call by call; the advertised value is what applies when
+        no conditional rule matches.
+        """
+        for rule in self.rules.rules:
+            if rule.program is None and rule.matches_name(action.name):
+                return rule.approval
+        return self.fallback(action)
+
+    def for_call(self, action: Any, args: Mapping[str, Any], tenant_id: str) -> ApprovalPolicy:
+        """Return the policy of one call.
+
+        Raises:
+            PolicyError: A matching rule's ``when`` failed (the gate denies with a receipt).
+        """
+        decided = self.rules.decide(action.name, args, tenant_id)
+        return decided if decided is not None else self.fallback(action)

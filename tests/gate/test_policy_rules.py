@@ -78,3 +78,24 @@ def test_rules_serialize_in_order_for_the_policy_hash() -> None:
     assert SPEC_EXAMPLE.to_json()[1] == {
         "actions": ["fs.write_file"], "when": 'args.path.startsWith("/srv/data/tmp/")', "approval": "auto",
     }  # fmt: skip
+
+
+def test_resolver_order_rules_then_overrides_then_action_then_mode() -> None:
+    from types import SimpleNamespace
+
+    from openexec_mcp.gate.rules import ApprovalResolver
+
+    resolver = ApprovalResolver("clawshield", SPEC_EXAMPLE, {"fs.read_text_file": "deny", "echo": "elicit"})
+    read = SimpleNamespace(name="fs.read_text_file", approval=None, trusted_read_only=False)
+    assert resolver.for_call(read, {"path": "/x"}, "t") == "auto"  # the rule wins over the override
+    echo = SimpleNamespace(name="echo", approval=None, trusted_read_only=False)
+    assert resolver.for_call(echo, {}, "t") == "elicit"
+    add = SimpleNamespace(name="add", approval="auto", trusted_read_only=False)
+    assert resolver.for_call(add, {}, "t") == "auto"
+    other = SimpleNamespace(name="gh.list_issues", approval=None, trusted_read_only=False)
+    assert resolver.for_call(other, {}, "t") == "signed"
+    trusted = SimpleNamespace(name="gh.list_issues", approval=None, trusted_read_only=True)
+    assert resolver.for_call(trusted, {}, "t") == "auto"  # trust_annotations only lowers the mode default
+    write = SimpleNamespace(name="fs.write_file", approval=None, trusted_read_only=True)
+    assert resolver.for_call(write, {"path": "/srv/data/x"}, "t") == "signed"  # a rule beats annotations
+    assert resolver.advertised(write) == "signed"
