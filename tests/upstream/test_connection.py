@@ -354,3 +354,37 @@ async def test_resources_and_prompts_pass_through_unchanged_and_prefixed(counter
         got = await client.get_prompt("t.greet", {"who": "Ada"})
         assert isinstance(got.messages[0].content, types.TextContent) and "Ada" in got.messages[0].content.text
     assert executions(counter_dir) == []
+
+
+async def test_list_changes_are_announced_to_clients_of_both_eras() -> None:
+    from mcp import Client
+    from mcp.server.mcpserver import MCPServer
+
+    from openexec_mcp.upstream.announce import ListChangedAnnouncer
+
+    front: MCPServer[Any] = MCPServer("front")
+
+    @front.tool()
+    def ping() -> str:
+        return "pong"
+
+    announcer = ListChangedAnnouncer(front)
+    heard = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            heard.set()
+
+    async with Client(front, mode="legacy", message_handler=on_message) as legacy:
+        assert legacy.server_capabilities.tools is not None and legacy.server_capabilities.tools.list_changed
+        await legacy.list_tools()
+        await announcer.announce("tools")
+        with anyio.fail_after(10):
+            await heard.wait()
+
+    async with Client(front) as modern, modern.listen(tools_list_changed=True) as subscription:
+        await announcer.announce("tools")
+        with anyio.fail_after(10):
+            async for event in subscription:
+                assert type(event).__name__ == "ToolsListChanged"
+                break
