@@ -88,6 +88,10 @@ class UpstreamAction:
         """Return the upstream's ``outputSchema`` (the structured content of its results), if any."""
         return dict(self.tool.output_schema) if self.tool.output_schema is not None else None
 
+    def fingerprint(self) -> str:
+        """Return what clients see of this tool (its definition and nonce rules) as one string."""
+        return self.tool.model_dump_json(by_alias=True) + f"|{self.nonce_required}|{self.trusted_read_only}"
+
     @property
     def annotations(self) -> types.ToolAnnotations | None:
         """The upstream's annotations, passed through unchanged."""
