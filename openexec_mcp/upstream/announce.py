@@ -68,3 +68,47 @@ class ListChangedAnnouncer:
             await self._server._subscriptions.publish(event())  # pyright: ignore[reportPrivateUsage]
         except Exception:
             logger.debug("publishing a list change to subscriptions failed", exc_info=True)
+
+
+class ToolSync:
+    """Keeps an MCP server's tool list equal to a catalog's actions, and announces each change.
+
+    Args:
+        server: The MCP server (its tools are added and removed with the SDK's own calls).
+        tool_for: Builds the SDK ``Tool`` of one action (the transport's advertisement).
+        announcer: Tells clients after each change.
+    """
+
+    def __init__(self, server: MCPServer[Any], tool_for: Any, announcer: ListChangedAnnouncer) -> None:
+        self._server = server
+        self._tool_for = tool_for
+        self._announcer = announcer
+        self._listed: dict[str, Any] = {}
+
+    def sync(self, actions: list[Any]) -> bool:
+        """Make the listed tools match ``actions``; return whether anything changed."""
+        wanted = {action.name: action for action in actions}
+        changed = False
+        for name in list(self._listed):
+            if name not in wanted:
+                self._server.remove_tool(name)
+                del self._listed[name]
+                changed = True
+        for name, action in wanted.items():
+            seen = _fingerprint(action)
+            if self._listed.get(name) == seen:
+                continue
+            self._server._tool_manager._tools[name] = self._tool_for(action)  # pyright: ignore[reportPrivateUsage]
+            self._listed[name] = seen
+            changed = True
+        return changed
+
+    async def sync_and_announce(self, actions: list[Any]) -> None:
+        """:meth:`sync`, then announce ``tools`` when the list changed."""
+        if self.sync(actions):
+            await self._announcer.announce("tools")
+
+
+def _fingerprint(action: Any) -> Any:
+    fingerprint = getattr(action, "fingerprint", None)
+    return fingerprint() if callable(fingerprint) else id(action)
