@@ -163,8 +163,9 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
     GateExtension.intercept_tool_call = probe.wrap_async(GateExtension.intercept_tool_call, "wiring")
     key = gate.server_key
     gate.call = probe.wrap_async(gate.call, "gate_other")  # type: ignore[method-assign]
-    gate._validate = probe.wrap(gate._validate, "validation")  # type: ignore[method-assign]
-    gate._run_handler = probe.wrap_async(gate._run_handler, "handler")  # type: ignore[method-assign]
+    gate._validate = probe.wrap_async(gate._validate, "validation")  # type: ignore[method-assign]  # pyright: ignore[reportPrivateUsage]
+    runner = gate.runner
+    runner.run = probe.wrap_async(runner.run, "handler")  # type: ignore[method-assign]
     timed_key = ServerKey(private_key=_TimedKey(key.private_key, probe), public_raw=key.public_raw, kid=key.kid)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     gate.receipts._server_key = timed_key  # pyright: ignore[reportPrivateUsage]
     db = store._db  # type: ignore[attr-defined]  # pyright: ignore[reportUnknownMemberType, reportAttributeAccessIssue]
@@ -179,7 +180,8 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
         gate.receipts._server_key = key  # pyright: ignore[reportPrivateUsage]
         store._db = db  # type: ignore[attr-defined]
         for owner_instance, names in (
-            (gate, ("call", "_validate", "_run_handler")),
+            (gate, ("call", "_validate")),
+            (runner, ("run",)),
             (store, ("claim_nonce", "finish")),
         ):
             for name in names:

@@ -91,6 +91,11 @@ class LimitsSettings(_Section):
     """Calls per second allowed per tenant in this process (token bucket); 0 turns it off."""
     rate_limit_burst: int = Field(default=50, ge=1, le=1_000_000)
     """Bucket size: calls a tenant may make at once before the rate applies."""
+    handler_concurrency: int = Field(default=16, ge=1, le=1024)
+    """Calls of one action whose handler may run at once in this process, counting sync handler
+    threads abandoned after a timeout until they end; past it, calls are refused at admission with
+    ``action_saturated`` (nothing recorded). Sync handlers run on a thread limiter of their own,
+    never on the one store I/O uses."""
 
 
 class NonceSettings(_Section):

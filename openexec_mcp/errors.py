@@ -1,24 +1,27 @@
 """The exception tree of openexec-mcp and the stable error codes of SPEC.md.
 
 Every refusal the server makes is one of these classes; its class-level ``code`` is the stable
-string that appears in result envelopes (``error.code``) and receipts (``error_code``). Clients
-match on the code, never on the message. Messages say what was expected and what arrived, and
-never echo configured secrets or the configured tenant.
+string that appears in result envelopes (``error.code``) and receipts (``error_code``), and its
+class-level ``http_status`` is the status of ``POST /execute`` (SPEC §8). Clients match on the
+code, never on the message. Messages say what was expected and what arrived, and never echo
+configured secrets, the configured tenant, store addresses or exception text (SPEC §10).
 
-The hierarchy::
+Abstract classes (no code of their own) group the leaves; each leaf's code is unique, except the
+two ``invalid_request`` leaves (a parse failure is an invalid request). The hierarchy, with
+``code`` and HTTP status::
 
-    OpenExecError
-    ├── InvalidRequestError          invalid_request       (SPEC §2, §10: nothing is recorded)
-    │   ├── MalformedInputError      invalid_request       (a parse_* of untrusted bytes failed)
-    │   └── UnknownActionError       unknown_action        (no tool of that name; HTTP 404)
-    ├── NonceError                                         (SPEC §4)
+    OpenExecError                                              (abstract)
+    ├── InvalidRequestError          invalid_request       422 (SPEC §2, §10: nothing is recorded)
+    │   ├── MalformedInputError      invalid_request       422 (a parse_* of untrusted bytes failed)
+    │   └── UnknownActionError       unknown_action        404 (no tool of that name)
+    ├── NonceError                                         409 (abstract; SPEC §4)
     │   ├── NonceConflictError       nonce_conflict
     │   ├── InProgressError          in_progress
-    │   └── OutcomeUnknownError      outcome_unknown
-    ├── ApprovalError                                      (SPEC §5, one class per check)
+    │   └── OutcomeUnknownError      outcome_unknown           (also: sent, and no answer came)
+    ├── ApprovalError                                      403 (abstract; SPEC §5, one class per check)
     │   ├── ApprovalRequiredError    approval_required
-    │   ├── ApprovalDeniedError      approval_denied       (policy ``deny``)
-    │   ├── ApprovalDeclinedError    approval_declined     (elicitation declined or cancelled)
+    │   ├── ApprovalDeniedError      approval_denied           (policy ``deny``)
+    │   ├── ApprovalDeclinedError    approval_declined         (elicitation declined or cancelled)
     │   ├── ApprovalMalformedError   approval_malformed
     │   ├── ApprovalUnknownKeyError  approval_unknown_key
     │   ├── ApprovalBadSignatureError approval_bad_signature
@@ -30,28 +33,42 @@ The hierarchy::
     │   ├── ApprovalTTLTooLongError  approval_ttl_too_long
     │   ├── ApprovalActionMismatchError approval_action_mismatch
     │   ├── ApprovalConsumedError    approval_consumed
-    │   └── PolicyError              policy_error          (a policy rule's CEL ``when`` failed; SPEC §11)
-    ├── ExecutionError                                     (the handler ran; status ``failed``)
+    │   ├── ApprovalRejectedError    approval_rejected         (SPEC §13: a signed reject decision)
+    │   ├── ApprovalGrantExhaustedError approval_grant_exhausted (SPEC §13)
+    │   ├── ApprovalGrantRevokedError approval_grant_revoked   (SPEC §13)
+    │   └── PolicyError              policy_error              (a policy rule failed at call time, SPEC §11)
+    ├── ActionRefusedError                                 403 (abstract: refused before anything was sent)
+    │   ├── UrlNotAllowedError       url_not_allowed           (SPEC §12)
+    │   └── RecipientNotAllowedError recipient_not_allowed     (SPEC §12)
+    ├── NotSentError                                       503 (abstract: nothing left; the claim is released)
+    │   └── UpstreamUnavailableError upstream_unavailable      (SPEC §11)
+    ├── ExecutionError                                     500 (abstract: the handler ran; status ``failed``)
     │   ├── HandlerError             handler_error
     │   ├── InvalidResultError       invalid_result
     │   ├── HandlerTimeoutError      handler_timeout
-    │   ├── OperatorMarkedFailedError operator_marked_failed (``ledger resolve --mark-failed``)
-    │   └── UpstreamError            upstream_error        (the upstream answered ``isError``; SPEC §11)
-    ├── NotSentError                                       (nothing left the server; the nonce is released)
-    │   └── UpstreamUnavailableError upstream_unavailable  (SPEC §11)
-    ├── RateLimitedError             rate_limited          (nothing is recorded; HTTP 429)
-    ├── ShuttingDownError            shutting_down         (draining on SIGTERM; HTTP 503)
-    ├── StoreUnavailableError        store_unavailable
-    ├── ResolutionRefusedError       resolution_refused    (``ledger resolve``: not an open indeterminate call)
-    ├── VerificationError            verification_failed   (receipts, ledger; ``reason`` says why)
-    └── ConfigError                  config_error          (CLI exit code 2)
+    │   ├── UpstreamError            upstream_error            (the upstream answered ``isError``)
+    │   └── OperatorMarkedFailedError operator_marked_failed   (``ledger resolve --mark-failed``)
+    ├── InternalError                internal_error        500 (fail closed, on record: SPEC §10)
+    ├── OutcomeNotRecordedError      outcome_not_recorded  500 (the handler ran; its outcome is not stored)
+    ├── RateLimitedError             rate_limited          429 (nothing is recorded)
+    ├── ActionSaturatedError         action_saturated      429 (no free worker for the action; nothing recorded)
+    ├── ShuttingDownError            shutting_down         503 (draining on SIGTERM; nothing recorded)
+    ├── StoreUnavailableError        store_unavailable     503 (the store did not answer; nothing ran)
+    ├── UnauthorizedError            unauthorized          401
+    ├── ForbiddenError               forbidden             403
+    ├── NotFoundError                not_found             404
+    ├── ResolutionRefusedError       resolution_refused        (``ledger resolve``)
+    ├── VerificationError            verification_failed       (receipts, ledger; ``reason`` says why)
+    └── ConfigError                  config_error              (CLI exit code 2)
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
+    "ActionRefusedError",
+    "ActionSaturatedError",
     "ApprovalActionMismatchError",
     "ApprovalAudienceMismatchError",
     "ApprovalBadSignatureError",
@@ -60,48 +77,60 @@ __all__ = [
     "ApprovalDeniedError",
     "ApprovalError",
     "ApprovalExpiredError",
+    "ApprovalGrantExhaustedError",
+    "ApprovalGrantRevokedError",
     "ApprovalIssuerMismatchError",
     "ApprovalMalformedError",
     "ApprovalNotYetValidError",
+    "ApprovalRejectedError",
     "ApprovalRequiredError",
     "ApprovalTTLTooLongError",
     "ApprovalTenantMismatchError",
     "ApprovalUnknownKeyError",
     "ConfigError",
     "ExecutionError",
+    "ForbiddenError",
     "HandlerError",
     "HandlerTimeoutError",
     "InProgressError",
+    "InternalError",
     "InvalidRequestError",
     "InvalidResultError",
     "MalformedInputError",
     "NonceConflictError",
     "NonceError",
+    "NotFoundError",
     "NotSentError",
     "OpenExecError",
     "OperatorMarkedFailedError",
+    "OutcomeNotRecordedError",
     "OutcomeUnknownError",
     "PolicyError",
     "RateLimitedError",
+    "RecipientNotAllowedError",
     "ResolutionRefusedError",
     "ShuttingDownError",
     "StoreUnavailableError",
+    "UnauthorizedError",
     "UnknownActionError",
     "UpstreamError",
     "UpstreamUnavailableError",
+    "UrlNotAllowedError",
     "VerificationError",
 ]
 
 
 class OpenExecError(Exception):
-    """Base of every error openexec-mcp raises on purpose.
+    """Base of every error openexec-mcp raises on purpose (abstract: raise a leaf).
 
     Attributes:
-        code: The stable error code of SPEC.md (class-level).
+        code: The stable error code of SPEC.md (class-level; empty on abstract classes).
+        http_status: The HTTP status of ``POST /execute`` for this error (class-level, SPEC §8).
         message: A human-readable sentence; safe to show to the caller.
     """
 
-    code: ClassVar[str] = "internal_error"
+    code: ClassVar[str] = ""
+    http_status: ClassVar[int] = 500
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -116,6 +145,7 @@ class InvalidRequestError(OpenExecError):
     """The request is not well formed (SPEC §2, §10). Nothing is recorded; the nonce stays free."""
 
     code = "invalid_request"
+    http_status = 422
 
 
 class MalformedInputError(InvalidRequestError):
@@ -123,13 +153,16 @@ class MalformedInputError(InvalidRequestError):
 
 
 class UnknownActionError(InvalidRequestError):
-    """No action of that name is exposed by this server."""
+    """No action of that name is exposed by this server (refused before validation, no receipt)."""
 
     code = "unknown_action"
+    http_status = 404
 
 
 class NonceError(OpenExecError):
-    """The nonce was already used (SPEC §4); the handler does not run."""
+    """The nonce was already used (SPEC §4); the handler does not run (abstract)."""
+
+    http_status = 409
 
 
 class NonceConflictError(NonceError):
@@ -145,19 +178,19 @@ class InProgressError(NonceError):
 
 
 class OutcomeUnknownError(NonceError):
-    """The call's outcome is unknown (``indeterminate``); it is never re-run automatically.
+    """The call's outcome is unknown (``indeterminate``); it is never re-run by itself.
 
-    Raised for a nonce whose first call died mid-run, and by handlers whose request was sent but
-    got no answer (timeout, crash, dropped connection, cancellation forwarded; SPEC §11, §12).
+    Raised by a handler when its request was sent (to an upstream or a remote service) and no
+    answer came: the gate records the call ``indeterminate`` at once (SPEC §6, §11, §12).
     """
 
     code = "outcome_unknown"
 
 
 class ApprovalError(OpenExecError):
-    """The call lacks a valid approval (SPEC §5). Nothing is consumed."""
+    """The call lacks a valid approval (SPEC §5). Nothing is consumed (abstract)."""
 
-    code = "approval_error"
+    http_status = 403
 
 
 class ApprovalRequiredError(ApprovalError):
@@ -244,16 +277,77 @@ class ApprovalConsumedError(ApprovalError):
     code = "approval_consumed"
 
 
+class ApprovalRejectedError(ApprovalError):
+    """A valid signed ``reject`` decision covers this action_hash until it expires (SPEC §13)."""
+
+    code = "approval_rejected"
+
+
+class ApprovalGrantExhaustedError(ApprovalError):
+    """The matching grant has no use left (SPEC §13)."""
+
+    code = "approval_grant_exhausted"
+
+
+class ApprovalGrantRevokedError(ApprovalError):
+    """The matching grant was revoked (SPEC §13)."""
+
+    code = "approval_grant_revoked"
+
+
 class PolicyError(ApprovalError):
-    """A matching policy rule's ``when`` errored or did not yield a bool: the call is denied (SPEC §11)."""
+    """A policy rule's ``when`` expression failed at call time: the call is denied (SPEC §11)."""
 
     code = "policy_error"
 
 
-class ExecutionError(OpenExecError):
-    """The handler ran and did not produce a usable result (status ``failed``)."""
+class ActionRefusedError(OpenExecError):
+    """The action refused the call before sending anything (abstract; its ``precheck`` raised).
 
-    code = "handler_error"
+    The gate records ``denied`` with a receipt; neither the nonce nor an approval is consumed.
+    """
+
+    http_status = 403
+
+
+class UrlNotAllowedError(ActionRefusedError):
+    """``http_request``: the URL or method is not allowed by ``[actions.http_request]`` (SPEC §12)."""
+
+    code = "url_not_allowed"
+
+
+class RecipientNotAllowedError(ActionRefusedError):
+    """``send_email``: a recipient is outside ``allowed_recipients`` (SPEC §12)."""
+
+    code = "recipient_not_allowed"
+
+
+class NotSentError(OpenExecError):
+    """Raised by a handler when nothing was sent (abstract): the gate releases the nonce claim.
+
+    The call is recorded ``denied`` with a receipt; the nonce and the approval stay free, so a
+    retry with the same nonce may succeed (SPEC §11).
+    """
+
+    http_status = 503
+
+
+class UpstreamUnavailableError(NotSentError):
+    """The upstream MCP server is not running or refused the connection; nothing was sent."""
+
+    code = "upstream_unavailable"
+
+
+class ExecutionError(OpenExecError):
+    """The handler ran and did not produce a usable result: status ``failed`` (abstract).
+
+    Attributes:
+        result: The JSON result to keep with the failure (covered by ``result_hash``), or
+            ``None``. Only :class:`UpstreamError` sets it.
+    """
+
+    http_status = 500
+    result: Any = None
 
 
 class HandlerError(ExecutionError):
@@ -274,6 +368,21 @@ class HandlerTimeoutError(ExecutionError):
     code = "handler_timeout"
 
 
+class UpstreamError(ExecutionError):
+    """The upstream answered the call with ``isError: true`` (SPEC §11); its result is kept.
+
+    Args:
+        message: What to tell the caller.
+        result: The upstream result as JSON (``{"content", "structuredContent", "isError"}``).
+    """
+
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class OperatorMarkedFailedError(ExecutionError):
     """An operator recorded an ``indeterminate`` call as failed (``ledger resolve --mark-failed``).
 
@@ -283,31 +392,26 @@ class OperatorMarkedFailedError(ExecutionError):
     code = "operator_marked_failed"
 
 
-class UpstreamError(ExecutionError):
-    """The upstream MCP server answered the call with ``isError: true`` (SPEC §11): status ``failed``.
+class InternalError(OpenExecError):
+    """An unexpected exception inside the gate (SPEC §10: fail closed, on record).
 
-    Attributes:
-        result: The upstream result as JSON, ``{"content": [...], "structuredContent": obj | None,
-            "isError": True}``; kept in the envelope and covered by ``result_hash``.
+    ``denied`` when it happened before the handler started, ``failed`` after; with a receipt
+    whenever one could be written. The message never carries the exception text.
     """
 
-    code = "upstream_error"
-
-    def __init__(self, message: str, *, result: object = None) -> None:
-        super().__init__(message)
-        self.result = result
+    code = "internal_error"
+    http_status = 500
 
 
-class NotSentError(OpenExecError):
-    """Nothing was sent to the remote side: the gate releases the nonce claim and records ``denied``."""
+class OutcomeNotRecordedError(OpenExecError):
+    """The handler ran but its outcome could not be recorded (the store failed afterwards).
 
-    code = "not_sent"
+    The opposite of :class:`StoreUnavailableError` for a caller: something may have happened.
+    The claim stays ``started``: the nonce answers ``in_progress``, then ``outcome_unknown``.
+    """
 
-
-class UpstreamUnavailableError(NotSentError):
-    """The upstream is not running or refused the connection; the call was not sent (SPEC §11)."""
-
-    code = "upstream_unavailable"
+    code = "outcome_not_recorded"
+    http_status = 500
 
 
 class RateLimitedError(OpenExecError):
@@ -317,24 +421,59 @@ class RateLimitedError(OpenExecError):
     """
 
     code = "rate_limited"
+    http_status = 429
+
+
+class ActionSaturatedError(OpenExecError):
+    """Every worker of this action is busy (or abandoned after a timeout); retry later.
+
+    Refused at admission: nothing is recorded and the nonce stays free.
+    """
+
+    code = "action_saturated"
+    http_status = 429
 
 
 class ShuttingDownError(OpenExecError):
     """The server is draining before it exits; nothing ran. Retry on another replica or later."""
 
     code = "shutting_down"
+    http_status = 503
 
 
 class StoreUnavailableError(OpenExecError):
     """The store did not answer; nothing ran."""
 
     code = "store_unavailable"
+    http_status = 503
+
+
+class UnauthorizedError(OpenExecError):
+    """No valid bearer token came with the request (SPEC §8)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class ForbiddenError(OpenExecError):
+    """The token lacks the scope, or the request is cross-site or DNS-rebound (SPEC §8, §10)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class NotFoundError(OpenExecError):
+    """The named receipt, request or resource does not exist (for this tenant)."""
+
+    code = "not_found"
+    http_status = 404
 
 
 class ResolutionRefusedError(OpenExecError):
     """``ledger resolve`` refused: the call is unknown, not ``indeterminate`` (any more), or may not be re-run."""
 
     code = "resolution_refused"
+    http_status = 409
 
 
 class VerificationError(OpenExecError):
@@ -346,6 +485,7 @@ class VerificationError(OpenExecError):
     """
 
     code = "verification_failed"
+    http_status = 422
 
     def __init__(self, reason: str, message: str, *, seq: int | None = None) -> None:
         super().__init__(message)

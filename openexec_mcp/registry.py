@@ -9,6 +9,7 @@ actions simply by defining them at module level, and :func:`load_registry` colle
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import pkgutil
@@ -19,10 +20,10 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from openexec_mcp.core.action import TOOL_NAME_PATTERN
-from openexec_mcp.errors import ConfigError
+from openexec_mcp.errors import ConfigError, InvalidRequestError
 
 __all__ = ["ENTRY_POINT_GROUP", "Action", "Registry", "action", "load_registry"]
 
@@ -34,15 +35,25 @@ RESERVED_ARGUMENTS = frozenset({"nonce"})
 
 @dataclass(frozen=True, eq=False)
 class Action:
-    """A registered action: one guarded MCP tool of the same name.
+    """A guarded action: one MCP tool of the same name, called only through the gate.
 
-    Calling an :class:`Action` calls its handler directly, without the gate (for unit tests of
-    the handler itself).
+    ``@action`` functions are :class:`Action` objects; other sources of actions (upstream MCP
+    servers, the opt-in real actions) subclass it and override :meth:`parse_payload` and
+    :meth:`input_schema`. The gate calls, in this order (SPEC §4, §11, §12):
+    :meth:`parse_payload` (step 1), :attr:`precheck` (step 3, before approval), then
+    :attr:`handler` (step 5). Calling an :class:`Action` calls its handler directly, without the
+    gate (for unit tests of the handler itself).
 
     Attributes:
         name: The tool name (``^[A-Za-z][A-Za-z0-9_.-]{0,63}$``).
-        handler: The function; sync or async; takes one argument, the validated input model.
-        input_model: The pydantic model of the payload. It may not define ``nonce``.
+        handler: The function; sync (run on a worker thread) or async; takes one argument, the
+            value :meth:`parse_payload` returned. It returns a JSON value, or raises one of:
+            :class:`~openexec_mcp.errors.UpstreamError` (``failed``, its ``result`` kept),
+            :class:`~openexec_mcp.errors.NotSentError` (nothing was sent: the claim is
+            released, ``denied``), :class:`~openexec_mcp.errors.OutcomeUnknownError` (sent and
+            no answer: ``indeterminate``); anything else is ``failed`` / ``handler_error``.
+        input_model: The pydantic model of the payload (``None`` for schema-validated actions).
+            It may not define ``nonce``.
         output_model: The pydantic model of the result, or ``None`` for any JSON value.
         title: Human-readable title (tool annotation ``title``).
         description: Tool description (defaults to the handler's docstring).
@@ -51,11 +62,20 @@ class Action:
         idempotent: ``idempotentHint``.
         open_world: ``openWorldHint``.
         approval: Per-action approval policy, or ``None`` for the server's policy.
+        precheck: Pure and fast; raises an
+            :class:`~openexec_mcp.errors.ActionRefusedError` to refuse the parsed payload before
+            approval (``denied`` with a receipt, nothing consumed, nothing sent).
+        declares_nonce: The tool has its own ``nonce`` argument: it is passed to the handler,
+            and the gate's nonce comes only from ``_meta["dev.openexec/nonce"]`` (SPEC §11).
+        nonce_required: ``False`` lets a call without a nonce through with a server nonce
+            (``nonce_source: "server"``, no replay protection; upstream ``nonce = "optional"``).
+        upstream: ``{"name", "server": {"name", "version"}}`` for upstream tools: added to the
+            receipt body (SPEC §11). ``None`` otherwise.
     """
 
     name: str
     handler: Callable[[Any], Any]
-    input_model: type[BaseModel]
+    input_model: type[BaseModel] | None
     output_model: type[BaseModel] | None
     title: str | None = None
     description: str = ""
@@ -64,6 +84,10 @@ class Action:
     idempotent: bool = False
     open_world: bool = True
     approval: Literal["auto", "signed", "elicit", "deny"] | None = None
+    precheck: Callable[[Any], None] | None = None
+    declares_nonce: bool = False
+    nonce_required: bool = True
+    upstream: Mapping[str, Any] | None = None
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,7 +99,48 @@ class Action:
 
     def accepts_extra_fields(self) -> bool:
         """Return whether the input model allows properties it does not declare."""
-        return self.input_model.model_config.get("extra") == "allow"
+        return self.input_model is not None and self.input_model.model_config.get("extra") == "allow"
+
+    def input_schema(self) -> dict[str, Any]:
+        """Return the JSON Schema of the payload, without the reserved ``nonce`` (SPEC §1).
+
+        Unless the model allows extra properties, ``additionalProperties`` is false: the gate
+        refuses arguments the action does not declare instead of silently dropping them.
+        """
+        if self.input_model is None:
+            return {"type": "object"}
+        schema = copy.deepcopy(self.input_model.model_json_schema())
+        schema.setdefault("type", "object")
+        if not self.accepts_extra_fields():
+            schema["additionalProperties"] = False
+        return schema
+
+    def parse_payload(self, payload: Mapping[str, Any], payload_bytes: bytes) -> Any:
+        """Validate the payload (the arguments without the reserved nonce); return the handler's argument.
+
+        Args:
+            payload: The untrusted arguments, already within the SPEC §2 limits.
+            payload_bytes: Their RFC 8785 bytes: validated strictly (no type coercion), so the
+                handler sees exactly what the action hash covers.
+
+        Raises:
+            InvalidRequestError: An undeclared argument, or the input model refuses the payload.
+        """
+        if self.input_model is None:
+            raise InvalidRequestError(f"action {self.name!r} has no input model")
+        if not self.accepts_extra_fields():
+            declared = {f.alias or n for n, f in self.input_model.model_fields.items()}
+            unknown = sorted(set(payload) - declared)
+            if unknown:
+                raise InvalidRequestError(f"unknown argument(s) for {self.name!r}: {', '.join(unknown)[:200]}")
+        try:
+            return self.input_model.model_validate_json(payload_bytes, strict=True)
+        except ValidationError as exc:
+            # Field locations and messages only: the rejected values are the caller's data.
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}" for err in exc.errors()[:5]
+            )
+            raise InvalidRequestError(f"invalid arguments for {self.name!r}: {problems}") from None
 
 
 def action(

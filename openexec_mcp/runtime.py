@@ -2,14 +2,20 @@
 
 The order is fixed: load actions, freeze the policy, open the store, load (or create) the server
 key, then record every call found ``started`` as ``indeterminate`` before accepting new calls.
+The runtime also owns the process's :class:`Housekeeping`, the upkeep that runs beside the calls
+and never on their path: nonce retention sweeps and, on PostgreSQL, the recording of dead
+replicas' calls.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from openexec_mcp.config import Settings
+from openexec_mcp.core.clock import utc_now
 from openexec_mcp.core.receipt import ServerKey
 from openexec_mcp.faults import unsafe_faults_enabled
 from openexec_mcp.gate.approvals import Approver, build_keyring
@@ -17,10 +23,11 @@ from openexec_mcp.gate.pipeline import Gate
 from openexec_mcp.gate.policy import Policy, build_policy
 from openexec_mcp.keystore import load_or_create_server_key
 from openexec_mcp.ledger.checkpoints import Ledger
+from openexec_mcp.ledger.retention import NonceSweeper
 from openexec_mcp.registry import Registry, load_registry
 from openexec_mcp.store import Store, open_store
 
-__all__ = ["Runtime", "build_runtime"]
+__all__ = ["Housekeeping", "Runtime", "build_runtime"]
 
 logger = logging.getLogger("openexec_mcp")
 
@@ -28,6 +35,49 @@ DEMO_WARNING = (
     "DEMO MODE: every action is approved automatically (approval policy 'auto'). "
     'Do not expose this server to untrusted agents; set mode = "clawshield" to require signed approvals.'
 )
+
+
+class Housekeeping:
+    """Background upkeep of one serving process, on a daemon thread of its own.
+
+    Every ``tick_seconds`` it starts the nonce retention sweep when one is due (hourly, SPEC §4);
+    the sweeper also records the calls of dead replicas as ``indeterminate`` where the store can
+    tell them apart (PostgreSQL). A failing sweep is logged and retried; it never fails a call.
+
+    Args:
+        sweeper: The retention sweeper, or ``None`` when nothing is to be done (maintenance
+            commands).
+        tick_seconds: How often to look whether a sweep is due, in seconds.
+    """
+
+    def __init__(self, sweeper: NonceSweeper | None, *, tick_seconds: float = 60.0) -> None:
+        self.sweeper = sweeper
+        self._tick_seconds = tick_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Sweep once now (on this thread), then start the background thread."""
+        if self.sweeper is None or self._thread is not None:
+            return
+        self.sweeper.sweep()
+        self._thread = threading.Thread(target=self._loop, name="openexec-housekeeping", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        sweeper = self.sweeper
+        assert sweeper is not None
+        while not self._stop.wait(self._tick_seconds):
+            sweeper.maybe_sweep()
+            sweeper.join()
+
+    def stop(self, timeout_seconds: float = 10) -> None:
+        """Stop the thread after the sweep under way, if any (waits at most ``timeout_seconds``)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_seconds)
+        if self.sweeper is not None:
+            self.sweeper.join(timeout_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +91,11 @@ class Runtime:
     server_key: ServerKey
     gate: Gate
     ledger: Ledger
+    housekeeping: Housekeeping
 
     def close(self) -> None:
         """Close the store (after a running retention sweep, if any, finishes)."""
-        if self.gate.sweeper is not None:
-            self.gate.sweeper.join(timeout_seconds=10)
+        self.housekeeping.stop(timeout_seconds=10)
         self.ledger.close()  # finishes the batch checkpoint being signed, if any
         self.store.close()
 
@@ -80,16 +130,20 @@ def build_runtime(
             approver=approver,
             rate_limit_per_second=settings.limits.rate_limit_per_second,
             rate_limit_burst=settings.limits.rate_limit_burst, on_append=ledger.note_appended,
-            nonce_retention_seconds=settings.nonce.retention_seconds if serving else None,
         )  # fmt: skip
+        sweeper = (
+            NonceSweeper(store, settings.nonce.retention_seconds, utc_now, recover=_dead_replica_recovery(store, gate))
+            if serving
+            else None
+        )
+        housekeeping = Housekeeping(sweeper)
         recovered = store.recover_started(gate.receipts.for_indeterminate) if serving else []
     except BaseException:
         store.close()
         raise
     if not serving:
-        return Runtime(settings, registry, policy, store, server_key, gate, ledger)
-    if gate.sweeper is not None:
-        gate.sweeper.sweep()  # at start; then hourly, piggy-backed on calls (SPEC §4 retention)
+        return Runtime(settings, registry, policy, store, server_key, gate, ledger, housekeeping)
+    housekeeping.start()  # a sweep now; then hourly, beside the calls (SPEC §4 retention)
     for entry in recovered:
         logger.warning("call %s (%s) was cut off by a restart; recorded as indeterminate", entry.exec_id, entry.action)
     if settings.mode == "demo":
@@ -100,4 +154,16 @@ def build_runtime(
         "openexec-mcp ready: mode=%s storage=%s actions=%s policy_hash=%s kid=%s",
         settings.mode, store.kind, ",".join(policy.approvals), policy.policy_hash, server_key.kid,
     )  # fmt: skip
-    return Runtime(settings, registry, policy, store, server_key, gate, ledger)
+    return Runtime(settings, registry, policy, store, server_key, gate, ledger, housekeeping)
+
+
+def _dead_replica_recovery(store: Store, gate: Gate) -> Callable[[], int] | None:
+    """Return the periodic recovery of dead replicas' calls, where the store can tell them apart.
+
+    PostgreSQL holds a lock per live replica, so ``recover_started`` there touches only calls of
+    replicas that died. SQLite cannot tell, and every ``started`` row may be this process's own
+    running call: there, recovery happens only at start-up.
+    """
+    if store.kind != "postgresql":
+        return None
+    return lambda: len(store.recover_started(gate.receipts.for_indeterminate))

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
                 def handle_exit(self, sig: int, frame: Any) -> None:
                     if self.drain_deadline is None:
-                        gate.draining = True
+                        gate.admission.draining = True
                         self.drain_deadline = time.monotonic() + grace
                         logger.info("draining: waiting up to %s s for %d running call(s)", grace, gate.in_flight)
                     else:

@@ -37,7 +37,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from openexec_mcp.core.canonical import MAX_SAFE_INTEGER, json_object, loads_canonical
 from openexec_mcp.core.encoding import pae
-from openexec_mcp.core.receipt import RECEIPT_BODY_FIELDS, RECEIPT_PAYLOAD_TYPE, verify_receipt
+from openexec_mcp.core.receipt import (
+    RECEIPT_BODY_FIELDS,
+    RECEIPT_BODY_OPTIONAL_FIELDS,
+    RECEIPT_PAYLOAD_TYPE,
+    verify_receipt,
+)
 from openexec_mcp.core.tlog.merkle import MerkleFrontier
 from openexec_mcp.errors import MalformedInputError, VerificationError
 
@@ -225,7 +230,9 @@ class LedgerAuditor:
             except MalformedInputError:
                 return None
             body = json_object(parsed)
-            if not canonical or body is None or body.keys() != _FIELDS or body["v"] != 1:
+            if not canonical or body is None or body.get("v") != 1:
+                return None
+            if _FIELDS ^ (body.keys() - RECEIPT_BODY_OPTIONAL_FIELDS):
                 return None
         return body, SignatureJob(seq, public_key, signature, pae(RECEIPT_PAYLOAD_TYPE, payload))
 

@@ -34,6 +34,7 @@ __all__ = [
     "MAX_SAFE_INTEGER",
     "canonicalize",
     "check_json_value",
+    "exceeds_size",
     "json_object",
     "loads_canonical",
     "parse_json",
@@ -204,6 +205,50 @@ def check_json_value(value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH, max_byte
     if len(canonical) > max_bytes:
         raise MalformedInputError(f"canonical size is {len(canonical)} bytes; the limit is {max_bytes}")
     return canonical
+
+
+def exceeds_size(value: Any, *, max_bytes: int) -> bool:
+    """Return whether the canonical form of ``value`` is certainly longer than ``max_bytes``.
+
+    A cheap lower bound (SPEC §2 ingress limits), checked before any canonicalization so that a
+    huge payload is refused without stalling the event loop: a string costs at least its length
+    plus its two quotes (UTF-8 takes one byte per character at least, and escaping only adds), a
+    container its brackets and separators, any other scalar one byte. It stops as soon as the
+    bound passes ``max_bytes``, so it reads at most about ``max_bytes`` elements.
+
+    Args:
+        value: A value built by a JSON parser from untrusted input.
+        max_bytes: The limit on the canonical size, in bytes.
+
+    Returns:
+        ``True`` when the canonical form must exceed ``max_bytes``; ``False`` says nothing more
+        than "maybe not": :func:`check_json_value` decides.
+    """
+    budget = max_bytes
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            budget -= len(item) + 2
+        elif isinstance(item, dict):
+            entries: dict[Any, Any] = item  # pyright: ignore[reportUnknownVariableType]
+            budget -= 2 * max(len(entries), 1)
+            if budget < 0:
+                return True
+            for key, child in entries.items():
+                budget -= len(key) + 2 if isinstance(key, str) else 1
+                stack.append(child)
+        elif isinstance(item, list):
+            elements: list[Any] = item  # pyright: ignore[reportUnknownVariableType]
+            budget -= len(elements) + 1
+            if budget < 0:
+                return True
+            stack.extend(elements)
+        else:
+            budget -= 1
+        if budget < 0:
+            return True
+    return False
 
 
 def json_object(value: Any) -> dict[str, Any] | None:

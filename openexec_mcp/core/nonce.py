@@ -36,6 +36,8 @@ class NonceRecord:
         result_hash: SHA-256 hex of JCS(result), or ``None``.
         error_code: The error code if the call failed.
         error_message: The error message if the call failed.
+        extra: JCS text of the call's further receipt fields (``nonce_source``, ``upstream``),
+            or ``None`` for rows written before they existed (client nonces, no upstream).
     """
 
     tenant_id: str
@@ -52,6 +54,7 @@ class NonceRecord:
     result_hash: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    extra: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

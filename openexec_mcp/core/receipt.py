@@ -25,6 +25,7 @@ from openexec_mcp.errors import MalformedInputError, VerificationError
 
 __all__ = [
     "RECEIPT_BODY_FIELDS",
+    "RECEIPT_BODY_OPTIONAL_FIELDS",
     "RECEIPT_PAYLOAD_TYPE",
     "RECEIPT_STATUSES",
     "ServerKey",
@@ -47,7 +48,11 @@ RECEIPT_BODY_FIELDS: Final = frozenset(
         "policy_hash", "started_at", "finished_at", "server",
     }
 )  # fmt: skip
-"""Exactly the body fields of SPEC §7, version 1."""
+"""The body fields every receipt has (SPEC §7, version 1)."""
+
+RECEIPT_BODY_OPTIONAL_FIELDS: Final = frozenset({"nonce_source", "upstream"})
+"""Fields SPEC v2 added (§11): ``nonce_source`` on every receipt this version writes, ``upstream``
+on receipts of upstream calls. Receipts written before them lack both and stay valid."""
 
 
 def kid_for_public_key(public_raw: bytes) -> str:
@@ -120,7 +125,7 @@ def sign_receipt(body: Mapping[str, Any], key: ServerKey) -> SignedReceipt:
     Raises:
         ValueError: ``body`` does not have exactly the SPEC §7 fields or has an unknown status.
     """
-    if difference := RECEIPT_BODY_FIELDS.symmetric_difference(body):
+    if difference := RECEIPT_BODY_FIELDS.symmetric_difference(set(body) - RECEIPT_BODY_OPTIONAL_FIELDS):
         raise ValueError(f"receipt body fields differ from SPEC §7: {sorted(difference)}")
     if body["status"] not in RECEIPT_STATUSES:
         raise ValueError(f"unknown receipt status {body['status']!r}")
@@ -200,7 +205,7 @@ def verify_receipt(envelope: Any, public_keys: Mapping[str, Ed25519PublicKey]) -
     except MalformedInputError:
         raise VerificationError("bad_body", "receipt payload is not JSON") from None
     body = json_object(parsed)
-    if body is None or set(body) != set(RECEIPT_BODY_FIELDS) or body.get("v") != 1:
+    if body is None or set(body) - RECEIPT_BODY_OPTIONAL_FIELDS != set(RECEIPT_BODY_FIELDS) or body.get("v") != 1:
         raise VerificationError("bad_body", "receipt body does not have the SPEC §7 v1 fields")
     seq = body["seq"] if isinstance(body["seq"], int) else None
     if not canonical:

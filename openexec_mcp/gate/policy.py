@@ -78,6 +78,7 @@ def build_policy(settings: Settings, registry: Registry, *, toolset: str | None 
         "max_depth": settings.limits.max_depth,
         "max_result_bytes": settings.limits.max_result_bytes,
         "handler_timeout_seconds": settings.limits.handler_timeout_seconds,
+        "handler_concurrency": settings.limits.handler_concurrency,
     }
     policy_hash = sha256_hex(canonicalize(_policy_json(settings.mode, approvals, limits)))
     return Policy(mode=settings.mode, approvals=approvals, limits=limits, policy_hash=policy_hash)

@@ -144,7 +144,7 @@ def _check(
         payload = json_object(request.get("payload"))
         if payload is None:
             raise MalformedInputError("the recorded request has no payload object")
-        model = action.input_model.model_validate_json(canonicalize(payload), strict=True)
+        model = action.parse_payload(payload, canonicalize(payload))
         result = anyio.run(_run_handler, action.handler, action.is_async, model, timeout_seconds)
         result_hash = sha256_hex(canonicalize(result))
     except TimeoutError:

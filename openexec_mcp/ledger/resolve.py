@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import anyio.to_thread
-from pydantic import BaseModel, ValidationError
 
 from openexec_mcp.core.canonical import canonicalize, json_object, parse_json, sha256_hex
-from openexec_mcp.core.clock import format_timestamp, utc_now
 from openexec_mcp.core.nonce import NonceRecord
-from openexec_mcp.errors import MalformedInputError, OperatorMarkedFailedError, ResolutionRefusedError
+from openexec_mcp.errors import (
+    InvalidRequestError,
+    MalformedInputError,
+    OperatorMarkedFailedError,
+    ResolutionRefusedError,
+)
 from openexec_mcp.gate.pipeline import Gate
 from openexec_mcp.registry import Action
 from openexec_mcp.store.base import LedgerEntry, Outcome
@@ -92,7 +95,7 @@ async def resolve_indeterminate(gate: Gate, exec_id: str, decision: Decision) ->
     if record.state != "indeterminate":
         raise ResolutionRefusedError(f"call {exec_id} is {record.state}, not indeterminate; nothing to resolve")
     new_exec_id = secrets.token_hex(16)
-    started_at = format_timestamp(utc_now())
+    started_at = gate.receipts.now()
     if decision == "mark_failed":
         verdict = OperatorMarkedFailedError(MARKED_FAILED_MESSAGE)
         outcome = Outcome("failed", None, None, verdict.code, verdict.message, started_at)
@@ -119,15 +122,15 @@ async def resolve_indeterminate(gate: Gate, exec_id: str, decision: Decision) ->
 
 
 async def _rerun(
-    gate: Gate, record: NonceRecord, action: Action, model: BaseModel, new_exec_id: str, started_at: str
+    gate: Gate, record: NonceRecord, action: Action, model: Any, new_exec_id: str, started_at: str
 ) -> Resolution:
-    outcome, _, _ = await gate.run_handler(action, model)
+    outcome = (await gate.run_handler(action, model)).outcome
     factory = gate.receipts.for_resolution(record, exec_id=new_exec_id, started_at=started_at, outcome=outcome)
     entry = await anyio.to_thread.run_sync(gate.store.finish, record.tenant_id, record.nonce, outcome, factory)
     return Resolution("rerun", record.exec_id, entry, outcome.status, outcome.error_code)
 
 
-async def _rerunnable(gate: Gate, record: NonceRecord) -> tuple[Action, BaseModel]:
+async def _rerunnable(gate: Gate, record: NonceRecord) -> tuple[Action, Any]:
     action = gate.registry.get(record.action)
     if action is None:
         raise ResolutionRefusedError(f"action {record.action!r} is not loaded; cannot re-run it")
@@ -144,8 +147,8 @@ async def _rerunnable(gate: Gate, record: NonceRecord) -> tuple[Action, BaseMode
         if payload is None:
             raise MalformedInputError("the recorded action request has no payload object")
         # As the gate validates (strict, from the canonical bytes): the same payload, the same model.
-        model = action.input_model.model_validate_json(canonicalize(payload), strict=True)
-    except (MalformedInputError, ValidationError):
+        model = action.parse_payload(payload, canonicalize(payload))
+    except InvalidRequestError:
         raise ResolutionRefusedError(
             f"the recorded payload no longer passes the input model of {record.action!r}; cannot re-run it"
         ) from None

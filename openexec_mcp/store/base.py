@@ -54,6 +54,8 @@ class NonceClaim:
     ``approval_id``, when set, is consumed in the same transaction (an approval executes once).
     ``request``, when set, is the JCS text of the action request (SPEC §3) whose SHA-256 is
     ``action_hash``; it is kept with the nonce so that ``ledger replay`` can re-run the call.
+    ``extra`` is the JCS text of the call's further receipt fields (``nonce_source``,
+    ``upstream``), kept so that receipts written later for this call (recovery, resolve) carry them.
     """
 
     tenant_id: str
@@ -66,6 +68,7 @@ class NonceClaim:
     started_at: str
     approval_id: str | None = None
     request: str | None = None
+    extra: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,8 @@ class Outcome:
     """The handler's outcome, committed with its receipt.
 
     Attributes:
-        status: ``executed`` or ``failed``.
+        status: ``executed``, ``failed``, or ``indeterminate`` (sent, no answer: the nonce stays
+            taken as ``indeterminate``, SPEC §11).
         result: JCS text of the result, or ``None``.
         result_hash: SHA-256 hex of the JCS bytes of the result, or ``None``.
         error_code: Stable error code when ``failed``.
@@ -172,7 +176,21 @@ class Store(Protocol):
         ...
 
     def finish(self, tenant_id: str, nonce: str, outcome: Outcome, make_receipt: ReceiptFactory) -> LedgerEntry:
-        """Record the outcome of a claimed nonce and append its receipt, in one transaction."""
+        """Record the outcome of a claimed nonce and append its receipt, in one transaction.
+
+        An ``indeterminate`` outcome leaves the row ``indeterminate`` (``ledger resolve`` decides it).
+        """
+        ...
+
+    def release_claim(self, tenant_id: str, nonce: str, exec_id: str, make_receipt: ReceiptFactory) -> LedgerEntry:
+        """Undo the claim of a call that sent nothing, and append its ``denied`` receipt, in one transaction.
+
+        Deletes the ``started`` row of ``exec_id`` and the ``approval_id`` it consumed, so a retry
+        with the same nonce and approval may succeed (SPEC §11 ``upstream_unavailable``).
+
+        Raises:
+            StoreUnavailableError: The database failed, or the claim is no longer ``started``.
+        """
         ...
 
     def append(self, make_receipt: ReceiptFactory, *, tenant_id: str, run_id: str, action: str) -> LedgerEntry:

@@ -95,6 +95,7 @@ CREATE TABLE IF NOT EXISTS nonces (
     PRIMARY KEY (tenant_id, nonce)
 );
 ALTER TABLE nonces ADD COLUMN IF NOT EXISTS request TEXT;
+ALTER TABLE nonces ADD COLUMN IF NOT EXISTS extra TEXT;
 CREATE INDEX IF NOT EXISTS nonces_started ON nonces (owner) WHERE state = 'started';
 CREATE INDEX IF NOT EXISTS nonces_finished_at ON nonces (finished_at COLLATE "C");
 CREATE TABLE IF NOT EXISTS consumed_approvals (
@@ -171,7 +172,7 @@ END $$;
 
 _NONCE_COLUMNS: Final = (
     "tenant_id, nonce, action, action_hash, exec_id, run_id, approval, started_at, state, status, "
-    "result, result_hash, error_code, error_message"
+    "result, result_hash, error_code, error_message, extra"
 )
 _REQUEST_COLUMNS: Final = "request_id, tenant_id, action_hash, action_request, created_at, expires_at, expires_unix"
 _LEDGER_COLUMNS: Final = "seq, exec_id, receipt_hash, envelope, tenant_id, run_id, action, status"
@@ -256,11 +257,11 @@ class PostgresStore:
                 raise _Rollback(_OWNER_LOST)
             inserted = conn.execute(
                 "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval, started_at,"
-                " state, owner, request) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'started', %s, %s)"
+                " state, owner, request, extra) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'started', %s, %s, %s)"
                 " ON CONFLICT (tenant_id, nonce) DO NOTHING RETURNING 1",
                 (
                     claim.tenant_id, claim.nonce, claim.action, claim.action_hash, claim.exec_id, claim.run_id,
-                    claim.approval, claim.started_at, self.owner, claim.request,
+                    claim.approval, claim.started_at, self.owner, claim.request, claim.extra,
                 ),
             ).fetchone()  # fmt: skip
             if inserted is None:
@@ -301,16 +302,33 @@ class PostgresStore:
 
         def work(conn: _Conn) -> LedgerEntry:
             row = conn.execute(
-                "UPDATE nonces SET state = 'finished', status = %s, result = %s, result_hash = %s, error_code = %s,"
+                "UPDATE nonces SET state = %s, status = %s, result = %s, result_hash = %s, error_code = %s,"
                 " error_message = %s, finished_at = %s WHERE tenant_id = %s AND nonce = %s AND state = 'started'"
                 " RETURNING run_id, action",
                 (
-                    outcome.status, outcome.result, outcome.result_hash, outcome.error_code, outcome.error_message,
+                    "indeterminate" if outcome.status == "indeterminate" else "finished", outcome.status,
+                    outcome.result, outcome.result_hash, outcome.error_code, outcome.error_message,
                     outcome.finished_at, tenant_id, nonce,
                 ),
             ).fetchone()  # fmt: skip
             if row is None:
                 raise StoreUnavailableError("the nonce claim vanished before its outcome was recorded")
+            return self._append(conn, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
+
+        return self._run(work, transaction=True)
+
+    def release_claim(self, tenant_id: str, nonce: str, exec_id: str, make_receipt: ReceiptFactory) -> LedgerEntry:
+        """See :meth:`Store.release_claim`."""
+
+        def work(conn: _Conn) -> LedgerEntry:
+            row = conn.execute(
+                "DELETE FROM nonces WHERE tenant_id = %s AND nonce = %s AND exec_id = %s AND state = 'started'"
+                " RETURNING run_id, action",
+                (tenant_id, nonce, exec_id),
+            ).fetchone()
+            if row is None:
+                raise StoreUnavailableError("the nonce claim vanished before it was released")
+            conn.execute("DELETE FROM consumed_approvals WHERE exec_id = %s", (exec_id,))
             return self._append(conn, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
 
         return self._run(work, transaction=True)

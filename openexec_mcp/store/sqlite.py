@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS nonces (
     error_message TEXT,
     finished_at   TEXT,
     request       TEXT,
+    extra         TEXT,
     PRIMARY KEY (tenant_id, nonce)
 );
 CREATE INDEX IF NOT EXISTS nonces_state ON nonces (state);
@@ -126,7 +127,7 @@ CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints
 
 _NONCE_COLUMNS = (
     "tenant_id, nonce, action, action_hash, exec_id, run_id, approval, started_at, state, status, "
-    "result, result_hash, error_code, error_message"
+    "result, result_hash, error_code, error_message, extra"
 )
 _REQUEST_COLUMNS = "request_id, tenant_id, action_hash, action_request, created_at, expires_at, expires_unix"
 _LEDGER_COLUMNS = "seq, exec_id, receipt_hash, envelope, tenant_id, run_id, action, status"
@@ -168,12 +169,13 @@ class SQLiteStore:
 
     def _migrate(self) -> None:
         """Bring a database of an older version up to date (idempotent; safe in several processes)."""
-        if "request" not in {row[1] for row in self._db.execute("PRAGMA table_info(nonces)")}:
-            try:
-                self._db.execute("ALTER TABLE nonces ADD COLUMN request TEXT")
-            except sqlite3.OperationalError as exc:
-                if "duplicate column" not in str(exc):  # another process added it first
-                    raise
+        for column in ("request", "extra"):
+            if column not in {row[1] for row in self._db.execute("PRAGMA table_info(nonces)")}:
+                try:
+                    self._db.execute(f"ALTER TABLE nonces ADD COLUMN {column} TEXT")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):  # another process added it first
+                        raise
         with self._transaction() as db:
             _backfill(db)
 
@@ -212,10 +214,10 @@ class SQLiteStore:
             )
             db.execute(
                 "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval,"
-                " started_at, state, request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?)",
+                " started_at, state, request, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?, ?)",
                 (
                     claim.tenant_id, claim.nonce, claim.action, claim.action_hash, claim.exec_id,
-                    claim.run_id, claim.approval, claim.started_at, claim.request,
+                    claim.run_id, claim.approval, claim.started_at, claim.request, claim.extra,
                 ),
             )  # fmt: skip
         return None
@@ -230,13 +232,27 @@ class SQLiteStore:
             if row is None:
                 raise StoreUnavailableError("the nonce claim vanished before its outcome was recorded")
             db.execute(
-                "UPDATE nonces SET state = 'finished', status = ?, result = ?, result_hash = ?, error_code = ?,"
+                "UPDATE nonces SET state = ?, status = ?, result = ?, result_hash = ?, error_code = ?,"
                 " error_message = ?, finished_at = ? WHERE tenant_id = ? AND nonce = ?",
                 (
-                    outcome.status, outcome.result, outcome.result_hash, outcome.error_code,
-                    outcome.error_message, outcome.finished_at, tenant_id, nonce,
+                    _finished_state(outcome), outcome.status, outcome.result, outcome.result_hash,
+                    outcome.error_code, outcome.error_message, outcome.finished_at, tenant_id, nonce,
                 ),
             )  # fmt: skip
+            return self._append(db, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
+
+    def release_claim(self, tenant_id: str, nonce: str, exec_id: str, make_receipt: ReceiptFactory) -> LedgerEntry:
+        """See :meth:`Store.release_claim`."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT run_id, action FROM nonces"
+                " WHERE tenant_id = ? AND nonce = ? AND exec_id = ? AND state = 'started'",
+                (tenant_id, nonce, exec_id),
+            ).fetchone()
+            if row is None:
+                raise StoreUnavailableError("the nonce claim vanished before it was released")
+            db.execute("DELETE FROM nonces WHERE tenant_id = ? AND nonce = ?", (tenant_id, nonce))
+            db.execute("DELETE FROM consumed_approvals WHERE exec_id = ?", (exec_id,))
             return self._append(db, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
 
     def recover_started(self, make_receipt: Callable[[NonceRecord], ReceiptFactory]) -> list[LedgerEntry]:
@@ -634,3 +650,8 @@ class _Transaction:
             self._lock.release()
         if isinstance(exc, sqlite3.Error):
             raise StoreUnavailableError(f"SQLite error: {exc}") from None
+
+
+def _finished_state(outcome: Outcome) -> str:
+    """Return the row state an outcome leaves: ``indeterminate`` stays open for ``ledger resolve``."""
+    return "indeterminate" if outcome.status == "indeterminate" else "finished"

@@ -35,19 +35,30 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from openexec_mcp import __version__
 from openexec_mcp.core.action import parse_run_id
 from openexec_mcp.core.canonical import json_object
-from openexec_mcp.errors import OpenExecError
+from openexec_mcp.errors import InternalError, OpenExecError
 from openexec_mcp.gate.approvals import APPROVAL_SCHEMA, ElicitOutcome, InputRequired
 from openexec_mcp.gate.envelope import refusal_envelope
-from openexec_mcp.gate.pipeline import Answer, CallContext, Gate
+from openexec_mcp.gate.pipeline import Answer, CallContext, Gate, NeedsInput
 from openexec_mcp.registry import Action
 from openexec_mcp.transport.schemas import envelope_schema, input_schema
 
-__all__ = ["APPROVAL_META", "RUN_ID_META", "GateExtension", "McpElicitor", "answer_to_result", "build_mcp_server"]
+__all__ = [
+    "APPROVAL_META",
+    "NONCE_META",
+    "RUN_ID_META",
+    "GateExtension",
+    "McpElicitor",
+    "answer_to_result",
+    "build_mcp_server",
+]
 
 logger = logging.getLogger("openexec_mcp.transport.mcp")
 
 APPROVAL_META = "dev.openexec/approval"
 """Request ``_meta`` key carrying an approval artifact; tool ``_meta`` key naming the policy."""
+
+NONCE_META = "dev.openexec/nonce"
+"""Request ``_meta`` key carrying the gate's nonce, accepted on every tool (SPEC §11)."""
 
 RUN_ID_META = "dev.openexec/run_id"
 """Request ``_meta`` key naming the caller's run (SPEC §7)."""
@@ -93,16 +104,18 @@ class GateExtension(Extension):
                 run_id=_run_id(meta, ctx, self._process_run_id),
                 approval_artifact=meta.get(APPROVAL_META),
                 elicitor=McpElicitor(params, ctx),
+                meta_nonce=meta.get(NONCE_META),
             )
-            answer = await self._gate.call(params.name, params.arguments or {}, call_ctx)
-            if answer.input_required is not None:
-                return _input_required(answer.input_required)
+            gated = await self._gate.call(params.name, params.arguments or {}, call_ctx)
+            if isinstance(gated, NeedsInput):
+                return _input_required(gated.input_required)
+            answer = gated
         except OpenExecError as exc:
             answer = Answer(refusal_envelope(params.name, exc), exc)
         except Exception:
             # Fail closed: an unexpected error here means the call was not fully checked.
             logger.exception("internal error while gating %r", params.name)
-            exc = OpenExecError("internal error; the call was not executed")
+            exc = InternalError("internal error; the call was not executed")
             answer = Answer(refusal_envelope(params.name, exc), exc)
         return answer_to_result(answer)
 

@@ -41,17 +41,17 @@ _RECEIPT_SCHEMA: dict[str, Any] = {
 
 
 def input_schema(action: Action) -> dict[str, Any]:
-    """Return the tool ``inputSchema``: the input model's schema plus the required ``nonce``.
+    """Return the tool ``inputSchema``: the action's payload schema plus the reserved ``nonce`` (SPEC §1, §11).
 
-    Unless the model allows extra properties, ``additionalProperties`` is false: the gate refuses
-    arguments the action does not declare instead of silently dropping them.
+    The nonce is required unless the action lets the server supply one (``nonce_required`` false);
+    a tool that declares its own ``nonce`` keeps it, and the gate's nonce comes in ``_meta``.
     """
-    schema = copy.deepcopy(action.input_model.model_json_schema())
-    schema.setdefault("type", "object")
+    schema = action.input_schema()
+    if action.declares_nonce:
+        return schema  # the tool's own nonce argument; the gate's nonce comes in _meta (SPEC §11)
     schema["properties"] = {**schema.get("properties", {}), "nonce": NONCE_SCHEMA}
-    schema["required"] = [*schema.get("required", []), "nonce"]
-    if not action.accepts_extra_fields():
-        schema["additionalProperties"] = False
+    if action.nonce_required:
+        schema["required"] = [*schema.get("required", []), "nonce"]
     return schema
 
 
@@ -73,7 +73,7 @@ def envelope_schema(action: Action) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "type": "object",
         "properties": {
-            "status": {"enum": ["executed", "replayed", "failed", "denied"]},
+            "status": {"enum": ["executed", "replayed", "failed", "denied", "indeterminate"]},
             "exec_id": _NULLABLE_STRING,
             "action": _NULLABLE_STRING,
             "result": result_schema,

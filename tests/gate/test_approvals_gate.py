@@ -73,7 +73,9 @@ async def call(
 ) -> Answer:  # fmt: skip
     gate = runtime.gate if isinstance(runtime, Runtime) else runtime
     ctx = CallContext(tenant_id=tenant_id, run_id="run-approvals", approval_artifact=artifact)
-    return await gate.call(action, {**payload, "nonce": nonce}, ctx)
+    answer = await gate.call(action, {**payload, "nonce": nonce}, ctx)
+    assert isinstance(answer, Answer)  # no elicitor here: never an input round
+    return answer
 
 
 def code(answer: Answer) -> str | None:

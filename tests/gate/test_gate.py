@@ -313,7 +313,7 @@ async def test_rate_limit_refuses_per_tenant_and_records_nothing(make_runtime: C
     assert executions(counter_file) == 3
 
 
-async def test_store_failure_after_the_handler_ran_is_failed_not_denied(
+async def test_store_failure_after_the_handler_ran_is_outcome_not_recorded_never_denied(
     make_runtime: Callable[..., Runtime], counter_file: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from openexec_mcp.errors import StoreUnavailableError
@@ -327,7 +327,8 @@ async def test_store_failure_after_the_handler_ran_is_failed_not_denied(
     answer = await runtime.gate.call("count", {"nonce": "nonce-lost"}, CTX)
     assert executions(counter_file) == 1
     assert answer.status == "failed"
-    assert answer.envelope["error"]["code"] == "store_unavailable"
+    # Not store_unavailable ("nothing ran"): the handler ran, its outcome is not on record.
+    assert answer.envelope["error"]["code"] == "outcome_not_recorded"
     assert answer.envelope["exec_id"] is not None
     retry = await runtime.gate.call("count", {"nonce": "nonce-lost"}, CTX)
     assert retry.envelope["error"]["code"] == "in_progress"

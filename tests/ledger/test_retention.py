@@ -1,7 +1,8 @@
 """Nonce retention (SPEC §4): records go after ``nonce.retention_seconds``, receipts never, replays never.
 
 The gate runs with an injected clock, so hours pass without a sleep. Pruning happens at start,
-hourly on a background thread piggy-backed on calls, and with ``openexec-mcp ledger prune-nonces``;
+hourly on the runtime's housekeeping thread (never on the call path), and with
+``openexec-mcp ledger prune-nonces``;
 an approval issued before the horizon is refused, so a pruned nonce cannot be replayed with it.
 """
 
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from oe_testing.actions import executions
 from oe_testing.approvals import approvals_config, mint
@@ -23,7 +25,7 @@ from openexec_mcp.core.action import compute_action_hash
 from openexec_mcp.core.clock import utc_now
 from openexec_mcp.gate.pipeline import CallContext, Gate
 from openexec_mcp.ledger.retention import NonceSweeper, retention_horizon
-from openexec_mcp.runtime import Runtime
+from openexec_mcp.runtime import Housekeeping, Runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -41,13 +43,17 @@ class Clock:
         return self.now
 
 
-def gate_with_clock(runtime: Runtime, clock: Clock, retention_seconds: int | None = 3600) -> Gate:
+def gate_with_clock(runtime: Runtime, clock: Clock) -> Gate:
     """The runtime's gate, rebuilt with an injected clock (same store, policy, key and approver)."""
     return Gate(
         registry=runtime.registry, policy=runtime.policy, store=runtime.store, server_key=runtime.server_key,
         server_id=runtime.settings.server_id, approver=runtime.gate.approver, clock=clock,
-        nonce_retention_seconds=retention_seconds,
     )  # fmt: skip
+
+
+def sweeper_with_clock(runtime: Runtime, clock: Clock, retention_seconds: int = 3600) -> NonceSweeper:
+    """A retention sweeper on the runtime's store with the same injected clock."""
+    return NonceSweeper(runtime.store, retention_seconds, clock)
 
 
 def test_retention_horizon_is_now_minus_the_retention_period() -> None:
@@ -74,7 +80,7 @@ async def test_a_server_prunes_old_records_at_start_and_keeps_every_receipt(
     make_runtime: Callable[..., Runtime], counter_file: Path
 ) -> None:
     first = make_runtime()
-    past = gate_with_clock(first, Clock(utc_now() - timedelta(days=2)), retention_seconds=None)
+    past = gate_with_clock(first, Clock(utc_now() - timedelta(days=2)))
     await past.call("count", {"label": "old", "nonce": "nonce-old-1"}, CTX)
     await past.call("echo", {"msg": "old", "nonce": "nonce-old-2"}, CTX)
     await first.gate.call("count", {"label": "new", "nonce": "nonce-new-1"}, CTX)
@@ -91,23 +97,26 @@ async def test_a_server_prunes_old_records_at_start_and_keeps_every_receipt(
     assert executions(counter_file) == 3
 
 
-async def test_calls_piggy_back_an_hourly_sweep_on_a_background_thread(make_runtime: Callable[..., Runtime]) -> None:
+async def test_the_housekeeping_thread_sweeps_hourly_beside_the_calls(make_runtime: Callable[..., Runtime]) -> None:
     runtime = make_runtime()
     clock = Clock(utc_now())
     gate = gate_with_clock(runtime, clock)
-    await gate.call("echo", {"msg": "a", "nonce": "nonce-0001"}, CTX)  # the first call sweeps (nothing yet)
-    assert gate.sweeper is not None
-    gate.sweeper.join(10)
-    clock.now += HOUR / 2
-    await gate.call("echo", {"msg": "b", "nonce": "nonce-0002"}, CTX)
-    gate.sweeper.join(10)
-    assert runtime.store.get_nonce("default", "nonce-0001") is not None  # not due yet, and not old yet
+    housekeeping = Housekeeping(sweeper_with_clock(runtime, clock), tick_seconds=0.01)
+    housekeeping.start()  # the start-up sweep (nothing yet)
+    try:
+        await gate.call("echo", {"msg": "a", "nonce": "nonce-0001"}, CTX)
+        clock.now += HOUR / 2
+        await gate.call("echo", {"msg": "b", "nonce": "nonce-0002"}, CTX)
+        assert runtime.store.get_nonce("default", "nonce-0001") is not None  # not due yet, and not old yet
 
-    clock.now += HOUR * 2
-    await gate.call("echo", {"msg": "c", "nonce": "nonce-0003"}, CTX)
-    gate.sweeper.join(10)
+        clock.now += HOUR * 2
+        await gate.call("echo", {"msg": "c", "nonce": "nonce-0003"}, CTX)
+        with anyio.fail_after(10):  # the thread looks every 10 ms; the sweep is due now
+            while runtime.store.get_nonce("default", "nonce-0002") is not None:
+                await anyio.sleep(0.01)
+    finally:
+        housekeeping.stop()
     assert runtime.store.get_nonce("default", "nonce-0001") is None
-    assert runtime.store.get_nonce("default", "nonce-0002") is None
     assert runtime.store.get_nonce("default", "nonce-0003") is not None
     assert runtime.store.ledger_size() == 3
 
@@ -128,9 +137,7 @@ async def test_a_pruned_nonce_cannot_be_replayed_with_its_old_approval(
     assert (await gate.call("count", {**payload, "nonce": "nonce-0001"}, ctx)).status == "executed"
     assert (await gate.call("count", {**payload, "nonce": "nonce-0001"}, ctx)).status == "replayed"
     clock.now += HOUR * 2
-    assert gate.sweeper is not None
-    gate.sweeper.join(10)
-    assert gate.sweeper.sweep() == 1
+    assert sweeper_with_clock(runtime, clock).sweep() == 1
     assert runtime.store.get_nonce("default", "nonce-0001") is None
 
     replay = await gate.call("count", {**payload, "nonce": "nonce-0001"}, ctx)
@@ -144,7 +151,7 @@ async def test_ledger_prune_nonces_deletes_only_what_is_past_the_horizon(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     runtime = make_runtime()
-    past = gate_with_clock(runtime, Clock(utc_now() - timedelta(days=3)), retention_seconds=None)
+    past = gate_with_clock(runtime, Clock(utc_now() - timedelta(days=3)))
     await past.call("echo", {"msg": "old", "nonce": "nonce-old-1"}, CTX)
     await runtime.gate.call("echo", {"msg": "new", "nonce": "nonce-new-1"}, CTX)
     runtime.close()
@@ -172,7 +179,7 @@ async def test_a_running_replica_records_a_dead_replicas_calls_on_its_sweep(
 
     with fresh_schema(require_postgres()) as url:
         survivor = make_runtime(storage={"url": url})
-        assert survivor.gate.sweeper is not None
+        assert survivor.housekeeping.sweeper is not None
         dead = open_store(url)  # another replica, which then dies holding a started call
         dead.claim_nonce(
             NonceClaim(
@@ -187,7 +194,7 @@ async def test_a_running_replica_records_a_dead_replicas_calls_on_its_sweep(
         assert before.envelope["error"]["code"] == "in_progress"
         dead.close()  # its replica lock goes with it, as when the process dies
 
-        survivor.gate.sweeper.sweep()
+        survivor.housekeeping.sweeper.sweep()
 
         entry = survivor.store.get_entry("d" * 32)
         assert entry is not None and entry.status == "indeterminate"
@@ -198,5 +205,5 @@ async def test_a_running_replica_records_a_dead_replicas_calls_on_its_sweep(
 
 def test_sqlite_sweeps_never_recover_started_calls(make_runtime: Callable[..., Runtime]) -> None:
     runtime = make_runtime()
-    assert runtime.gate.sweeper is not None
-    assert runtime.gate._recover_dead_replicas() is None  # pyright: ignore[reportPrivateUsage]  # own rows
+    assert runtime.housekeeping.sweeper is not None
+    assert runtime.housekeeping.sweeper._recover is None  # pyright: ignore[reportPrivateUsage]  # own rows

@@ -29,6 +29,9 @@ RECEIPT_BODY_FIELDS = frozenset(
     }
 )  # fmt: skip
 
+# SPEC v2 §11: nonce_source on every new receipt, upstream on upstream calls; older receipts lack both.
+OPTIONAL_BODY_FIELDS = frozenset({"nonce_source", "upstream"})
+
 # SPEC §7: RFC 3339 UTC with millisecond precision.
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -109,8 +112,10 @@ def verify_receipt(envelope: Any, keys_document: dict[str, Any]) -> dict[str, An
     body = json.loads(payload)
     if rfc8785.dumps(body) != payload:
         raise ReceiptInvalid("payload is not RFC 8785 canonical")
-    if set(body) != RECEIPT_BODY_FIELDS or body["v"] != 1:
+    if set(body) - OPTIONAL_BODY_FIELDS != RECEIPT_BODY_FIELDS or body["v"] != 1:
         raise ReceiptInvalid(f"body fields differ from SPEC §7: {sorted(set(body) ^ RECEIPT_BODY_FIELDS)}")
+    if body.get("nonce_source", "client") not in ("client", "server"):
+        raise ReceiptInvalid("nonce_source is neither client nor server")
     if not (TIMESTAMP.match(body["started_at"]) and TIMESTAMP.match(body["finished_at"])):
         raise ReceiptInvalid("timestamps are not RFC 3339 UTC with milliseconds")
     if not HEX64.match(body["action_hash"]) or not HEX64.match(body["policy_hash"]):

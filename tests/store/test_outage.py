@@ -82,7 +82,7 @@ def test_a_postgres_outage_fails_calls_cleanly_and_the_server_recovers_by_itself
         # The running call finishes, but its outcome cannot be recorded: it says so, and is not re-run.
         release.touch()
         lost = running.result(timeout=60)
-        assert (lost.status_code, lost.json()["status"], error_code(lost)) == (500, "failed", "store_unavailable")
+        assert (lost.status_code, lost.json()["status"], error_code(lost)) == (500, "failed", "outcome_not_recorded")
 
         cluster.start_server()
         wait_for(lambda: ready_status(server.base_url) == 200, "/ready once PostgreSQL is back", timeout=60)

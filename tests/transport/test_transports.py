@@ -155,7 +155,7 @@ async def test_output_schema_is_the_result_envelope(conn: Connection) -> None:
         assert schema is not None, tool.name
         assert schema["type"] == "object"
         assert set(schema["properties"]) == ENVELOPE_FIELDS, tool.name
-        assert set(schema["properties"]["status"]["enum"]) == {"executed", "replayed", "failed", "denied"}
+        assert set(schema["properties"]["status"]["enum"]) == {"executed", "replayed", "failed", "denied", "indeterminate"}
         # receipt is the only field that may be absent (SPEC §6, invalid_request).
         assert set(schema["required"]) == ENVELOPE_FIELDS - {"receipt"}, tool.name
 

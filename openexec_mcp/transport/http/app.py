@@ -63,12 +63,13 @@ TenantHandler = Callable[[Request, "str | None"], Awaitable[Response]]
 
 
 def http_status(answer: Answer) -> int:
-    """Map a gate answer to the HTTP status of SPEC §8 ``POST /execute``."""
-    status = answer.status
-    if status in ("executed", "replayed"):
+    """Map a gate answer to the HTTP status of SPEC §8 ``POST /execute``: the error class's ``http_status``."""
+    if answer.status in ("executed", "replayed"):
         return 200
-    if status == "failed":
+    error = answer.error
+    if error is None:
         return 500
+    return error.http_status
     error = answer.error
     if isinstance(error, UnknownActionError):
         return 404
@@ -257,6 +258,8 @@ class _Routes:
             approval_artifact=artifact,
         )
         answer = await self.runtime.gate.call(action, arguments, ctx)
+        if not isinstance(answer, Answer):  # no elicitor here: the gate never asks for input over /execute
+            raise TypeError("the gate asked for input on a transport without elicitation")
         return JSONResponse(answer.envelope, status_code=http_status(answer))
 
     async def verify(self, request: Request, tenant_id: str | None) -> Response:
