@@ -15,10 +15,11 @@ name, not per re-listing). The action:
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import mcp_types as types
 from jsonschema import exceptions as jsonschema_exceptions
@@ -28,6 +29,7 @@ from referencing.exceptions import Unresolvable
 
 from openexec_mcp.core.action import TOOL_NAME_PATTERN
 from openexec_mcp.errors import InvalidRequestError
+from openexec_mcp.registry import Action
 from openexec_mcp.upstream.connection import UpstreamConnection
 
 __all__ = ["UpstreamAction", "actions_for"]
@@ -37,48 +39,32 @@ logger = logging.getLogger("openexec_mcp.upstream")
 _warned: set[tuple[str, str]] = set()
 
 
-@dataclass(frozen=True, eq=False)
-class UpstreamAction:
-    """One upstream tool, guarded (the attributes the gate reads, per the gate contract).
+@dataclass(frozen=True, eq=False, kw_only=True)
+class UpstreamAction(Action):
+    """One upstream tool, guarded: an :class:`~openexec_mcp.registry.Action` of the gate contract.
+
+    ``handler`` forwards to the upstream; ``upstream`` (for the receipt) is the upstream's name
+    and its ``initialize`` / ``server/discover`` identity when the tools were listed.
 
     Attributes:
-        name: The advertised name, ``<upstream>.<tool>``.
-        tool_name: The upstream's own name of the tool.
+        tool_name: The upstream's own name of the tool (the advertised name is ``<upstream>.<tool>``).
         connection: The upstream it is forwarded to.
         tool: The upstream's tool definition, as listed.
-        nonce_required: ``False`` for ``nonce = "optional"`` upstreams (a server nonce is used).
-        declares_nonce: The tool has its own ``nonce`` argument (kept in the payload).
+        validator: The compiled JSON Schema validator of its ``inputSchema``.
         trusted_read_only: ``trust_annotations`` is on and the tool says ``readOnlyHint``: the
             policy may default it to ``auto`` (SPEC §11); never set otherwise.
     """
 
-    name: str
     tool_name: str
     connection: UpstreamConnection
     tool: types.Tool
     validator: Validator
-    nonce_required: bool
-    declares_nonce: bool
-    title: str | None
-    description: str
-    read_only: bool
-    destructive: bool
-    idempotent: bool
-    open_world: bool
-    trusted_read_only: bool
-    approval: Literal["auto", "signed", "elicit", "deny"] | None = None
-    precheck: None = None
-    output_model: None = None
-    is_async: bool = field(default=True, init=False)
-    source: str = field(default="", init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "source", f"upstream:{self.connection.name}")
+    trusted_read_only: bool = False
 
     @property
-    def upstream(self) -> dict[str, Any]:
-        """``{"name", "server": {"name", "version"}}`` for the receipt body (SPEC §11)."""
-        return {"name": self.connection.name, "server": dict(self.connection.server_info)}
+    def source(self) -> str:
+        """The catalog source of this action, ``upstream:<name>``."""
+        return f"upstream:{self.connection.name}"
 
     def input_schema(self) -> dict[str, Any]:
         """Return the advertised JSON Schema of the arguments, without the reserved nonce."""
@@ -97,7 +83,11 @@ class UpstreamAction:
         """The upstream's annotations, passed through unchanged."""
         return self.tool.annotations
 
-    def parse_payload(self, payload: dict[str, Any], payload_bytes: bytes = b"") -> dict[str, Any]:
+    def accepts_extra_fields(self) -> bool:
+        """Return whether the schema lets undeclared properties through (JSON Schema decides)."""
+        return self.tool.input_schema.get("additionalProperties", True) is not False
+
+    def parse_payload(self, payload: Mapping[str, Any], payload_bytes: bytes = b"") -> dict[str, Any]:
         """Validate the arguments against the upstream ``inputSchema`` (step 1 of the gate).
 
         Args:
@@ -112,8 +102,9 @@ class UpstreamAction:
             InvalidRequestError: The arguments do not match; the message names the JSON pointer and
                 the failed keyword, never the value.
         """
+        arguments = dict(payload)
         try:
-            error: jsonschema_exceptions.ValidationError | None = _best_match(self.validator.iter_errors(payload))
+            error: jsonschema_exceptions.ValidationError | None = _best_match(self.validator.iter_errors(arguments))
         except Unresolvable:
             raise InvalidRequestError(
                 f"{self.name}: the upstream inputSchema has a $ref that does not resolve"
@@ -123,15 +114,7 @@ class UpstreamAction:
             pointer = "/" + "/".join(str(part) for part in parts)
             keyword = str(error.validator)  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
             raise InvalidRequestError(f"{self.name}: arguments do not match the inputSchema at {pointer} ({keyword})")
-        return payload
-
-    async def handler(self, parsed: dict[str, Any]) -> dict[str, Any]:
-        """Forward the call (step 4 of the gate); see ``UpstreamConnection.call_tool``."""
-        return await self.connection.call_tool(self.tool_name, parsed)
-
-    def __call__(self, parsed: dict[str, Any]) -> Any:
-        """Forward without the gate (tests of the forwarding itself)."""
-        return self.handler(parsed)
+        return arguments
 
 
 def actions_for(connection: UpstreamConnection) -> list[UpstreamAction]:
@@ -161,12 +144,16 @@ def actions_for(connection: UpstreamConnection) -> list[UpstreamAction]:
         found.append(
             UpstreamAction(
                 name=name,
+                handler=functools.partial(_forward, connection, tool.name),
+                input_model=None,
+                output_model=None,
                 tool_name=tool.name,
                 connection=connection,
                 tool=tool,
                 validator=cls(schema),
                 nonce_required=settings.nonce == "required",
                 declares_nonce="nonce" in (schema.get("properties") or {}),
+                upstream={"name": connection.name, "server": dict(connection.server_info)},
                 title=tool.title or annotations.title,
                 description=tool.description or "",
                 read_only=read_only,
@@ -177,6 +164,11 @@ def actions_for(connection: UpstreamConnection) -> list[UpstreamAction]:
             )
         )
     return found
+
+
+async def _forward(connection: UpstreamConnection, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Forward one call (the handler of an upstream tool, step 5 of the gate)."""
+    return await connection.call_tool(tool, arguments)
 
 
 def _best_match(
