@@ -51,7 +51,8 @@ from openexec_mcp.core.receipt import RECEIPT_PAYLOAD_TYPE, ServerKey, SignedRec
 from openexec_mcp.ledger.audit import audit_entries
 from openexec_mcp.ledger.checkpoints import DEFAULT_CHECKPOINT_EVERY, Ledger
 from openexec_mcp.runtime import build_runtime
-from openexec_mcp.store.base import Store, open_store
+from openexec_mcp.store import open_store
+from openexec_mcp.store.base import Store
 
 Row = dict[str, str]
 ROUNDS = 3

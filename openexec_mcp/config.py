@@ -124,6 +124,8 @@ class ApprovalsSettings(_Section):
 
     clock_skew_seconds: int = Field(default=60, ge=0, le=3600)
     max_ttl_seconds: int = Field(default=300, ge=1, le=86400)
+    max_pending_per_tenant: int = Field(default=100, ge=1, le=100000)
+    """Pending inbox requests kept per tenant; a new one closes that tenant's oldest (issue 9)."""
     keys: list[ApprovalKeySettings] = Field(default_factory=list[ApprovalKeySettings])
 
 
@@ -145,6 +147,27 @@ class McpSettings(_Section):
         if any(len(key.get_secret_value().encode("utf-8")) < 32 for key in keys):
             raise ValueError("each request-state key needs at least 32 bytes")
         return keys
+
+
+class WitnessSettings(_Section):
+    """``[[ledger.witnesses]]``: a C2SP witness that cosigns the ledger's checkpoints (SPEC §14)."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[^\s+]+$")
+    """The witness key name, as in its cosignature lines."""
+    url: str = Field(pattern=r"^https?://")
+    """Its submission prefix: checkpoints go to ``POST <url>/add-checkpoint``."""
+    public_key: str
+    """Its Ed25519 public key: base64 of the raw 32 bytes, or its vkey."""
+
+
+class LedgerSettings(_Section):
+    """``[ledger]``: witnessing of the ledger's checkpoints (SPEC §14)."""
+
+    witnesses: list[WitnessSettings] = Field(default_factory=list[WitnessSettings])
+    witness_quorum: int | None = Field(default=None, ge=1)
+    """Cosignatures a checkpoint needs to count as witnessed; default: every witness."""
+    witness_interval_seconds: float = Field(default=1.0, ge=0.05, le=3600)
+    """Shortest time between two submissions to one witness, in seconds."""
 
 
 class AuthToken(_Section):
@@ -188,6 +211,7 @@ class Settings(BaseSettings):
     approvals: ApprovalsSettings = ApprovalsSettings()
     auth: AuthSettings = AuthSettings()
     mcp: McpSettings = McpSettings()
+    ledger: LedgerSettings = LedgerSettings()
     upstreams: list[UpstreamSettings] = Field(default_factory=list[UpstreamSettings])
     """``[[upstreams]]``: MCP servers guarded by this one (SPEC §11)."""
 

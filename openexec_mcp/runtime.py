@@ -24,6 +24,7 @@ from openexec_mcp.gate.policy import Policy, build_policy
 from openexec_mcp.keystore import load_or_create_server_key
 from openexec_mcp.ledger.checkpoints import Ledger
 from openexec_mcp.ledger.retention import NonceSweeper
+from openexec_mcp.ledger.witnessing import Witnessing, build_witnessing
 from openexec_mcp.registry import Registry, load_registry
 from openexec_mcp.store import Store, open_store
 
@@ -92,10 +93,13 @@ class Runtime:
     gate: Gate
     ledger: Ledger
     housekeeping: Housekeeping
+    witnessing: Witnessing | None = None
 
     def close(self) -> None:
-        """Close the store (after a running retention sweep, if any, finishes)."""
+        """Close the store (after a running retention sweep and witness submissions finish)."""
         self.housekeeping.stop(timeout_seconds=10)
+        if self.witnessing is not None:
+            self.witnessing.close()  # SPEC §14: stops the background submissions
         self.ledger.close()  # finishes the batch checkpoint being signed, if any
         self.store.close()
 
@@ -120,7 +124,7 @@ def build_runtime(
     registry = registry if registry is not None else load_registry(settings.actions.modules)
     policy = build_policy(settings, registry, toolset=toolset)
     keyring = build_keyring(settings)  # fail closed on a bad key before anything opens
-    store = open_store(settings.storage_url(), sqlite_synchronous=settings.storage.sqlite_synchronous)
+    store = open_store(settings.storage_url(), sqlite_synchronous=settings.storage.sqlite_synchronous, clock=utc_now)
     try:
         server_key = load_or_create_server_key(settings.state_dir)
         approver = Approver(settings, keyring, store)
@@ -138,6 +142,7 @@ def build_runtime(
         )
         housekeeping = Housekeeping(sweeper)
         recovered = store.recover_started(gate.receipts.for_indeterminate) if serving else []
+        witnessing = build_witnessing(settings, ledger) if serving else None
     except BaseException:
         store.close()
         raise
@@ -150,11 +155,13 @@ def build_runtime(
         logger.warning(DEMO_WARNING)
     if armed := unsafe_faults_enabled():
         logger.warning("UNSAFE: fault injection armed at %s; this process will kill itself", ",".join(sorted(armed)))
+    if witnessing is not None:
+        witnessing.start()
     logger.info(
         "openexec-mcp ready: mode=%s storage=%s actions=%s policy_hash=%s kid=%s",
         settings.mode, store.kind, ",".join(policy.approvals), policy.policy_hash, server_key.kid,
     )  # fmt: skip
-    return Runtime(settings, registry, policy, store, server_key, gate, ledger, housekeeping)
+    return Runtime(settings, registry, policy, store, server_key, gate, ledger, housekeeping, witnessing)
 
 
 def _dead_replica_recovery(store: Store, gate: Gate) -> Callable[[], int] | None:

@@ -13,8 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from openexec_mcp import __version__
-from openexec_mcp.cli import governance, keys, ledger, receipt, serve
+from openexec_mcp.cli import bundle, governance, keys, ledger, receipt, serve
 from openexec_mcp.errors import ConfigError, OpenExecError
+from openexec_mcp.witness import cli as witness
 
 __all__ = ["EXIT_EXCEPTION", "EXIT_OK", "EXIT_USAGE", "EXIT_VERIFY_FAILED", "main"]
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, keys, receipt, ledger):
+    for module in (serve, keys, receipt, ledger, bundle, witness):
         module.register(commands, common)
     governance.register_approvals(commands, common)
     governance.register_approve(commands, common)

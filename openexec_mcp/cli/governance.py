@@ -16,6 +16,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -107,7 +108,11 @@ def run_keys_generate(args: argparse.Namespace) -> int:
 
 
 def run_approvals_list(args: argparse.Namespace) -> int:
-    """Print the pending approval requests."""
+    """Print the pending approval requests, every page of ``GET /approvals``, as previews.
+
+    A payload too large for the listing is shown cut, and says so; ``approve REQUEST_ID`` shows
+    the whole call before signing.
+    """
     pending = _fetch_requests(args)
     if args.json:
         print(json.dumps({"approval_requests": pending}, indent=2))
@@ -117,11 +122,14 @@ def run_approvals_list(args: argparse.Namespace) -> int:
         return 0
     for item in pending:
         request = item["action_request"]
-        payload = json.dumps(request.get("payload"), sort_keys=True)
+        if item.get("truncated"):
+            payload = f"{request.get('payload_preview')} (cut: approve {item['request_id']} shows it all)"
+        else:
+            payload = json.dumps(request.get("payload"), sort_keys=True)
         print(
             f"{item['request_id']}  {request.get('action')}  tenant={item['tenant_id']}  expires={item['expires_at']}"
         )
-        print(f"    payload={payload[:300]}  nonce={request.get('nonce')}  action_hash={item['action_hash']}")
+        print(f"    payload={payload}  nonce={request.get('nonce')}  action_hash={item['action_hash']}")
     return 0
 
 
@@ -131,10 +139,7 @@ def run_approve(args: argparse.Namespace) -> int:
         raise ConfigError("give exactly one of REQUEST_ID or --action-hash")
     private_key = _load_private_key(args.key)
     if args.request_id:
-        match = [item for item in _fetch_requests(args) if item["request_id"] == args.request_id]
-        if not match:
-            raise ConfigError(f"no pending approval request {args.request_id!r} (expired or already executed?)")
-        item = match[0]
+        item = _fetch_request(args, args.request_id)
         action_hash, tenant = item["action_hash"], args.tenant or item["tenant_id"]
         request = item["action_request"]
         print(f"action:      {request.get('action')}", file=sys.stderr)
@@ -191,15 +196,39 @@ def _client(args: argparse.Namespace) -> httpx.Client:
     return httpx.Client(base_url=args.server, headers=headers, timeout=10.0)
 
 
-def _fetch_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _get(args: argparse.Namespace, path: str, params: dict[str, str] | None = None) -> httpx.Response:
     try:
-        answer = _client(args).get("/approvals")
+        return _client(args).get(path, params=params)
     except httpx.HTTPError as exc:
         raise ConfigError(f"cannot reach {args.server}: {exc}") from None
+
+
+def _fetch_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Return every pending request (previews), following ``next_cursor`` page after page."""
+    requests: list[dict[str, Any]] = []
+    params: dict[str, str] = {"limit": "100"}
+    while True:
+        answer = _get(args, "/approvals", params)
+        if answer.status_code != 200:
+            raise ConfigError(f"GET {args.server}/approvals answered {answer.status_code}: {answer.text[:200]}")
+        page: dict[str, Any] = answer.json()
+        requests += page["approval_requests"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return requests
+        params["cursor"] = str(cursor)
+
+
+def _fetch_request(args: argparse.Namespace, request_id: str) -> dict[str, Any]:
+    """Return one pending request with its whole action request (``GET /approvals/{request_id}``)."""
+    answer = _get(args, f"/approvals/{quote(request_id, safe='')}")
+    if answer.status_code == 404:
+        raise ConfigError(f"no pending approval request {request_id!r} (expired or already executed?)")
     if answer.status_code != 200:
-        raise ConfigError(f"GET {args.server}/approvals answered {answer.status_code}: {answer.text[:200]}")
-    requests: list[dict[str, Any]] = answer.json()["approval_requests"]
-    return requests
+        detail = f"{answer.status_code}: {answer.text[:200]}"
+        raise ConfigError(f"GET {args.server}/approvals/{request_id} answered {detail}")
+    item: dict[str, Any] = answer.json()
+    return item
 
 
 def _server_id(args: argparse.Namespace) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from openexec_mcp.cli import ledger_audit, ledger_runs
+from openexec_mcp.cli import bundle, ledger_audit, ledger_runs
 from openexec_mcp.config import load_settings
 from openexec_mcp.store import open_store
 
@@ -21,6 +21,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
     ledger_audit.register(sub, common)
     ledger_runs.register(sub, common)
+    bundle.register_ledger(sub, common)  # SPEC §14
     register_operations(sub, common)
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from openexec_mcp.core.canonical import json_object
 from openexec_mcp.core.evidence import verify_receipt_inclusion
 from openexec_mcp.core.receipt import parse_server_public_keys, receipt_hash, verify_receipt
+from openexec_mcp.core.tlog.cosignature import WitnessKey, parse_witness_key, verify_quorum
+from openexec_mcp.core.tlog.proof import parse_inclusion_proof
 from openexec_mcp.errors import ConfigError, MalformedInputError, VerificationError
 
 
@@ -33,7 +35,33 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     verify.add_argument(
         "--proof", type=Path, metavar="FILE", help="its inclusion proof (GET /ledger/proof/{exec_id}, tlog-proof text)"
     )
+    verify.add_argument(
+        "--witness", action="append", default=[], metavar="NAME=KEY", dest="witnesses",
+        help="with --proof: a trusted witness whose cosignature the checkpoint needs (base64 raw key or vkey)",
+    )  # fmt: skip
+    verify.add_argument(
+        "--quorum", type=int, metavar="N", help="valid cosignatures required (default: every --witness)"
+    )
     verify.set_defaults(run=run_verify)
+
+
+def read_witnesses(values: list[str], quorum: int | None) -> list[WitnessKey]:
+    """Read ``--witness NAME=KEY`` values and check ``--quorum`` against them (SPEC §14).
+
+    Raises:
+        ConfigError: A malformed value, two witnesses of one name, or a quorum out of ``1..len``.
+    """
+    witnesses: list[WitnessKey] = []
+    for value in values:
+        try:
+            witnesses.append(parse_witness_key(value))
+        except MalformedInputError as exc:
+            raise ConfigError(f"--witness {value!r}: {exc.message}") from None
+    if len({w.name for w in witnesses}) != len(witnesses):
+        raise ConfigError("--witness: two witnesses share a name")
+    if quorum is not None and not 1 <= quorum <= len(witnesses):
+        raise ConfigError("--quorum must be between 1 and the number of --witness keys")
+    return witnesses
 
 
 def read_public_keys(value: str) -> dict[str, Any]:
@@ -53,6 +81,9 @@ def read_public_keys(value: str) -> dict[str, Any]:
 def run_verify(args: argparse.Namespace) -> int:
     """Verify one receipt (and its inclusion proof); exit 0 valid, 1 invalid, 2 unreadable."""
     public_keys = read_public_keys(args.public_key)
+    witnesses = read_witnesses(args.witnesses, args.quorum)
+    if witnesses and args.proof is None:
+        raise ConfigError("--witness needs --proof: cosignatures are on the proof's checkpoint")
     try:
         proof = args.proof.read_bytes() if args.proof is not None else None
     except OSError as exc:
@@ -65,6 +96,7 @@ def run_verify(args: argparse.Namespace) -> int:
     wrapper = json_object(document)
     envelope = wrapper.get("receipt", document) if wrapper is not None else document
     checkpoint = None
+    cosigners: dict[str, int] = {}
     try:
         if proof is None:
             body = verify_receipt(envelope, public_keys)
@@ -72,6 +104,8 @@ def run_verify(args: argparse.Namespace) -> int:
         else:
             evidence = verify_receipt_inclusion(envelope, proof, public_keys)
             body, leaf, checkpoint = evidence.body, evidence.receipt_hash, evidence.checkpoint
+            if witnesses:  # SPEC §14: the proof's checkpoint must carry a quorum of cosignatures
+                cosigners = verify_quorum(parse_inclusion_proof(proof).checkpoint, witnesses, args.quorum)
     except (VerificationError, MalformedInputError) as exc:
         reason = getattr(exc, "reason", "malformed")
         print(f"INVALID {reason}: {exc.message}")
@@ -86,4 +120,6 @@ def run_verify(args: argparse.Namespace) -> int:
     if checkpoint is not None:
         print(f"OK included at index {body['seq']} of checkpoint {checkpoint.origin} size={checkpoint.size} "
               f"root={checkpoint.root.hex()}")  # fmt: skip
+    if witnesses:
+        print(f"OK cosigned by {len(cosigners)} witness(es): {', '.join(sorted(cosigners))}")
     return 0

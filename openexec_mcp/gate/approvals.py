@@ -76,10 +76,16 @@ class Elicitor(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Approved:
-    """The call is approved. ``receipt_approval`` is the receipt's ``approval`` object."""
+    """The call is approved. ``receipt_approval`` is the receipt's ``approval`` object.
+
+    ``keep_until`` (RFC 3339 UTC) is the artifact's ``expires_at`` + clock skew: pass it as
+    ``NonceClaim.approval_keep_until`` so the consumed ``approval_id`` outlives its nonce record
+    exactly as long as the artifact could be presented again (SPEC §4).
+    """
 
     receipt_approval: Mapping[str, Any]
     approval_id: str | None = None
+    keep_until: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +155,7 @@ class Approver:
         self._max_ttl = settings.approvals.max_ttl_seconds
         self._retention = timedelta(seconds=settings.nonce.retention_seconds)
         self._request_ttl = timedelta(seconds=max(settings.approvals.max_ttl_seconds, 900))
+        self._max_pending = settings.approvals.max_pending_per_tenant
 
     async def decide(
         self, policy: str, *, action_request: Mapping[str, Any], action_hash: str, tenant_id: str,
@@ -212,7 +219,9 @@ class Approver:
             action_request=canonicalize(dict(action_request)).decode(), created_at=format_timestamp(now),
             expires_at=format_timestamp(expires), expires_unix=expires.timestamp(),
         )  # fmt: skip
-        return await anyio.to_thread.run_sync(self._store.open_approval_request, request, now.timestamp())
+        return await anyio.to_thread.run_sync(
+            self._store.open_approval_request, request, now.timestamp(), self._max_pending
+        )
 
     def _verify_first(
         self, candidates: list[Any], *, action_hash: str, tenant_id: str, now: datetime
@@ -224,7 +233,11 @@ class Approver:
             except ApprovalError as exc:
                 first_error = first_error or exc
                 continue
-            return Approved(verified.to_receipt_json(), verified.approval_id)
+            try:
+                keep_until: str | None = format_timestamp(verified.expires_at + timedelta(seconds=self._skew))
+            except OverflowError:  # pragma: no cover - verify refuses such lifetimes first
+                keep_until = None  # kept for good
+            return Approved(verified.to_receipt_json(), verified.approval_id, keep_until)
         if first_error is None:  # pragma: no cover - candidates is never empty here
             raise ValueError("no candidate artifacts")
         return Denied(first_error, _presented(candidates[0]))
@@ -235,7 +248,7 @@ class Approver:
         Two tenants' calls can share an action_hash (same action, payload and nonce); another
         tenant's artifact must neither block this call nor reveal that tenant's name.
         """
-        texts = await anyio.to_thread.run_sync(self._store.approval_artifacts, action_hash)
+        texts = await anyio.to_thread.run_sync(self._store.approval_artifacts, action_hash, tenant_id)
         artifacts = [json_object(json.loads(text)) for text in texts]
         return [item for item in artifacts if item is not None and item.get("tenant_id") == tenant_id]
 

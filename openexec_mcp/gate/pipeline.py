@@ -284,6 +284,7 @@ class Gate:
                 return await self._deny(exc, facts, AUTO_APPROVAL)
         approval: Mapping[str, Any] = AUTO_APPROVAL
         approval_id: str | None = None
+        approval_keep_until: str | None = None
         try:
             policy = self.policy.approval_for(action, payload, ctx.tenant_id)  # rules first (SPEC §11)
         except PolicyError as exc:
@@ -311,12 +312,14 @@ class Gate:
                                "expires_at": opened.expires_at}  # fmt: skip
                 return await self._deny(decision.error, facts, decision.receipt_approval, pending)
             approval, approval_id = decision.receipt_approval, decision.approval_id
+            approval_keep_until = decision.keep_until
         progress.approval = approval
         # (4): claim the nonce durably as 'started', consuming the approval_id with it.
         claim = NonceClaim(
             tenant_id=ctx.tenant_id, nonce=nonce, action=action.name, action_hash=facts.action_hash,
             exec_id=facts.exec_id, run_id=ctx.run_id, approval=_approval_text(approval), started_at=facts.started_at,
-            approval_id=approval_id, request=request_bytes.decode(), extra=facts.extra_text(),
+            approval_id=approval_id, approval_keep_until=approval_keep_until, request=request_bytes.decode(),
+            extra=facts.extra_text(),
         )  # fmt: skip
         claimed = await anyio.to_thread.run_sync(self.store.claim_nonce, claim)
         if claimed is APPROVAL_CONSUMED:

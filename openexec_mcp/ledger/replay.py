@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import anyio
@@ -50,6 +50,7 @@ class ReplayLine:
     status: str
     verdict: str
     detail: str
+    tenant_id: str = ""
 
     def row(self) -> list[str]:
         """Return the table row: seq, action, status, verdict, detail."""
@@ -87,6 +88,7 @@ def replay_run(
     public_keys: Mapping[str, Ed25519PublicKey],
     run_id: str,
     *,
+    tenant_id: str | None = None,
     timeout_seconds: float = 30.0,
     progress: Callable[[int], None] | None = None,
 ) -> ReplayReport:
@@ -97,12 +99,15 @@ def replay_run(
         registry: The actions, as the server loads them.
         public_keys: Trusted server keys by ``kid``.
         run_id: The run.
+        tenant_id: Only this tenant's calls of the run (run ids are chosen by clients, so two
+            tenants can share one); ``None``: every tenant's, each line naming its tenant.
         timeout_seconds: Longest a re-run handler may take.
         progress: Called with the number of receipts checked so far.
     """
     report = ReplayReport()
-    for entry in store.iter_entries(run_id=run_id):
-        report.lines.append(_check(store, registry, public_keys, entry.seq, entry.envelope, timeout_seconds))
+    for entry in store.iter_entries(run_id=run_id, tenant_id=tenant_id):
+        line = _check(store, registry, public_keys, entry.seq, entry.envelope, timeout_seconds)
+        report.lines.append(replace(line, tenant_id=entry.tenant_id))
         if progress is not None:
             progress(len(report.lines))
     return report

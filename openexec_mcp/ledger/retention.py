@@ -4,6 +4,9 @@ A nonce record is kept at least ``nonce.retention_seconds`` after its call finis
 ``indeterminate`` call, after it was recovered). Pruning never lets a replay through: the record
 outlives every approval that could have authorised its call, and approvals issued before the
 retention horizon are refused (:class:`~openexec_mcp.gate.approvals.Approver` passes ``min_issued_at``).
+Independently of the nonce record, a consumed ``approval_id`` is kept until its artifact's
+``expires_at`` + skew has passed the horizon (:meth:`~openexec_mcp.store.base.NonceTable.prune_nonces`),
+so even an artifact issued within the skew in the future never executes twice.
 With ``auto`` approval a pruned nonce is simply free again, which is what the retention period
 promises and no more.
 

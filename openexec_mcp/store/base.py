@@ -14,33 +14,38 @@ Two tables carry the guarantees of SPEC §4 and §7:
 Beside them, the signed **checkpoints** (SPEC §7): a table that only grows, whose latest row only
 moves forward (:meth:`Store.save_checkpoint` is a compare-and-swap on the tree size).
 
-Methods are synchronous and thread-safe; the async gate calls them from worker threads.
-Backends raise :class:`~openexec_mcp.errors.StoreUnavailableError` when the database does not
-answer, and nothing else on purpose.
+The protocol is cut into small roles, each what one caller needs: :class:`NonceTable` (the
+gate's step 4 and ``ledger resolve``), :class:`LedgerLog` (receipts), :class:`ApprovalInbox`
+(pending requests and submitted artifacts) and :class:`CheckpointLog` (tree and checkpoints);
+:class:`Store` is all four. Methods are synchronous and thread-safe; the async gate calls them
+from worker threads. Backends raise :class:`~openexec_mcp.errors.StoreUnavailableError` when the
+database does not answer, with a generic message (the detail goes to the log), and nothing else
+on purpose. :func:`openexec_mcp.store.open_store` opens one from a URL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from openexec_mcp.core.nonce import NonceRecord
 from openexec_mcp.core.receipt import SignedReceipt
-from openexec_mcp.errors import ConfigError
 
 __all__ = [
     "APPROVAL_CONSUMED",
     "ApprovalAlreadyConsumed",
+    "ApprovalInbox",
     "ApprovalRequest",
+    "CheckpointLog",
     "LedgerEntry",
+    "LedgerLog",
     "NonceClaim",
+    "NonceTable",
     "Outcome",
     "ReceiptFactory",
     "Store",
     "StoredCheckpoint",
-    "open_store",
 ]
 
 ReceiptFactory = Callable[[int, str | None], SignedReceipt]
@@ -54,6 +59,9 @@ class NonceClaim:
     ``approval_id``, when set, is consumed in the same transaction (an approval executes once).
     ``request``, when set, is the JCS text of the action request (SPEC §3) whose SHA-256 is
     ``action_hash``; it is kept with the nonce so that ``ledger replay`` can re-run the call.
+    ``approval_keep_until`` (RFC 3339 UTC) is the artifact's ``expires_at`` + clock skew: the
+    consumed ``approval_id`` is kept at least until then, whatever happens to the nonce record
+    (SPEC §4); ``None`` keeps it for good.
     ``extra`` is the JCS text of the call's further receipt fields (``nonce_source``,
     ``upstream``), kept so that receipts written later for this call (recovery, resolve) carry them.
     """
@@ -68,6 +76,7 @@ class NonceClaim:
     started_at: str
     approval_id: str | None = None
     request: str | None = None
+    approval_keep_until: str | None = None
     extra: str | None = None
 
 
@@ -152,11 +161,8 @@ class ApprovalAlreadyConsumed:
 APPROVAL_CONSUMED = ApprovalAlreadyConsumed()
 
 
-class Store(Protocol):
-    """The storage protocol. Every method is atomic; all are safe to call from several threads."""
-
-    kind: str
-    """Short backend name shown in ``/health`` (``sqlite``, ``postgresql``)."""
+class NonceTable(Protocol):
+    """The nonce table (SPEC §4): claims, outcomes, recovery, retention."""
 
     def get_nonce(self, tenant_id: str, nonce: str) -> NonceRecord | None:
         """Return the record for ``(tenant_id, nonce)``, or ``None`` when the nonce is free."""
@@ -193,15 +199,12 @@ class Store(Protocol):
         """
         ...
 
-    def append(self, make_receipt: ReceiptFactory, *, tenant_id: str, run_id: str, action: str) -> LedgerEntry:
-        """Append a receipt that changes no nonce (denials, replays)."""
-        ...
-
     def recover_started(self, make_receipt: Callable[[NonceRecord], ReceiptFactory]) -> list[LedgerEntry]:
-        """Mark every ``started`` nonce ``indeterminate`` and append its receipt (start-up, SPEC §4).
+        """Mark every ``started`` nonce of a dead process ``indeterminate`` and append its receipt (SPEC §4).
 
-        The recovery time is recorded as the row's ``finished_at``, so the record is kept a full
-        retention period after it became ``indeterminate`` (:meth:`prune_nonces`).
+        The recovery time (the store's clock) is recorded as the row's ``finished_at``, so the
+        record is kept a full retention period after it became ``indeterminate``. SQLite cannot
+        tell a live process from a dead one: call it there at start-up only.
         """
         ...
 
@@ -229,9 +232,6 @@ class Store(Protocol):
     ) -> LedgerEntry | None:
         """Record an operator's ``failed`` verdict on an ``indeterminate`` nonce, with its receipt.
 
-        One transaction moves the row from ``indeterminate`` with ``exec_id`` to ``finished`` with
-        ``outcome`` under ``new_exec_id`` (later retries replay it) and appends the receipt.
-
         Returns:
             The receipt's entry; ``None`` (nothing written) when the nonce is not ``indeterminate``
             under ``exec_id`` any more.
@@ -246,44 +246,36 @@ class Store(Protocol):
         deleted, and neither is anything in the ledger. Deletes in small batches, so concurrent
         calls wait at most one batch.
 
-        The approval bookkeeping goes with them: consumed ``approval_id`` rows whose nonce record
-        is gone, and inbox artifacts submitted before the horizon. Both are safe to forget because
-        the retention period exceeds any approval's lifetime plus clock skew (SPEC §4): such an
-        approval is expired and would be refused anyway.
+        Consumed ``approval_id`` rows are deleted only once their ``approval_keep_until`` (the
+        artifact's ``expires_at`` + skew) is before the horizon, whatever happened to their
+        nonce record: such an artifact is refused as expired, so it can never execute twice
+        (SPEC §4). Rows without one are kept. Inbox artifacts submitted before the horizon go too.
 
         Args:
             finished_before: RFC 3339 UTC (ms), the horizon: now − ``nonce.retention_seconds``.
 
         Returns:
-            How many records were deleted.
+            How many nonce records were deleted.
         """
+        ...
+
+    def get_action_request(self, tenant_id: str, nonce: str) -> str | None:
+        """Return the JCS text of the action request recorded with the nonce, or ``None``.
+
+        ``None`` when the nonce is unknown or was claimed without its request (older rows).
+        """
+        ...
+
+
+class LedgerLog(Protocol):
+    """The append-only ledger of signed receipts (SPEC §7)."""
+
+    def append(self, make_receipt: ReceiptFactory, *, tenant_id: str, run_id: str, action: str) -> LedgerEntry:
+        """Append a receipt that changes no nonce (denials, replays)."""
         ...
 
     def ledger_size(self) -> int:
         """Return the number of receipts in the ledger."""
-        ...
-
-    def open_approval_request(self, request: ApprovalRequest, now_unix: float) -> ApprovalRequest:
-        """Record a pending request, or return the one already pending for the same call.
-
-        "The same call" is the same ``(tenant_id, action_hash)``; expired requests are dropped.
-        """
-        ...
-
-    def list_approval_requests(self, now_unix: float, tenant_id: str | None = None) -> list[ApprovalRequest]:
-        """Return the unexpired pending requests, oldest first (one tenant's, or all)."""
-        ...
-
-    def get_approval_request(self, request_id: str) -> ApprovalRequest | None:
-        """Return a pending request by id, or ``None``."""
-        ...
-
-    def add_approval_artifact(self, action_hash: str, approval_id: str, artifact: str, submitted_at: str) -> bool:
-        """Store a submitted artifact (JCS text) against its action_hash; ``False`` if already stored."""
-        ...
-
-    def approval_artifacts(self, action_hash: str) -> list[str]:
-        """Return the artifacts (JCS texts) submitted for ``action_hash``, newest first."""
         ...
 
     def get_entry(self, exec_id: str) -> LedgerEntry | None:
@@ -294,22 +286,79 @@ class Store(Protocol):
         """Return the ledger entry at index ``seq``, or ``None``."""
         ...
 
-    def iter_entries(self, start_seq: int = 0, *, run_id: str | None = None) -> Iterator[LedgerEntry]:
-        """Yield ledger entries in ``seq`` order from ``start_seq`` (optionally one run only)."""
-        ...
+    def iter_entries(
+        self, start_seq: int = 0, *, run_id: str | None = None, tenant_id: str | None = None
+    ) -> Iterator[LedgerEntry]:
+        """Yield ledger entries in ``seq`` order from ``start_seq``, in pages (memory stays flat).
 
-    def get_action_request(self, tenant_id: str, nonce: str) -> str | None:
-        """Return the JCS text of the action request recorded with the nonce, or ``None``.
-
-        ``None`` when the nonce is unknown or was claimed without its request (older rows).
+        Args:
+            start_seq: The first ``seq`` to read.
+            run_id: Only this run's entries. Run ids are chosen by clients, so two tenants can
+                share one: a run is ``(tenant_id, run_id)``, and each entry says its tenant.
+            tenant_id: Only this tenant's entries.
         """
         ...
+
+
+class ApprovalInbox(Protocol):
+    """Pending approval requests and submitted artifacts (SPEC §5, "Where an artifact comes from" 3)."""
+
+    def open_approval_request(
+        self, request: ApprovalRequest, now_unix: float, max_pending: int | None = None
+    ) -> ApprovalRequest:
+        """Record a pending request, or return the one already pending for the same call.
+
+        "The same call" is the same ``(tenant_id, action_hash)``; expired requests are dropped.
+        With ``max_pending``, a tenant keeps at most that many pending requests: the oldest are
+        closed to make room (one tenant's flood never grows the inbox nor touches another's).
+        """
+        ...
+
+    def list_approval_requests(
+        self,
+        now_unix: float,
+        tenant_id: str | None = None,
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> list[ApprovalRequest]:
+        """Return unexpired pending requests, oldest first (one tenant's, or all).
+
+        Args:
+            now_unix: Now, seconds since the epoch.
+            tenant_id: Only this tenant's requests.
+            after: Keyset cursor ``(created_at, request_id)`` of the last request already seen.
+            limit: At most this many.
+        """
+        ...
+
+    def get_approval_request(self, request_id: str) -> ApprovalRequest | None:
+        """Return a pending request by id, or ``None``."""
+        ...
+
+    def add_approval_artifact(self, action_hash: str, approval_id: str, artifact: str, submitted_at: str) -> bool:
+        """Store a submitted artifact (JCS text) against its action_hash; ``False`` if already stored.
+
+        The artifact's own (signed) ``tenant_id`` is stored beside it, so look-ups filter on it.
+        """
+        ...
+
+    def approval_artifacts(self, action_hash: str, tenant_id: str | None = None) -> list[str]:
+        """Return up to 16 artifacts (JCS texts) submitted for ``action_hash``, newest first.
+
+        With ``tenant_id``, only artifacts naming that tenant: another tenant's artifacts for the
+        same action_hash can neither crowd this tenant's out nor be read by it.
+        """
+        ...
+
+
+class CheckpointLog(Protocol):
+    """The stored RFC 9162 tree and the signed checkpoints (SPEC §7)."""
 
     def subtree_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Return ``MTH(D[start:end])`` (32 bytes, RFC 9162 §2.1.1) for each ``(start, end)``.
 
-        Every range of a root or proof costs O(log n) stored hashes; all ranges are read in one
-        round trip.
+        Every range of a root or proof costs O(log n) stored hashes; all ranges are read at once.
 
         Raises:
             ValueError: A range is empty or reaches past the ledger.
@@ -336,6 +385,13 @@ class Store(Protocol):
         """
         ...
 
+
+class Store(NonceTable, LedgerLog, ApprovalInbox, CheckpointLog, Protocol):
+    """Every role on one database. Every method is atomic; all are safe to call from several threads."""
+
+    kind: str
+    """Short backend name shown in ``/health`` (``sqlite``, ``postgresql``)."""
+
     def ping(self) -> None:
         """Raise :class:`StoreUnavailableError` unless the database answers."""
         ...
@@ -343,28 +399,3 @@ class Store(Protocol):
     def close(self) -> None:
         """Release the connection(s)."""
         ...
-
-
-def open_store(url: str, *, sqlite_synchronous: str = "full") -> Store:
-    """Open the backend named by ``url`` (SPEC §9).
-
-    Args:
-        url: ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``postgresql://...``.
-        sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``full`` or ``normal``).
-
-    Raises:
-        ConfigError: The URL scheme is not supported.
-    """
-    if url.startswith("sqlite:///"):
-        from openexec_mcp.store.sqlite import SQLiteStore
-
-        return SQLiteStore(Path(url.removeprefix("sqlite:///")), synchronous=sqlite_synchronous)
-    if url.startswith(("postgresql://", "postgres://")):
-        try:
-            from openexec_mcp.store.postgres import PostgresStore
-        except ImportError:
-            raise ConfigError(
-                "storage.url: the PostgreSQL backend needs `pip install openexec-mcp[postgres]`"
-            ) from None
-        return PostgresStore(url)
-    raise ConfigError("storage.url must start with sqlite:/// or postgresql://")

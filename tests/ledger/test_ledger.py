@@ -27,7 +27,8 @@ from openexec_mcp.errors import VerificationError
 from openexec_mcp.gate.pipeline import CallContext
 from openexec_mcp.ledger.checkpoints import Ledger
 from openexec_mcp.runtime import Runtime
-from openexec_mcp.store.base import LedgerEntry, Store, open_store
+from openexec_mcp.store import open_store
+from openexec_mcp.store.base import LedgerEntry, Store
 
 ORIGIN = "ledger-test"
 PUBLIC = KEY.public_key()

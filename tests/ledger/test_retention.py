@@ -146,6 +146,31 @@ async def test_a_pruned_nonce_cannot_be_replayed_with_its_old_approval(
     assert executions(counter_file) == 1
 
 
+async def test_an_artifact_issued_within_the_skew_in_the_future_cannot_run_twice_after_pruning(
+    make_runtime: Callable[..., Runtime], counter_file: Path
+) -> None:
+    """Issue 9: the nonce record goes, the consumed approval_id stays until the artifact expired."""
+    runtime = make_runtime(approvals=approvals_config(), policy={"actions": {"count": {"approval": "signed"}}})
+    clock = Clock(utc_now())
+    # A sweeper whose horizon (400 s) falls before the artifact's expires_at + skew (360 + 60 s).
+    gate = gate_with_clock(runtime, clock)
+    sweeper = sweeper_with_clock(runtime, clock, retention_seconds=400)
+    payload: dict[str, Any] = {"label": "pay"}
+    future = mint(
+        compute_action_hash("count", payload, "nonce-0001"), now=clock.now + timedelta(seconds=65), ttl_seconds=300
+    )
+    ctx = CallContext(tenant_id="default", run_id="run-1", approval_artifact=future)
+
+    assert (await gate.call("count", {**payload, "nonce": "nonce-0001"}, ctx)).status == "executed"
+    clock.now += timedelta(seconds=405)
+    assert sweeper.sweep() == 1
+    assert runtime.store.get_nonce("default", "nonce-0001") is None
+
+    again = await gate.call("count", {**payload, "nonce": "nonce-0001"}, ctx)
+    assert (again.status, again.envelope["error"]["code"]) == ("denied", "approval_consumed")
+    assert executions(counter_file) == 1
+
+
 async def test_ledger_prune_nonces_deletes_only_what_is_past_the_horizon(
     make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch, state_dir: Path,
     capsys: pytest.CaptureFixture[str],

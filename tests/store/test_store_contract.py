@@ -27,6 +27,7 @@ from oe_testing.receipts import HASH_A, KEY, receipt_factory
 from openexec_mcp.core.nonce import NonceRecord
 from openexec_mcp.core.receipt import SignedReceipt, receipt_hash, verify_receipt
 from openexec_mcp.errors import StoreUnavailableError
+from openexec_mcp.store import open_store
 from openexec_mcp.store.base import (
     APPROVAL_CONSUMED,
     ApprovalRequest,
@@ -36,7 +37,6 @@ from openexec_mcp.store.base import (
     ReceiptFactory,
     Store,
     StoredCheckpoint,
-    open_store,
 )
 
 # Read at import: the autouse clean_environment fixture removes OPENEXEC_* before every test.
@@ -352,6 +352,50 @@ def test_approval_artifacts_are_stored_once_and_read_newest_first(store: Store) 
 # -- ledger (SPEC §7) ---------------------------------------------------------------------------
 
 
+def test_sixteen_artifacts_of_another_tenant_cannot_hide_a_tenants_approval(store: Store) -> None:
+    """Issue 9: the inbox look-up filters by (tenant, action_hash) in SQL, before its limit."""
+    mine = json.dumps({"approval_id": "ap-a", "tenant_id": "tenant-a", "action_hash": HASH_A})
+    store.add_approval_artifact(HASH_A, "ap-a", mine, "2025-01-01T00:00:00.000Z")
+    for index in range(16):
+        theirs = json.dumps({"approval_id": f"ap-b{index}", "tenant_id": "tenant-b", "action_hash": HASH_A})
+        store.add_approval_artifact(HASH_A, f"ap-b{index}", theirs, f"2025-01-01T00:00:{index + 1:02d}.000Z")
+    assert store.approval_artifacts(HASH_A, "tenant-a") == [mine]
+    assert len(store.approval_artifacts(HASH_A, "tenant-b")) == 16
+    assert store.approval_artifacts(HASH_A, "tenant-c") == []
+
+
+def test_a_tenant_keeps_at_most_max_pending_requests_and_others_are_untouched(store: Store) -> None:
+    """Issue 9: one tenant's flood of approval requests closes its own oldest, never another's."""
+    other = store.open_approval_request(make_request("f" * 64, tenant_id="tenant-b"), 1000.0, 3)
+    for index in range(10):
+        created = f"2025-01-01T00:00:{index:02d}.000Z"
+        store.open_approval_request(make_request(f"{index:064x}", created_at=created), 1000.0, 3)
+    pending = store.list_approval_requests(1000.0, "tenant-a")
+    assert [r.action_hash for r in pending] == [f"{index:064x}" for index in (7, 8, 9)]
+    assert store.list_approval_requests(1000.0, "tenant-b") == [other]
+
+
+def test_approval_requests_are_read_in_pages_with_a_keyset_cursor(store: Store) -> None:
+    made = [
+        store.open_approval_request(make_request(f"{i:064x}", created_at=f"2025-01-01T00:00:{i:02d}.000Z"), 1000.0)
+        for i in range(5)
+    ]
+    first = store.list_approval_requests(1000.0, limit=2)
+    assert first == made[:2]
+    rest = store.list_approval_requests(1000.0, after=(first[-1].created_at, first[-1].request_id), limit=10)
+    assert rest == made[2:]
+
+
+def test_runs_are_scoped_by_tenant(store: Store) -> None:
+    """Issue 9: two tenants sharing a run_id: each entry says its tenant, and one tenant's run can be read alone."""
+    store.append(receipt_factory(), tenant_id="tenant-a", run_id="shared", action="echo")
+    store.append(receipt_factory(), tenant_id="tenant-b", run_id="shared", action="echo")
+    store.append(receipt_factory(), tenant_id="tenant-a", run_id="other", action="echo")
+    assert [e.tenant_id for e in store.iter_entries(run_id="shared")] == ["tenant-a", "tenant-b"]
+    assert [e.seq for e in store.iter_entries(run_id="shared", tenant_id="tenant-b")] == [1]
+    assert [e.seq for e in store.iter_entries(tenant_id="tenant-a")] == [0, 2]
+
+
 def test_appends_are_gap_free_and_each_prev_is_the_previous_receipt_hash(store: Store) -> None:
     entries = [store.append(receipt_factory(), tenant_id="tenant-a", run_id="run-1", action="echo") for _ in range(5)]
     assert [entry.seq for entry in entries] == [0, 1, 2, 3, 4]
@@ -499,9 +543,9 @@ def test_a_server_restart_is_invisible_to_the_next_calls(pg_backend: Backend) ->
     store = cast(PostgresStore, pg_backend.open())
     store.append(receipt_factory(), tenant_id="tenant-a", run_id="run-1", action="echo")
     # Several idle pooled connections, all about to go stale at once (white-box: the pool is private).
-    held = [store._pool.acquire()[0] for _ in range(3)]  # pyright: ignore[reportPrivateUsage]
+    held = [store._pool.getconn() for _ in range(3)]  # pyright: ignore[reportPrivateUsage]
     for conn in held:
-        store._pool.release(conn)  # pyright: ignore[reportPrivateUsage]
+        store._pool.putconn(conn)  # pyright: ignore[reportPrivateUsage]
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
         killed = admin.execute(
             "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity WHERE application_name IN (%s, %s)",
@@ -671,16 +715,26 @@ def test_prune_removes_old_finished_records_but_never_started_ones_nor_receipts(
     assert store.prune_nonces(HORIZON) == 0
 
 
-def test_prune_forgets_approval_bookkeeping_of_pruned_calls_only(store: Store) -> None:
-    store.claim_nonce(make_claim("nonce-old", approval_id="approval-old"))
-    store.finish("tenant-a", "nonce-old", executed(), receipt_factory(status="executed"))
+def test_prune_keeps_a_consumed_approval_until_its_artifact_expired_whatever_happens_to_its_nonce(
+    store: Store,
+) -> None:
+    expired = replace(make_claim("nonce-old", approval_id="approval-old"), approval_keep_until="2025-01-01T00:06:00.000Z")
+    # issued_at within the skew in the future: its artifact outlives the nonce record's retention.
+    future = replace(
+        make_claim("nonce-future", approval_id="approval-future"), approval_keep_until="2025-06-01T00:06:00.000Z"
+    )
+    for claim in (expired, future):
+        store.claim_nonce(claim)
+        store.finish("tenant-a", claim.nonce, executed(), receipt_factory(status="executed"))
     store.claim_nonce(make_claim("nonce-live", approval_id="approval-live"))  # still running
     store.add_approval_artifact(HASH_A, "approval-old", '{"old":1}', "2025-01-01T00:00:00.000Z")
     store.add_approval_artifact(HASH_A, "approval-new", '{"new":1}', "2025-07-01T00:00:00.000Z")
 
-    assert store.prune_nonces(HORIZON) == 1
-    # The live call's approval stays consumed; the pruned call's approval_id is forgotten.
+    assert store.prune_nonces(HORIZON) == 2
+    assert store.get_nonce("tenant-a", "nonce-future") is None
+    # The live call's approval and the future one stay consumed; only the expired one is forgotten.
     assert store.claim_nonce(make_claim("nonce-x", approval_id="approval-live")) is APPROVAL_CONSUMED
+    assert store.claim_nonce(make_claim("nonce-z", approval_id="approval-future")) is APPROVAL_CONSUMED
     assert store.claim_nonce(make_claim("nonce-y", approval_id="approval-old")) is None
     assert store.approval_artifacts(HASH_A) == ['{"new":1}']
 
@@ -857,6 +911,7 @@ def test_an_older_database_gets_its_tree_and_request_column_when_opened(backend:
     drop_tree_guards(backend)
     backend.execute("DELETE FROM merkle_nodes")
     backend.execute("ALTER TABLE nonces DROP COLUMN request")
+    backend.execute("DROP TABLE schema_version")  # releases before versioning had none
 
     reopened = backend.open()
     assert query_one(backend, "SELECT COUNT(*) FROM merkle_nodes") == 45 - (45).bit_count()

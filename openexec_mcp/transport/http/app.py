@@ -7,6 +7,7 @@ refusal is a JSON body with a stable code.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import platform
@@ -45,6 +46,7 @@ from openexec_mcp.gate.envelope import refusal_envelope
 from openexec_mcp.gate.pipeline import Answer, CallContext
 from openexec_mcp.keystore import public_keys_document
 from openexec_mcp.runtime import Runtime
+from openexec_mcp.store.base import ApprovalRequest
 from openexec_mcp.transport.auth import TokenTable, auth_settings, require_scope
 from openexec_mcp.transport.http.ledger_routes import LedgerRoutes
 from openexec_mcp.transport.mcp import build_mcp_server
@@ -114,7 +116,7 @@ def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
     )
     browser_guard = _loopback_guard(host)
     routes = _Routes(runtime)
-    ledger_routes = LedgerRoutes(runtime.ledger, runtime.store)
+    ledger_routes = LedgerRoutes(runtime.ledger, runtime.store, runtime.witnessing)
     for path, methods, scope, handler in (
         ("/", ["GET"], "read", routes.index),
         ("/health", ["GET"], None, routes.health),
@@ -125,6 +127,7 @@ def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
         ("/receipts/verify", ["POST"], "read", routes.verify),
         ("/approvals", ["POST"], "approve", routes.submit_approval),
         ("/approvals", ["GET"], "read", routes.list_approvals),
+        ("/approvals/{request_id}", ["GET"], "read", routes.get_approval),
         ("/ledger/checkpoint", ["GET"], "read", ledger_routes.checkpoint),
         ("/ledger/proof/{exec_id}", ["GET"], "read", ledger_routes.proof),
         ("/ledger/consistency", ["GET"], "read", ledger_routes.consistency),
@@ -203,8 +206,10 @@ class _Routes:
         size = await anyio.to_thread.run_sync(runtime.store.ledger_size)
         signed = any(policy == "signed" for policy in runtime.policy.approvals.values())
         warnings = ["demo mode: every action is approved automatically"] if runtime.settings.mode == "demo" else []
+        witnesses = runtime.witnessing.health() if runtime.witnessing is not None else {}  # SPEC §14
         return JSONResponse(
             {
+                **witnesses,
                 "status": "ok",
                 "mode": runtime.settings.mode,
                 "signature_verification": "on" if signed else "off",
@@ -305,16 +310,40 @@ class _Routes:
         return JSONResponse(body, status_code=201 if stored else 200)
 
     async def list_approvals(self, request: Request, tenant_id: str | None) -> Response:
-        """List pending approval requests (the caller's tenant only, when tokens are configured)."""
-        pending = await anyio.to_thread.run_sync(
-            self.runtime.store.list_approval_requests, utc_now().timestamp(), tenant_id
+        """List pending approval requests as previews, a page at a time (the caller's tenant only with tokens).
+
+        Query: ``limit`` (1-100, default 50) and ``cursor`` (opaque, from ``next_cursor``). Answer
+        ``{"approval_requests": [preview, ...], "next_cursor": str | null}``, oldest first. A
+        preview's ``action_request`` holds ``action`` and ``nonce``, and ``payload`` when its JSON
+        is at most 1 KiB; a larger one is ``payload_preview`` (its start, marked as cut) with
+        ``truncated: true``: ``GET /approvals/{request_id}`` has the whole call. 422 on a bad query.
+        """
+        try:
+            limit = _int_param(request.query_params.get("limit"), default=50, low=1, high=100)
+            after = _decode_cursor(request.query_params.get("cursor"))
+        except ValueError as exc:
+            return JSONResponse({"error": {"code": "invalid_request", "message": str(exc)}}, status_code=422)
+        page = await anyio.to_thread.run_sync(
+            lambda: self.runtime.store.list_approval_requests(
+                utc_now().timestamp(), tenant_id, after=after, limit=limit + 1
+            )
         )
-        return JSONResponse({"approval_requests": [
-            {"request_id": item.request_id, "tenant_id": item.tenant_id, "action_hash": item.action_hash,
-             "action_request": json.loads(item.action_request), "created_at": item.created_at,
-             "expires_at": item.expires_at}
-            for item in pending
-        ]})  # fmt: skip
+        more = len(page) > limit
+        page = page[:limit]
+        cursor = _encode_cursor(page[-1].created_at, page[-1].request_id) if more else None
+        return JSONResponse({"approval_requests": [_preview(item) for item in page], "next_cursor": cursor})
+
+    async def get_approval(self, request: Request, tenant_id: str | None) -> Response:
+        """One pending request with its whole action request; 404 when unknown, expired or another tenant's."""
+        request_id = request.path_params["request_id"]
+        item = await anyio.to_thread.run_sync(self.runtime.store.get_approval_request, request_id)
+        if item is None or (tenant_id is not None and item.tenant_id != tenant_id) or (
+            item.expires_unix < utc_now().timestamp()
+        ):
+            return JSONResponse(
+                {"error": {"code": "not_found", "message": "no such pending approval request"}}, status_code=404
+            )
+        return JSONResponse(_request_json(item, json.loads(item.action_request)))
 
     def _verify_envelope(self, envelope: dict[str, Any]) -> dict[str, Any]:
         """Signature, then inclusion: the ledger holds this exact receipt at its ``seq``."""
@@ -347,6 +376,59 @@ class _Routes:
         if body["result_hash"] is None or body["result_hash"] != result_hash:
             return {"valid": False, "reason": "result_mismatch", "seq": entry.seq}
         return {"valid": True, "reason": None, "seq": entry.seq}
+
+
+_PREVIEW_PAYLOAD_BYTES = 1024
+_PREVIEW_CHARS = 256
+
+
+def _request_json(item: ApprovalRequest, action_request: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "request_id": item.request_id,
+        "tenant_id": item.tenant_id,
+        "action_hash": item.action_hash,
+        "action_request": action_request,
+        "created_at": item.created_at,
+        "expires_at": item.expires_at,
+    }
+
+
+def _preview(item: ApprovalRequest) -> dict[str, Any]:
+    """Return a listing entry: the call's action and nonce, its payload whole when small, else visibly cut."""
+    full: dict[str, Any] = json.loads(item.action_request)
+    payload_text = canonicalize(full.get("payload")).decode("utf-8")
+    shown: dict[str, Any] = {"action": full.get("action"), "nonce": full.get("nonce")}
+    if len(payload_text.encode("utf-8")) <= _PREVIEW_PAYLOAD_BYTES:
+        shown["payload"] = full.get("payload")
+        return {**_request_json(item, shown), "truncated": False}
+    rest = len(payload_text) - _PREVIEW_CHARS
+    shown["payload_preview"] = f"{payload_text[:_PREVIEW_CHARS]}… [{rest} more characters]"
+    return {**_request_json(item, shown), "truncated": True}
+
+
+def _int_param(text: str | None, *, default: int, low: int, high: int) -> int:
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValueError(f"limit must be an integer from {low} to {high}")
+    return int(text)
+
+
+def _encode_cursor(created_at: str, request_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at, request_id]).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(text: str | None) -> tuple[str, str] | None:
+    """Decode an opaque ``cursor``; ``ValueError`` when it is not one this server made."""
+    if text is None:
+        return None
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except ValueError:
+        raise ValueError("cursor is not valid") from None
+    if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(v, str) for v in decoded)):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+        raise ValueError("cursor is not valid")
+    return str(decoded[0]), str(decoded[1])  # pyright: ignore[reportUnknownArgumentType]
 
 
 def _parse_execute_body(body: Any) -> tuple[str, dict[str, Any], Any, str | None]:
