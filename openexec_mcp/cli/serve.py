@@ -43,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
         grace = settings.mcp.shutdown_grace_seconds
         if args.transport == "stdio":
             # stdio callers are the local user: the configured tenant, no tokens.
-            mcp_server = build_mcp_server(runtime.gate, tenant_for=lambda _ctx: settings.tenant_id)
-            anyio.run(_serve_stdio, mcp_server, runtime.gate, grace, _exit_now(runtime))
+            mcp_server = build_mcp_server(
+                runtime.gate, tenant_for=lambda _ctx: settings.tenant_id, upstreams=runtime.upstreams
+            )
+            anyio.run(_serve_stdio, mcp_server, runtime.gate, grace, _exit_now(runtime), runtime.upstreams)
         else:
             import uvicorn
 
@@ -102,18 +104,23 @@ _ANSWER_FLUSH_SECONDS = 0.5
 """After a stdio drain: time for the SDK's writer to put the last answers on stdout, in seconds."""
 
 
-async def _serve_stdio(mcp_server: Any, gate: Any, grace_seconds: float, exit_now: Callable[[], None]) -> None:
+async def _serve_stdio(
+    mcp_server: Any, gate: Any, grace_seconds: float, exit_now: Callable[[], None], upstreams: Any = None
+) -> None:
     """Serve MCP over stdio until EOF, or until SIGTERM/SIGINT after draining running calls.
 
     After the drain the process ends through ``exit_now`` (close the store, ``os._exit``): the
     SDK reads stdin on a worker thread that only the client's next line or EOF wakes, so while a
     client keeps stdin open, cancelling the server would wait forever.
     """
+    import contextlib
     import signal
 
     import anyio
 
-    async with anyio.create_task_group() as tasks:
+    # Upstreams start before the first request is read, and stop after the drain (SPEC §11).
+    running = upstreams.running() if upstreams is not None else contextlib.nullcontext()
+    async with running, anyio.create_task_group() as tasks:
 
         async def serve() -> None:
             await mcp_server.run_stdio_async()
@@ -125,6 +132,9 @@ async def _serve_stdio(mcp_server: Any, gate: Any, grace_seconds: float, exit_no
                 await gate.drain(grace_seconds)
                 # The SDK writes an answer after the gate returns it: let the last ones go out.
                 await anyio.sleep(_ANSWER_FLUSH_SECONDS)
+                if upstreams is not None:
+                    with anyio.move_on_after(grace_seconds, shield=True):
+                        await upstreams.stop()  # stdio upstream processes end with us
                 exit_now()
 
 

@@ -11,7 +11,7 @@ Listeners are told after every change (the MCP transport re-lists its tools and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 __all__ = ["Catalog"]
@@ -32,6 +32,7 @@ class Catalog:
         self._sources: dict[str, dict[str, Any]] = {REGISTRY_SOURCE: {action.name: action for action in actions}}
         self._by_name: dict[str, Any] = dict(self._sources[REGISTRY_SOURCE])
         self._listeners: list[Callable[[], Any]] = []
+        self._async_listeners: list[Callable[[], Awaitable[None]]] = []
 
     def get(self, name: str) -> Any | None:
         """Return the action called ``name``, or ``None``."""
@@ -80,6 +81,19 @@ class Catalog:
     def on_change(self, listener: Callable[[], Any]) -> None:
         """Call ``listener()`` (sync; schedule async work yourself) after every change."""
         self._listeners.append(listener)
+
+    def on_change_async(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Await ``listener()`` after every change made through :meth:`publish`."""
+        self._async_listeners.append(listener)
+
+    async def publish(self, source: str, actions: Iterable[Any]) -> None:
+        """:meth:`replace_source`, then await the async listeners when the set changed."""
+        if self.replace_source(source, actions):
+            for listener in list(self._async_listeners):
+                try:
+                    await listener()
+                except Exception:
+                    logger.exception("catalog listener failed")
 
     def _owner(self, name: str) -> str | None:
         for source, actions in self._sources.items():

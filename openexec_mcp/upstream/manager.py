@@ -99,6 +99,17 @@ class UpstreamManager:
             for connection in self.connections.values():
                 tg.start_soon(connection.stop)
 
+    def on_list_changed(self, listener: Callable[[Any], Awaitable[None]]) -> None:
+        """Forward upstream prompt and resource list changes to ``listener(kind)`` (the transport)."""
+        previous = self._on_list_changed
+
+        async def both(name: str, kind: ChangeKind) -> None:
+            if previous is not None:
+                await previous(name, kind)
+            await listener(kind)
+
+        self._on_list_changed = both
+
     def health(self) -> list[dict[str, Any]]:
         """``[{name, state, tools}]`` for ``/health`` (SPEC §11); ``tools`` counts guarded tools."""
         return [

@@ -8,11 +8,12 @@ refusal is a JSON body with a stable code.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import platform
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
@@ -50,6 +51,7 @@ from openexec_mcp.store.base import ApprovalRequest
 from openexec_mcp.transport.auth import TokenTable, auth_settings, require_scope
 from openexec_mcp.transport.http.ledger_routes import LedgerRoutes
 from openexec_mcp.transport.mcp import build_mcp_server
+from openexec_mcp.upstream.manager import UpstreamManager
 
 __all__ = ["build_http_app", "http_status"]
 
@@ -113,6 +115,7 @@ def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
         auth=auth_settings(host, port) if tokens else None,
         request_state_keys=[key.get_secret_value() for key in runtime.settings.mcp.request_state_keys],
         request_state_ttl_seconds=runtime.settings.mcp.request_state_ttl_seconds,
+        upstreams=runtime.upstreams,
     )
     browser_guard = _loopback_guard(host)
     routes = _Routes(runtime)
@@ -136,7 +139,20 @@ def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
         mcp_server.custom_route(path, methods=methods)(_guarded(handler, tokens, scope, guard))
     app = mcp_server.streamable_http_app(host=host)
     app.router.routes.extend(mcp_server.sse_app(host=host).routes)
+    if runtime.upstreams is not None:
+        app.router.lifespan_context = _with_upstreams(app.router.lifespan_context, runtime.upstreams)
     return app
+
+
+def _with_upstreams(lifespan: Any, upstreams: UpstreamManager) -> Any:
+    """Return the app's lifespan with the upstreams running inside it (stopped after the drain, SPEC §11)."""
+
+    @contextlib.asynccontextmanager
+    async def run(app: Any) -> AsyncGenerator[Any]:
+        async with lifespan(app) as state, upstreams.running():
+            yield state
+
+    return run
 
 
 def _loopback_guard(host: str) -> TransportSecurityMiddleware | None:
@@ -207,9 +223,11 @@ class _Routes:
         signed = any(policy == "signed" for policy in runtime.policy.approvals.values())
         warnings = ["demo mode: every action is approved automatically"] if runtime.settings.mode == "demo" else []
         witnesses = runtime.witnessing.health() if runtime.witnessing is not None else {}  # SPEC §14
+        upstreams = {"upstreams": runtime.upstreams.health()} if runtime.upstreams is not None else {}  # SPEC §11
         return JSONResponse(
             {
                 **witnesses,
+                **upstreams,
                 "status": "ok",
                 "mode": runtime.settings.mode,
                 "signature_verification": "on" if signed else "off",
@@ -337,8 +355,10 @@ class _Routes:
         """One pending request with its whole action request; 404 when unknown, expired or another tenant's."""
         request_id = request.path_params["request_id"]
         item = await anyio.to_thread.run_sync(self.runtime.store.get_approval_request, request_id)
-        if item is None or (tenant_id is not None and item.tenant_id != tenant_id) or (
-            item.expires_unix < utc_now().timestamp()
+        if (
+            item is None
+            or (tenant_id is not None and item.tenant_id != tenant_id)
+            or (item.expires_unix < utc_now().timestamp())
         ):
             return JSONResponse(
                 {"error": {"code": "not_found", "message": "no such pending approval request"}}, status_code=404
