@@ -46,7 +46,7 @@ from openexec_mcp.upstream.actions import UpstreamAction
 from openexec_mcp.upstream.announce import ListChangedAnnouncer, ToolSync
 from openexec_mcp.upstream.hooks import use_hooks
 from openexec_mcp.upstream.manager import UpstreamManager
-from openexec_mcp.upstream.passthrough import install_passthrough
+from openexec_mcp.upstream.passthrough import install_log_level, install_passthrough
 from openexec_mcp.upstream.relay import hooks_for_request, upstream_call_result
 
 __all__ = [
@@ -258,6 +258,7 @@ def build_mcp_server(
     gate.actions.on_change_async(lambda: tools.sync_and_announce(gate.exposed()))
     if upstreams is not None:
         install_passthrough(server, upstreams)
+        install_log_level(server, upstreams)
         upstreams.on_list_changed(announcer.announce)
     return server
 

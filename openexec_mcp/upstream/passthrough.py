@@ -13,17 +13,18 @@ sensitive leaves ``expose_resources`` off (the default).
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import mcp_types as types
 from mcp.server.mcpserver import MCPServer
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from openexec_mcp.errors import UpstreamUnavailableError
 from openexec_mcp.upstream.connection import UpstreamConnection
 from openexec_mcp.upstream.manager import UpstreamManager
 
-__all__ = ["install_passthrough"]
+__all__ = ["install_log_level", "install_passthrough"]
 
 logger = logging.getLogger("openexec_mcp.upstream")
 
@@ -69,6 +70,23 @@ def install_passthrough(server: MCPServer[Any], manager: UpstreamManager) -> Non
                     last = exc
             raise last or MCPError(types.INVALID_PARAMS, f"unknown resource {uri}")
 
+        async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+            await _deprecated_call(_owner_of(str(params.uri)), "subscribe_resource", str(params.uri))
+            return types.EmptyResult()
+
+        async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+            await _deprecated_call(_owner_of(str(params.uri)), "unsubscribe_resource", str(params.uri))
+            return types.EmptyResult()
+
+        def _owner_of(uri: str) -> UpstreamConnection:
+            owner = owners.get(uri)
+            ready = _ready(resource_upstreams)
+            if owner is None and not ready:
+                raise MCPError(types.INTERNAL_ERROR, "no upstream with resources is ready")
+            return owner if owner is not None else ready[0]
+
+        low.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+        low.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe)
         low.add_request_handler("resources/list", types.PaginatedRequestParams, list_resources)
         low.add_request_handler("resources/templates/list", types.PaginatedRequestParams, list_templates)
         low.add_request_handler("resources/read", types.ReadResourceRequestParams, read_resource)
@@ -89,8 +107,47 @@ def install_passthrough(server: MCPServer[Any], manager: UpstreamManager) -> Non
                 raise MCPError(types.INVALID_PARAMS, f"unknown prompt {params.name}")
             return await _client(connection).get_prompt(name, params.arguments)
 
+        async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
+            ref = params.ref
+            argument = {"name": params.argument.name, "value": params.argument.value}
+            context = params.context.arguments if params.context is not None else None
+            if isinstance(ref, types.PromptReference):
+                upstream, _, name = ref.name.partition(".")
+                connection = prompt_upstreams.get(upstream)
+                if connection is None or not name:
+                    raise MCPError(types.INVALID_PARAMS, f"unknown prompt {ref.name}")
+                return await _client(connection).complete(ref.model_copy(update={"name": name}), argument, context)
+            for connection in _ready(resource_upstreams or list(prompt_upstreams.values())):
+                return await _client(connection).complete(ref, argument, context)
+            raise MCPError(types.INTERNAL_ERROR, "no upstream is ready")
+
+        low.add_request_handler("completion/complete", types.CompleteRequestParams, complete)
         low.add_request_handler("prompts/list", types.PaginatedRequestParams, list_prompts)
         low.add_request_handler("prompts/get", types.GetPromptRequestParams, get_prompt)
+
+
+async def _deprecated_call(connection: UpstreamConnection, method: str, *args: Any) -> Any:
+    # resources/subscribe and logging/setLevel are deprecated in 2026-07-28 and still what 2025 servers speak.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        return await getattr(_client(connection), method)(*args)
+
+
+def install_log_level(server: MCPServer[Any], manager: UpstreamManager) -> None:
+    """Answer ``logging/setLevel`` and pass the level on to the ready upstreams that log (best effort)."""
+    low = server._lowlevel_server  # pyright: ignore[reportPrivateUsage]
+
+    async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        for connection in _ready(list(manager.connections.values())):
+            capabilities = connection.capabilities
+            if capabilities is not None and capabilities.logging is not None:
+                try:
+                    await _deprecated_call(connection, "set_logging_level", params.level)
+                except MCPError:
+                    logger.info("upstream %r refused logging/setLevel", connection.name)
+        return types.EmptyResult()
+
+    low.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
 
 
 def _ready(connections: list[UpstreamConnection]) -> list[UpstreamConnection]:
