@@ -99,3 +99,32 @@ def test_resolver_order_rules_then_overrides_then_action_then_mode() -> None:
     write = SimpleNamespace(name="fs.write_file", approval=None, trusted_read_only=True)
     assert resolver.for_call(write, {"path": "/srv/data/x"}, "t") == "signed"  # a rule beats annotations
     assert resolver.advertised(write) == "signed"
+
+
+@pytest.mark.anyio
+async def test_a_rule_that_fails_at_call_time_denies_with_policy_error_and_a_receipt(
+    make_runtime, counter_file
+) -> None:  # type: ignore[no-untyped-def]
+    from oe_testing import verifier
+    from oe_testing.actions import executions
+
+    from openexec_mcp.gate.pipeline import Answer, CallContext
+
+    runtime = make_runtime(policy={"rules": [{"actions": ["count"], "when": "args.missing == 1", "approval": "auto"}]})
+    answer = await runtime.gate.call("count", {"label": "x", "nonce": "nonce-policy-1"}, CallContext("default", "run"))
+    assert isinstance(answer, Answer)
+    envelope = answer.envelope
+    assert (envelope["status"], envelope["error"]["code"]) == ("denied", "policy_error")
+    assert verifier.decode_payload(envelope["receipt"])["error_code"] == "policy_error"
+    assert executions(counter_file) == 0
+
+
+def test_rules_are_part_of_the_policy_hash(make_runtime) -> None:  # type: ignore[no-untyped-def]
+    plain = make_runtime().policy.policy_hash
+    ruled = make_runtime(policy={"rules": [{"actions": ["count"], "approval": "deny"}]}).policy.policy_hash
+    assert plain != ruled
+
+
+def test_a_when_that_does_not_compile_stops_the_start_up(make_runtime) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError):
+        make_runtime(policy={"rules": [{"actions": ["count"], "when": "args.(", "approval": "auto"}]})
