@@ -258,3 +258,29 @@ async def test_health_lists_the_upstreams_over_http(tmp_path: Path) -> None:
             answer = envelope_of(await client.call_tool("t.count", {"label": "h", "nonce": fresh_nonce()}))
             assert answer["status"] == "executed"
     assert executions(counter_dir) == ["count h"]
+
+
+def test_sigterm_stops_the_upstream_processes_after_the_drain(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from oe_testing.processes import http_server, wait_for
+
+    counter_dir = tmp_path / "upstream"
+    config = fixture_config(tmp_path, counter_dir)
+    env = server_env(tmp_path / "state", OPENEXEC_CONFIG=str(config))
+    with http_server(env, tmp_path) as server:
+        upstream_pid = int((counter_dir / "pid").read_text())
+        os.kill(upstream_pid, 0)  # running
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+
+    def gone() -> bool:
+        try:
+            os.kill(upstream_pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{upstream_pid}/stat") as stat:  # a zombie awaiting its reaper counts as gone
+            return stat.read().split()[2] == "Z"
+
+    wait_for(gone, "the upstream process to end")

@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--legacy-only", action="store_true", help="speak only the handshake era (2025)")
     args = parser.parse_args(argv)
     args.counter_dir.mkdir(parents=True, exist_ok=True)
+    (args.counter_dir / "pid").write_text(str(os.getpid()))  # tests check that the server ends it
     server = build_server(args.counter_dir, legacy_only=args.legacy_only)
     if args.http is None:
         anyio.run(_serve_stdio_legacy if args.legacy_only else _serve_stdio, server)
