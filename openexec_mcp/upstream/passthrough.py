@@ -23,6 +23,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from openexec_mcp.errors import UpstreamUnavailableError
 from openexec_mcp.upstream.connection import UpstreamConnection
 from openexec_mcp.upstream.manager import UpstreamManager
+from openexec_mcp.upstream.relay import set_client_level
 
 __all__ = ["install_log_level", "install_passthrough"]
 
@@ -138,6 +139,7 @@ def install_log_level(server: MCPServer[Any], manager: UpstreamManager) -> None:
     low = server._lowlevel_server  # pyright: ignore[reportPrivateUsage]
 
     async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        set_client_level(ctx, params.level)
         for connection in _ready(list(manager.connections.values())):
             capabilities = connection.capabilities
             if capabilities is not None and capabilities.logging is not None:

@@ -15,6 +15,7 @@ upstream content blocks unchanged, then the one-line summary; ``structuredConten
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,9 +26,36 @@ from pydantic import TypeAdapter, ValidationError
 
 from openexec_mcp.upstream.hooks import CallHooks
 
-__all__ = ["hooks_for_request", "upstream_call_result"]
+__all__ = ["hooks_for_request", "set_client_level", "upstream_call_result"]
 
 logger = logging.getLogger("openexec_mcp.upstream")
+
+_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+_client_levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+"""Handshake-era connection → the level its client set with ``logging/setLevel``."""
+
+
+def set_client_level(ctx: Any, level: str) -> None:
+    """Remember the log level a handshake-era client set (``logging/setLevel``) on its connection."""
+    connection = getattr(getattr(ctx, "session", None), "_connection", None)
+    if connection is not None:
+        _client_levels[connection] = level
+
+
+def _wants(ctx: Any, level: str) -> bool:
+    """Return whether the caller gets an upstream log message (handshake era: once it set a level).
+
+    2026-07-28 clients opt in per request; the SDK applies that itself.
+    """
+    if getattr(ctx, "protocol_version", None) in MODERN_PROTOCOL_VERSIONS:
+        return True
+    connection = getattr(getattr(ctx, "session", None), "_connection", None)
+    wanted = _client_levels.get(connection) if connection is not None else None
+    if wanted is None:
+        return False
+    rank = {name: index for index, name in enumerate(_LEVELS)}
+    return rank.get(level, 0) >= rank.get(wanted, 0)
+
 
 _BLOCKS: TypeAdapter[list[types.ContentBlock]] = TypeAdapter(list[types.ContentBlock])
 
@@ -46,6 +74,8 @@ def hooks_for_request(ctx: Any) -> CallHooks:
         await session.report_progress(progress, total, message)
 
     async def log(params: types.LoggingMessageNotificationParams) -> None:
+        if not _wants(ctx, params.level):
+            return
         try:
             await session.send_log_message(
                 level=params.level, data=params.data, logger=params.logger, related_request_id=request_id

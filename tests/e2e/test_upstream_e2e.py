@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import sys
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytest
 from conftest import server_env
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPDeprecationWarning
 from oe_testing import verifier
 from oe_testing.approvals import GOV_PUBLIC_B64, ISSUER, mint
 from oe_testing.http_server import running_http_server
@@ -284,3 +286,31 @@ def test_sigterm_stops_the_upstream_processes_after_the_drain(tmp_path: Path) ->
             return stat.read().split()[2] == "Z"
 
     wait_for(gone, "the upstream process to end")
+
+
+async def test_progress_and_logs_reach_the_caller_through_the_proxy(tmp_path: Path) -> None:
+    counter_dir = tmp_path / "upstream"
+    config = fixture_config(tmp_path, counter_dir)
+    logs: list[Any] = []
+    steps: list[float] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params.data)
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        steps.append(progress)
+
+    async with stdio_serve(tmp_path, config, mode="legacy", logging_callback=on_log) as client:
+        silent = envelope_of(await client.call_tool("t.log", {"message": "unheard", "nonce": fresh_nonce()}))
+        assert silent["status"] == "executed"
+        with warnings.catch_warnings():  # deprecated in 2026-07-28; how a 2025 client sets its level
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await client.set_logging_level("info")  # pyright: ignore[reportDeprecated]
+        heard = envelope_of(await client.call_tool("t.log", {"message": "heard", "nonce": fresh_nonce()}))
+        assert heard["status"] == "executed"
+        progressed = await client.call_tool(
+            "t.progress", {"steps": 3, "nonce": fresh_nonce()}, progress_callback=on_progress
+        )
+        assert envelope_of(progressed)["status"] == "executed"
+    assert logs == ["heard"]
+    assert steps == [1, 2, 3]
