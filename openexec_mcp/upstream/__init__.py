@@ -1,19 +1,8 @@
-"""Guarded upstream MCP servers (SPEC §11): config, connections, and their tools as actions."""
+"""Guarded upstream MCP servers (SPEC §11).
 
-from openexec_mcp.upstream.actions import UpstreamAction, actions_for
-from openexec_mcp.upstream.config import UpstreamSettings
-from openexec_mcp.upstream.connection import UpstreamConnection, result_json
-from openexec_mcp.upstream.hooks import CallHooks, current_hooks, use_hooks
-from openexec_mcp.upstream.manager import UpstreamManager
-
-__all__ = [
-    "CallHooks",
-    "UpstreamAction",
-    "UpstreamConnection",
-    "UpstreamManager",
-    "UpstreamSettings",
-    "actions_for",
-    "current_hooks",
-    "result_json",
-    "use_hooks",
-]
+Modules: ``config`` (``[[upstreams]]``, no I/O; the settings import it), ``connection`` (one
+supervised SDK-client connection), ``actions`` (upstream tools as guarded actions), ``manager``
+(all upstreams of a server), ``hooks`` and ``relay`` (what flows back to the caller during a call),
+``passthrough`` (resources, prompts, log level), ``announce`` (list changes to clients). This
+package module imports none of them, so that reading the settings does not load the MCP client.
+"""

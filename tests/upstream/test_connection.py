@@ -20,15 +20,11 @@ from oe_testing.upstream_server import PNG_1X1, SERVER_NAME, SERVER_VERSION, exe
 from oe_testing.upstreams import http_upstream, stdio_settings
 
 from openexec_mcp.errors import InvalidRequestError, OutcomeUnknownError, UpstreamError, UpstreamUnavailableError
-from openexec_mcp.upstream import (
-    CallHooks,
-    UpstreamAction,
-    UpstreamConnection,
-    UpstreamManager,
-    UpstreamSettings,
-    actions_for,
-    use_hooks,
-)
+from openexec_mcp.upstream.actions import UpstreamAction, actions_for
+from openexec_mcp.upstream.config import UpstreamSettings
+from openexec_mcp.upstream.connection import UpstreamConnection
+from openexec_mcp.upstream.hooks import CallHooks, use_hooks
+from openexec_mcp.upstream.manager import UpstreamManager
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
