@@ -114,6 +114,8 @@ class ApprovalsSettings(_Section):
     max_ttl_seconds: int = Field(default=300, ge=1, le=86400)
     max_pending_per_tenant: int = Field(default=100, ge=1, le=100000)
     """Pending inbox requests kept per tenant; a new one closes that tenant's oldest (issue 9)."""
+    max_grant_ttl_seconds: int = Field(default=28800, ge=1, le=2592000)
+    """Longest accepted grant lifetime (``expires_at - issued_at``), in seconds (SPEC §13)."""
     keys: list[ApprovalKeySettings] = Field(default_factory=list[ApprovalKeySettings])
 
 
