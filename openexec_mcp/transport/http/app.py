@@ -48,6 +48,7 @@ from openexec_mcp.keystore import public_keys_document
 from openexec_mcp.runtime import Runtime
 from openexec_mcp.store.base import ApprovalRequest
 from openexec_mcp.transport.auth import TokenTable, auth_settings, require_scope
+from openexec_mcp.transport.http.grant_routes import grant_routes
 from openexec_mcp.transport.http.ledger_routes import LedgerRoutes
 from openexec_mcp.transport.mcp import build_mcp_server
 
@@ -131,6 +132,7 @@ def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
         ("/ledger/checkpoint", ["GET"], "read", ledger_routes.checkpoint),
         ("/ledger/proof/{exec_id}", ["GET"], "read", ledger_routes.proof),
         ("/ledger/consistency", ["GET"], "read", ledger_routes.consistency),
+        *grant_routes(runtime),
     ):
         guard = browser_guard if scope is not None else None  # probes on /health, /ready stay open
         mcp_server.custom_route(path, methods=methods)(_guarded(handler, tokens, scope, guard))
