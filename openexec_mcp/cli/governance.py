@@ -34,6 +34,8 @@ from openexec_mcp.core.encoding import b64encode
 from openexec_mcp.core.receipt import kid_for_public_key
 from openexec_mcp.errors import ConfigError
 
+# Grants (SPEC §13) live in their own module; imported last to avoid a cycle.
+
 __all__ = ["register_approvals", "register_approve", "register_keys_generate"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -72,6 +74,8 @@ def register_approve(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--out", type=Path, help="also write the artifact to FILE ('-' prints it)")
     parser.add_argument("--no-submit", action="store_true", help="do not submit the artifact to the server")
+    parser.add_argument("--reject", metavar="REASON", help="sign a reject decision with this reason (SPEC §13)")
+    register_grant_options(parser)
     parser.set_defaults(run=run_approve)
 
 
@@ -135,8 +139,12 @@ def run_approvals_list(args: argparse.Namespace) -> int:
 
 def run_approve(args: argparse.Namespace) -> int:
     """Show the exact call, mint and sign the artifact, submit it (SPEC §5)."""
+    if getattr(args, "grant", None) is not None:
+        return run_grant(args)
     if bool(args.request_id) == bool(args.action_hash):
         raise ConfigError("give exactly one of REQUEST_ID or --action-hash")
+    if args.reject is not None and len(args.reject) > 500:
+        raise ConfigError("--reject REASON is at most 500 characters")
     private_key = _load_private_key(args.key)
     if args.request_id:
         item = _fetch_request(args, args.request_id)
@@ -154,7 +162,8 @@ def run_approve(args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise ConfigError("refusing to approve without a terminal; pass --yes to confirm non-interactively")
-        if input("approve this exact call once? [y/N] ").strip().lower() not in ("y", "yes"):
+        question = "reject this exact call?" if args.reject is not None else "approve this exact call once?"
+        if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
             print("not approved", file=sys.stderr)
             return 1
     now = utc_now()
@@ -165,6 +174,8 @@ def run_approve(args: argparse.Namespace) -> int:
     }  # fmt: skip
     if args.kid:  # without a kid the server uses its only configured key (SPEC §5)
         fields["kid"] = args.kid
+    if args.reject is not None:  # a signed "no": the call is refused until this artifact expires (SPEC §13)
+        fields["decision"], fields["reason"] = "reject", args.reject
     audience = args.audience or (None if args.no_submit else _server_id(args))
     if audience:
         fields["audience"] = audience
@@ -177,7 +188,8 @@ def run_approve(args: argparse.Namespace) -> int:
         if answer.status_code not in (200, 201):
             print(f"openexec-mcp: the server refused the artifact: {answer.text}", file=sys.stderr)
             return 1
-        print(f"submitted approval {artifact['approval_id']} for action_hash {action_hash}", file=sys.stderr)
+        kind = "rejection" if args.reject is not None else "approval"
+        print(f"submitted {kind} {artifact['approval_id']} for action_hash {action_hash}", file=sys.stderr)
     return 0
 
 
@@ -238,3 +250,6 @@ def _server_id(args: argparse.Namespace) -> str | None:
     except (httpx.HTTPError, ValueError):
         return None
     return server_id
+
+
+from openexec_mcp.cli.grants import register_grant_options, run_grant  # noqa: E402
