@@ -202,6 +202,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     mcp: McpSettings = McpSettings()
     ledger: LedgerSettings = LedgerSettings()
+    governance: dict[str, Any] = Field(default_factory=dict[str, Any])
+    """``[governance]``: read only by ``openexec-mcp governance serve`` (SPEC §13); the execution server ignores it."""
 
     @classmethod
     def settings_customise_sources(
