@@ -21,6 +21,7 @@ from openexec_mcp.faults import unsafe_faults_enabled
 from openexec_mcp.gate.approvals import Approver, build_keyring
 from openexec_mcp.gate.pipeline import Gate
 from openexec_mcp.gate.policy import Policy, build_policy
+from openexec_mcp.governance.link import ClawshieldLink, link_from_environment
 from openexec_mcp.keystore import load_or_create_server_key
 from openexec_mcp.ledger.checkpoints import Ledger
 from openexec_mcp.ledger.retention import NonceSweeper
@@ -94,9 +95,13 @@ class Runtime:
     ledger: Ledger
     housekeeping: Housekeeping
     witnessing: Witnessing | None = None
+    link: ClawshieldLink | None = None
+    """The governance link of the seed's ``CLAWSHIELD_BASE_URL`` + ``CLAWSHIELD_API_KEY`` (SPEC §13)."""
 
     def close(self) -> None:
         """Close the store (after a running retention sweep and witness submissions finish)."""
+        if self.link is not None:
+            self.link.close()
         self.housekeeping.stop(timeout_seconds=10)
         if self.witnessing is not None:
             self.witnessing.close()  # SPEC §14: stops the background submissions
@@ -157,11 +162,15 @@ def build_runtime(
         logger.warning("UNSAFE: fault injection armed at %s; this process will kill itself", ",".join(sorted(armed)))
     if witnessing is not None:
         witnessing.start()
+    link = link_from_environment(settings, approver, store)
+    if link is not None:
+        approver.on_request = link.announce
+        link.start()
     logger.info(
         "openexec-mcp ready: mode=%s storage=%s actions=%s policy_hash=%s kid=%s",
         settings.mode, store.kind, ",".join(policy.approvals), policy.policy_hash, server_key.kid,
     )  # fmt: skip
-    return Runtime(settings, registry, policy, store, server_key, gate, ledger, housekeeping, witnessing)
+    return Runtime(settings, registry, policy, store, server_key, gate, ledger, housekeeping, witnessing, link)
 
 
 def _dead_replica_recovery(store: Store, gate: Gate) -> Callable[[], int] | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -164,6 +164,8 @@ class Approver:
         self._request_ttl = timedelta(seconds=max(settings.approvals.max_ttl_seconds, 900))
         self._max_pending = settings.approvals.max_pending_per_tenant
         self._max_grant_ttl = settings.approvals.max_grant_ttl_seconds
+        self.on_request: Callable[[ApprovalRequest], None] | None = None
+        """Called with each pending request opened (the governance link of SPEC §13), or ``None``."""
 
     async def decide(
         self, policy: str, *, action_request: Mapping[str, Any], action_hash: str, tenant_id: str,
@@ -234,9 +236,12 @@ class Approver:
             action_request=canonicalize(dict(action_request)).decode(), created_at=format_timestamp(now),
             expires_at=format_timestamp(expires), expires_unix=expires.timestamp(),
         )  # fmt: skip
-        return await anyio.to_thread.run_sync(
+        opened = await anyio.to_thread.run_sync(
             self._store.open_approval_request, request, now.timestamp(), self._max_pending
         )
+        if self.on_request is not None:  # SPEC §13: the governance link pushes it (never blocks)
+            self.on_request(opened)
+        return opened
 
     def _verify_first(
         self, candidates: list[Any], *, action_hash: str, tenant_id: str, now: datetime
