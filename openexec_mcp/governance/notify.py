@@ -15,11 +15,14 @@ from typing import Any
 
 import httpx
 
-from openexec_mcp.governance.service import GovernanceService, Notifier, PendingRequest
+from openexec_mcp.governance.service import Approver, GovernanceService, Notifier, PendingRequest
 
 __all__ = ["NotificationLoop", "message_for", "send"]
 
 logger = logging.getLogger("openexec_mcp.governance.notify")
+
+_EVERY_TENANT = Approver(sha256="", name="notifier", tenants=("*",))
+"""Notifications announce every tenant's requests (each approver then sees only their own)."""
 
 
 def request_url(public_url: str, item: PendingRequest) -> str:
@@ -81,13 +84,14 @@ class NotificationLoop:
 
     def run_once(self) -> int:
         """Announce new requests once; return how many were announced."""
-        everyone = self.service.config.approvers[0].__class__(sha256="", name="notifier", tenants=("*",))
-        items, _ = self.service.pending(everyone)
+        items, _ = self.service.pending(_EVERY_TENANT)
         fresh = [item for item in items if (item.source, item.request_id) not in self._seen]
         for item in fresh:
             self._seen.add((item.source, item.request_id))
             body = message_for(self.service.config.public_url, item)
             for notifier in self.service.config.notify:
+                if not notifier.wants(item.tenant_id):
+                    continue
                 try:
                     send(notifier, body)
                 except Exception as exc:  # one notifier failing never stops the others

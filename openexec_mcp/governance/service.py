@@ -70,6 +70,12 @@ class Notifier:
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_from: str = "openexec-governance@localhost"
+    tenants: tuple[str, ...] = ("*",)
+    """Announce only requests of these tenants (``"*"``: all)."""
+
+    def wants(self, tenant_id: str) -> bool:
+        """Return whether requests of ``tenant_id`` are announced here."""
+        return "*" in self.tenants or tenant_id in self.tenants
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +142,7 @@ def load_governance_config(
                 webhook_url=entry.get("webhook_url"), email=entry.get("email"),
                 smtp_host=entry.get("smtp_host", "127.0.0.1"), smtp_port=int(entry.get("smtp_port", 25)),
                 smtp_from=entry.get("smtp_from", "openexec-governance@localhost"),
+                tenants=tuple(str(t) for t in entry.get("tenants", ["*"])),
             )
         )  # fmt: skip
     urls = servers or list(table.get("servers", []))
