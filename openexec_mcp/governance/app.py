@@ -166,8 +166,9 @@ def build_governance_app(service: GovernanceService, notifications: Notification
         approver = session.approver
         pending, errors = await anyio.to_thread.run_sync(service.pending, approver)
         history = [d for d in service.history if approver.may_decide(d.tenant_id)]
+        revoked = {d.artifact_id for d in history if d.kind == "revoke"}
         return render("index.html", approver=approver, csrf=session.csrf, pending=pending, errors=errors,
-                      history=history)  # fmt: skip
+                      history=history, revoked=revoked)  # fmt: skip
 
     async def request_page(request: Request) -> Response:
         session = signed_in(request)
@@ -199,6 +200,19 @@ def build_governance_app(service: GovernanceService, notifications: Notification
         except (httpx.HTTPError, ValueError, KeyError):
             return render("result.html", 502, error="cannot read this request from its server",
                           approver=session.approver, csrf=session.csrf)  # fmt: skip
+        return render("result.html", approver=session.approver, csrf=session.csrf, decision=decision, error=None)
+
+    async def revoke(request: Request) -> Response:
+        session = signed_in(request)
+        form = await checked_form(request, session)
+        if isinstance(form, Response):
+            return form
+        assert session is not None and session.approver is not None
+        source, grant_id = request.path_params["source"], request.path_params["grant_id"]
+        try:
+            decision = await anyio.to_thread.run_sync(service.revoke, session.approver, source, grant_id)
+        except DecisionError as exc:
+            return render("result.html", 409, error=exc.message, approver=session.approver, csrf=session.csrf)
         return render("result.html", approver=session.approver, csrf=session.csrf, decision=decision, error=None)
 
     async def stylesheet(request: Request) -> Response:
@@ -242,6 +256,7 @@ def build_governance_app(service: GovernanceService, notifications: Notification
         Route("/logout", logout, methods=["POST"]),
         Route("/requests/{source}/{request_id}", request_page, methods=["GET"]),
         Route("/requests/{source}/{request_id}/decide", decide, methods=["POST"]),
+        Route("/grants/{source}/{grant_id}/revoke", revoke, methods=["POST"]),
         Route("/static/console.css", stylesheet, methods=["GET"]),
         Route("/v1/approval-requests", push, methods=["POST"]),
         Route("/v1/decisions", decisions, methods=["GET"]),

@@ -396,6 +396,39 @@ class GovernanceService:
         logger.info("%s %s %s for %s by %s", kind, artifact_id, item.action_hash[:16], item.tenant_id, approver.name)
         return decision
 
+    def revoke(self, approver: Approver, source: str, grant_id: str) -> Decision:
+        """Revoke a grant this console signed, on its execution server (``POST /grants/{id}/revoke``).
+
+        Raises:
+            DecisionError: Unknown grant, another tenant's, a pushed request's (the seed API has
+                no revocation), or the server refused.
+        """
+        with self._lock:
+            granted = next((d for d in self.history if d.kind == "grant" and d.artifact_id == grant_id
+                            and d.source == source), None)  # fmt: skip
+        if granted is None or not approver.may_decide(granted.tenant_id):
+            raise DecisionError("no such grant signed here")
+        server = self.server(source)
+        if server is None:
+            raise DecisionError("grants delivered through the seed API cannot be revoked from here")
+        try:
+            with self._client(server) as client:
+                answer = client.post(f"/grants/{grant_id}/revoke")
+        except httpx.HTTPError as exc:
+            raise DecisionError(f"cannot reach {server.url}: {type(exc).__name__}") from None
+        if answer.status_code != 200:
+            raise DecisionError(f"the execution server refused the revocation ({answer.status_code})")
+        decision = Decision(
+            at=format_timestamp(utc_now()), approver=approver.name, kind="revoke", source=source,
+            request_id=granted.request_id, tenant_id=granted.tenant_id, action=granted.action,
+            action_hash=granted.action_hash, artifact_id=grant_id, detail="grant revoked",
+            delivered=f"submitted to {server.url}/grants/{grant_id}/revoke",
+        )  # fmt: skip
+        with self._lock:
+            self.history.insert(0, decision)
+            del self.history[self.MAX_HISTORY :]
+        return decision
+
     def _grant(
         self, item: PendingRequest, action: str, form: Mapping[str, str], now: Any
     ) -> tuple[dict[str, Any], str]:

@@ -136,14 +136,14 @@ async def test_person_rejects_with_a_reason_and_the_agent_is_told_no(
     assert not counter_file.exists()
 
 
-async def test_person_grants_and_two_calls_run_without_prompts(
+async def test_person_grants_and_two_calls_run_without_prompts_then_revokes_the_grant(
     execution: HttpServer, console: GovernanceProcess, page: Any, counter_file: Path
 ) -> None:
     async with Client(execution.mcp_url) as agent:
         proposed = envelope_of(await agent.call_tool("count", {"label": "ok-0", "nonce": uuid.uuid4().hex}))
         await sign_in(page, console)
         await open_request(page, console, proposed["approval_request"]["request_id"])
-        await page.fill("#grant-uses", "2")
+        await page.fill("#grant-uses", "3")
         await page.fill("#grant-hours", "1")
         await page.fill("#grant-when", 'args.label.startsWith("ok")')
         await page.click("#approve-grant")
@@ -151,8 +151,13 @@ async def test_person_grants_and_two_calls_run_without_prompts(
         for label in ("ok-1", "ok-2"):
             answer = envelope_of(await agent.call_tool("count", {"label": label, "nonce": uuid.uuid4().hex}))
             assert answer["status"] == "executed", answer["error"]
+        outside = envelope_of(await agent.call_tool("count", {"label": "rm -rf", "nonce": uuid.uuid4().hex}))
+        assert outside["error"]["code"] == "approval_required"  # the constraint holds
+        await page.goto(console.url + "/")
+        await page.click("button.revoke")
+        assert "revoke" in await page.inner_text("#result")
         third = envelope_of(await agent.call_tool("count", {"label": "ok-3", "nonce": uuid.uuid4().hex}))
-        assert third["error"]["code"] == "approval_grant_exhausted"
+        assert third["error"]["code"] == "approval_grant_revoked"
     assert counter_file.read_text().split() == ["ok-1", "ok-2"]
 
 
