@@ -30,6 +30,7 @@ def register_governance(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8700, help="port (default 8700)")
     serve.add_argument("--public-url", help="the console's URL in notifications (default http://HOST:PORT)")
+    serve.add_argument("--state-dir", type=Path, help="keep the decision history here (decisions.jsonl)")
     serve.add_argument("--poll-seconds", type=float, default=2.0, help="how often new requests are looked for")
     serve.set_defaults(run=run_governance_serve)
 
@@ -47,7 +48,7 @@ def run_governance_serve(args: argparse.Namespace) -> int:
         key_file=args.key, servers=args.server, config_file=Path(config_file) if config_file else None,
         token=args.server_token, kid=args.kid, issuer=args.issuer,
         public_url=args.public_url or f"http://{args.host}:{args.port}",
-        api_key=os.environ.get("CLAWSHIELD_API_KEY"), poll_seconds=args.poll_seconds,
+        api_key=os.environ.get("CLAWSHIELD_API_KEY"), poll_seconds=args.poll_seconds, state_dir=args.state_dir,
     )  # fmt: skip
     service = GovernanceService(config)
     app = build_governance_app(service, NotificationLoop(service))

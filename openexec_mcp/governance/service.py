@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import threading
+import time
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -102,11 +104,13 @@ class GovernanceConfig:
     """The seed's ``CLAWSHIELD_API_KEY``: execution servers push requests and poll decisions with it."""
     poll_seconds: float = 2.0
     approval_ttl_seconds: int = 300
+    state_dir: Path | None = None
+    """Where ``decisions.jsonl`` keeps the history and the seed decisions across restarts (``None``: memory)."""
 
 
 def load_governance_config(
     *, key_file: Path, servers: list[str], config_file: Path | None, token: str | None, kid: str, issuer: str,
-    public_url: str, api_key: str | None, poll_seconds: float = 2.0,
+    public_url: str, api_key: str | None, poll_seconds: float = 2.0, state_dir: Path | None = None,
 ) -> GovernanceConfig:  # fmt: skip
     """Build the configuration from the options and the ``[governance]`` table of ``config_file``.
 
@@ -150,6 +154,7 @@ def load_governance_config(
     return GovernanceConfig(
         key=key, kid=kid, issuer=issuer, servers=watched, approvers=tuple(approvers), notify=tuple(notifiers),
         public_url=(table.get("public_url") or public_url).rstrip("/"), api_key=api_key, poll_seconds=poll_seconds,
+        state_dir=state_dir,
     )  # fmt: skip
 
 
@@ -246,6 +251,42 @@ class GovernanceService:
         self.seed = _Seed()
         self._lock = threading.Lock()
         self._decided: set[tuple[str, str]] = set()
+        self._cursor = 0
+        self._journal = config.state_dir / "decisions.jsonl" if config.state_dir is not None else None
+        self._load_journal()
+
+    def _load_journal(self) -> None:
+        """Read back the history and the seed decisions of earlier runs (one JSON object a line)."""
+        if self._journal is None or not self._journal.exists():
+            return
+        for line in self._journal.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                decision = Decision(**entry["decision"])
+            except (ValueError, KeyError, TypeError):
+                logger.warning("skipping a malformed line of %s", self._journal)
+                continue
+            self.history.insert(0, decision)
+            self._decided.add((decision.source, decision.request_id))
+            if entry.get("seed") is not None:
+                self.seed.decisions.append(entry["seed"])
+                self._cursor = max(self._cursor, int(entry["seed"]["cursor"]))
+        del self.history[self.MAX_HISTORY :]
+
+    def _record(self, decision: Decision, seed: dict[str, Any] | None) -> None:
+        """Keep a decision in memory and, with a state directory, in the journal (call holding the lock)."""
+        self.history.insert(0, decision)
+        del self.history[self.MAX_HISTORY :]
+        self._decided.add((decision.source, decision.request_id))
+        if self._journal is not None:
+            self._journal.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with self._journal.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"decision": asdict(decision), "seed": seed}, sort_keys=True) + "\n")
+
+    def _next_cursor(self) -> int:
+        """Return a cursor that only grows, across restarts too (microseconds since the epoch, or one more)."""
+        self._cursor = max(self._cursor + 1, time.time_ns() // 1000)
+        return self._cursor
 
     # -- sign-in -------------------------------------------------------------------------------
 
@@ -381,16 +422,14 @@ class GovernanceService:
             artifact_id, route = artifact["grant_id"], "/grants"
         else:
             raise DecisionError("unknown decision")
-        delivered = self._deliver(source, route, kind, artifact)
+        delivered, seed_entry = self._deliver(source, route, kind, artifact)
         decision = Decision(
             at=format_timestamp(now), approver=approver.name, kind=kind, source=source, request_id=request_id,
             tenant_id=item.tenant_id, action=action, action_hash=item.action_hash, artifact_id=artifact_id,
             detail=detail, delivered=delivered,
         )  # fmt: skip
         with self._lock:
-            self.history.insert(0, decision)
-            del self.history[self.MAX_HISTORY :]
-            self._decided.add((source, request_id))
+            self._record(decision, seed_entry)
             if source == "push":
                 self.seed.pushed.pop(request_id, None)
         logger.info("%s %s %s for %s by %s", kind, artifact_id, item.action_hash[:16], item.tenant_id, approver.name)
@@ -425,8 +464,7 @@ class GovernanceService:
             delivered=f"submitted to {server.url}/grants/{grant_id}/revoke",
         )  # fmt: skip
         with self._lock:
-            self.history.insert(0, decision)
-            del self.history[self.MAX_HISTORY :]
+            self._record(decision, None)
         return decision
 
     def _grant(
@@ -456,13 +494,16 @@ class GovernanceService:
         detail = f"{uses} use(s) of {', '.join(patterns)} for {hours:g} h" + (f" when {when}" if when else "")
         return sign_grant(fields, self.config.key), detail
 
-    def _deliver(self, source: str, route: str, kind: str, artifact: dict[str, Any]) -> str:
+    def _deliver(
+        self, source: str, route: str, kind: str, artifact: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Submit the artifact to its server, or queue it for the seed poll; return (what happened, seed entry)."""
         if source == "push":
             with self._lock:
-                cursor = len(self.seed.decisions) + 1
-                self.seed.decisions.append({"cursor": cursor, "kind": "grant" if kind == "grant" else "approval",
-                                            "artifact": artifact})  # fmt: skip
-            return "queued for the server's next poll"
+                entry = {"cursor": self._next_cursor(), "kind": "grant" if kind == "grant" else "approval",
+                         "artifact": artifact}  # fmt: skip
+                self.seed.decisions.append(entry)
+            return "queued for the server's next poll", entry
         server = self.server(source)
         if server is None:
             raise DecisionError("unknown server")
@@ -477,7 +518,7 @@ class GovernanceService:
             except (ValueError, KeyError, TypeError):
                 code = str(answer.status_code)
             raise DecisionError(f"the execution server refused the signed decision: {code}")
-        return f"submitted to {server.url}{route}"
+        return f"submitted to {server.url}{route}", None
 
     # -- the seed API (SPEC §13) ----------------------------------------------------------------
 
@@ -547,8 +588,6 @@ def _tool_info(server: WatchedServer, action: str) -> dict[str, Any] | None:
 
 
 def _jsonrpc_result(answer: httpx.Response) -> dict[str, Any]:
-    import json
-
     text = answer.text
     if answer.headers.get("content-type", "").startswith("text/event-stream"):
         data = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]

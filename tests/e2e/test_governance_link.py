@@ -204,3 +204,32 @@ def test_security_headers_and_cookie_flags(governance: GovernanceProcess) -> Non
     cookie = page.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
     assert "<script" not in page.text.lower()
+
+
+def test_history_and_seed_decisions_survive_a_restart_with_a_state_dir(tmp_path: Path) -> None:
+    config = governance_config(tmp_path / "gov.toml")
+    key = write_private_key(tmp_path / "governance.key")
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    from openexec_mcp.core.action import compute_action_hash
+
+    request = {"action": "count", "payload": {"label": "a"}, "nonce": "n-restart"}
+    pushed = {
+        "request_id": "r-restart", "tenant_id": "default", "action_request": request,
+        "action_hash": compute_action_hash("count", {"label": "a"}, "n-restart"),
+        "created_at": "2026-01-01T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z",
+    }  # fmt: skip
+    options = {"env": {"CLAWSHIELD_API_KEY": API_KEY}, "extra_args": ("--state-dir", str(tmp_path / "gov-state"))}
+    with governance_server(tmp_path, key, [], config, **options) as gov:  # pyright: ignore[reportArgumentType]
+        assert httpx.post(gov.url + "/v1/approval-requests", json=pushed, headers=auth).status_code == 201
+        with signed_in(gov) as (client, csrf):
+            client.post("/requests/push/r-restart/decide", data={"csrf": csrf, "decision": "reject", "reason": "no"})
+        before = httpx.get(gov.url + "/v1/decisions", params={"since": "0"}, headers=auth).json()["decisions"]
+    assert len(before) == 1 and before[0]["artifact"]["decision"] == "reject"
+    with governance_server(tmp_path, key, [], config, **options) as gov:  # pyright: ignore[reportArgumentType]
+        after = httpx.get(gov.url + "/v1/decisions", params={"since": "0"}, headers=auth).json()["decisions"]
+        assert after == before  # a server polling from 0 still gets it; one past its cursor gets nothing new
+        assert httpx.get(gov.url + "/v1/decisions", params={"since": str(before[0]["cursor"])},
+                         headers=auth).json()["decisions"] == []  # fmt: skip
+        with signed_in(gov) as (client, _):
+            index = client.get("/").text
+            assert "r-restart" not in index.split("History")[0] and "reject" in index.split("History")[1]

@@ -63,7 +63,7 @@ def governance_config(path: Path, *, notify: str = "", tenants: str = '["*"]') -
 @contextmanager
 def governance_server(
     root: Path, key: Path, servers: list[str], config: Path, env: dict[str, str] | None = None,
-    poll_seconds: float = 0.5,
+    poll_seconds: float = 0.5, extra_args: tuple[str, ...] = (),
 ) -> Iterator[GovernanceProcess]:  # fmt: skip
     """Start ``openexec-mcp governance serve`` on a free loopback port; stop it on exit."""
     port = free_port()
@@ -73,7 +73,7 @@ def governance_server(
     with log.open("wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "openexec_mcp", "governance", "serve", "--config", str(config), "--key", str(key),
-             "--port", str(port), "--poll-seconds", str(poll_seconds), *server_args],
+             "--port", str(port), "--poll-seconds", str(poll_seconds), *server_args, *extra_args],
             env={**base_env, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=handle,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
