@@ -39,13 +39,13 @@ def grant_json(row: StoredGrant) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def grant_routes(runtime: Runtime) -> list[tuple[str, list[str], str, Any]]:
-    """Return ``(path, methods, scope, handler)`` of the SPEC §13 grant routes, for ``build_http_app``."""
+def grant_routes(runtime: Runtime) -> list[tuple[str, list[str], str, bool, Any]]:
+    """Return ``(path, methods, scope, rate_limited, handler)`` of the SPEC §13 grant routes, for ``build_http_app``."""
     routes = GrantRoutes(runtime)
     return [
-        ("/grants", ["POST"], "approve", routes.submit),
-        ("/grants", ["GET"], "read", routes.list),
-        ("/grants/{grant_id}/revoke", ["POST"], "approve", routes.revoke),
+        ("/grants", ["POST"], "approve", True, routes.submit),
+        ("/grants", ["GET"], "read", True, routes.list),
+        ("/grants/{grant_id}/revoke", ["POST"], "approve", True, routes.revoke),
     ]
 
 
