@@ -225,3 +225,18 @@ async def test_concurrent_calls_on_a_one_use_grant_execute_exactly_once(
     assert sorted(answer.status for answer in answers).count("executed") == 1
     assert {code(answer) for answer in answers if answer.status == "denied"} == {"approval_grant_exhausted"}
     assert executions(counter_file) == 1
+
+
+async def test_reject_in_the_tools_call_meta_is_approval_rejected_over_mcp(clawshield: Runtime) -> None:
+    from mcp import Client
+
+    from openexec_mcp.transport.mcp import build_mcp_server
+
+    async with Client(build_mcp_server(clawshield.gate, tenant_for=lambda _ctx: TENANT)) as client:
+        proposed = (await client.call_tool("count", {"label": "m", "nonce": "nonce-meta"})).structured_content
+        assert proposed is not None
+        reject = mint(proposed["approval_request"]["action_hash"], decision="reject", reason="over MCP")
+        result = await client.call_tool("count", {"label": "m", "nonce": "nonce-meta"},
+                                        meta={"dev.openexec/approval": reject})  # fmt: skip
+        assert result.is_error and result.structured_content is not None
+        assert result.structured_content["error"]["code"] == "approval_rejected"
