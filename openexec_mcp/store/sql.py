@@ -59,49 +59,7 @@ class SQLStore(LedgerSQL):
 
     def claim_nonce(self, claim: NonceClaim) -> NonceRecord | ApprovalAlreadyConsumed | None:
         """See :meth:`Store.claim_nonce`. Also records :attr:`owner` on the new row."""
-
-        def work(conn: Connection) -> NonceRecord | ApprovalAlreadyConsumed | None:
-            inserted = self._one(
-                conn,
-                "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval,"
-                " started_at, state, owner, request, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?, ?, ?)"
-                " ON CONFLICT (tenant_id, nonce) DO NOTHING RETURNING 1",
-                (
-                    claim.tenant_id,
-                    claim.nonce,
-                    claim.action,
-                    claim.action_hash,
-                    claim.exec_id,
-                    claim.run_id,
-                    claim.approval,
-                    claim.started_at,
-                    self.owner,
-                    claim.request,
-                    claim.extra,
-                ),
-            )
-            if inserted is None:
-                record = self._nonce(conn, claim.tenant_id, claim.nonce)
-                if record is None:
-                    raise unavailable("the nonce record was removed while it was being claimed")
-                return record
-            if claim.approval_id is not None:
-                consumed = self._one(
-                    conn,
-                    "INSERT INTO consumed_approvals (approval_id, tenant_id, exec_id, keep_until)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (approval_id) DO NOTHING RETURNING 1",
-                    (claim.approval_id, claim.tenant_id, claim.exec_id, claim.approval_keep_until),
-                )
-                if consumed is None:
-                    raise Rollback(APPROVAL_CONSUMED)  # and the nonce insert with it: nothing written
-            self._exec(
-                conn,
-                "DELETE FROM approval_requests WHERE tenant_id = ? AND action_hash = ?",
-                (claim.tenant_id, claim.action_hash),
-            )
-            return None
-
-        return self._claiming(work)
+        return self._claiming(lambda conn: self._claim(conn, claim))
 
     def finish(self, tenant_id: str, nonce: str, outcome: Outcome, make_receipt: ReceiptFactory) -> LedgerEntry:
         """See :meth:`Store.finish`.
@@ -109,20 +67,89 @@ class SQLStore(LedgerSQL):
         Raises:
             StoreUnavailableError: The database failed, or the nonce is no longer ``started``.
         """
+        return self._run(lambda conn: self._finish(conn, tenant_id, nonce, outcome, make_receipt), write=True)
 
-        def work(conn: Connection) -> LedgerEntry:
-            row = self._one(
+    def claim_and_finish(
+        self, claim: NonceClaim, outcome: Outcome, make_receipt: ReceiptFactory
+    ) -> NonceRecord | LedgerEntry:
+        """Claim a nonce and record its outcome and receipt in ONE transaction (read-only actions).
+
+        For an action declared ``read_only`` whose handler already ran (README, "One durable
+        commit where one suffices"): a crash before this commit loses only a read. ``claim`` must
+        consume no approval (``approval_id`` is ``None``).
+
+        Returns:
+            The existing record when the nonce was already claimed (nothing written), else the
+            ledger entry of the outcome.
+
+        Raises:
+            StoreUnavailableError: The database failed (nothing written).
+        """
+        if claim.approval_id is not None:
+            raise ValueError("claim_and_finish consumes no approval")
+
+        def work(conn: Connection) -> NonceRecord | LedgerEntry:
+            existing = self._claim(conn, claim)
+            if isinstance(existing, NonceRecord):
+                return existing
+            return self._finish(conn, claim.tenant_id, claim.nonce, outcome, make_receipt)
+
+        return self._claiming(work)
+
+    def _claim(self, conn: Connection, claim: NonceClaim) -> NonceRecord | ApprovalAlreadyConsumed | None:
+        inserted = self._one(
+            conn,
+            "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval,"
+            " started_at, state, owner, request, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?, ?, ?)"
+            " ON CONFLICT (tenant_id, nonce) DO NOTHING RETURNING 1",
+            (
+                claim.tenant_id,
+                claim.nonce,
+                claim.action,
+                claim.action_hash,
+                claim.exec_id,
+                claim.run_id,
+                claim.approval,
+                claim.started_at,
+                self.owner,
+                claim.request,
+                claim.extra,
+            ),
+        )
+        if inserted is None:
+            record = self._nonce(conn, claim.tenant_id, claim.nonce)
+            if record is None:
+                raise unavailable("the nonce record was removed while it was being claimed")
+            return record
+        if claim.approval_id is not None:
+            consumed = self._one(
                 conn,
-                "UPDATE nonces SET state = ?, status = ?, result = ?, result_hash = ?,"
-                " error_code = ?, error_message = ?, finished_at = ? WHERE tenant_id = ? AND nonce = ?"
-                " AND state = 'started' RETURNING run_id, action",
-                (_row_state(outcome), *_outcome_values(outcome), tenant_id, nonce),
+                "INSERT INTO consumed_approvals (approval_id, tenant_id, exec_id, keep_until)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (approval_id) DO NOTHING RETURNING 1",
+                (claim.approval_id, claim.tenant_id, claim.exec_id, claim.approval_keep_until),
             )
-            if row is None:
-                raise unavailable("the nonce claim vanished before its outcome was recorded")
-            return self._append(conn, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
+            if consumed is None:
+                raise Rollback(APPROVAL_CONSUMED)  # and the nonce insert with it: nothing written
+        self._exec(
+            conn,
+            "DELETE FROM approval_requests WHERE tenant_id = ? AND action_hash = ?",
+            (claim.tenant_id, claim.action_hash),
+        )
+        return None
 
-        return self._run(work, write=True)
+    def _finish(
+        self, conn: Connection, tenant_id: str, nonce: str, outcome: Outcome, make_receipt: ReceiptFactory
+    ) -> LedgerEntry:
+        row = self._one(
+            conn,
+            "UPDATE nonces SET state = ?, status = ?, result = ?, result_hash = ?,"
+            " error_code = ?, error_message = ?, finished_at = ? WHERE tenant_id = ? AND nonce = ?"
+            " AND state = 'started' RETURNING run_id, action",
+            (_row_state(outcome), *_outcome_values(outcome), tenant_id, nonce),
+        )
+        if row is None:
+            raise unavailable("the nonce claim vanished before its outcome was recorded")
+        return self._append(conn, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
 
     def release_claim(self, tenant_id: str, nonce: str, exec_id: str, make_receipt: ReceiptFactory) -> LedgerEntry:
         """See :meth:`Store.release_claim`."""

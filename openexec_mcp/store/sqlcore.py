@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
@@ -82,6 +83,10 @@ class SQLCore:
     def _run(self, work: Callable[[Connection], _T], *, write: bool) -> _T:  # pragma: no cover - abstract
         """Run ``work`` on a connection (in one transaction if ``write``); map driver errors."""
         raise NotImplementedError
+
+    def submit(self, fn: Callable[[], _T]) -> Future[_T] | None:
+        """Queue a store call on this store's writer thread (group commit); ``None``: no writer, use a thread."""
+        return None
 
     def _claiming(self, work: Callable[[Connection], _T]) -> _T:
         """Run a write that records :attr:`owner` on a ``started`` row (PostgreSQL checks liveness)."""
