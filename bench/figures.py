@@ -116,8 +116,16 @@ def _stdio_servers(
     for name, (command, state, synchronous) in configs.items():
         work = ws.fresh_dir(f"{label}-{name}")
         env = server_env(state, synchronous=synchronous)
-        servers[name] = StdioServer(command, env, work / "server.log", work / "server.pid")
+        tool = "echo"
+        if name == SIDE_EFFECT:
+            env["OPENEXEC_ACTIONS__MODULES"] = '["bench.side_effect_action"]'
+            tool = "echo_write"
+        servers[name] = StdioServer(command, env, work / "server.log", work / "server.pid", tool)
     return servers
+
+
+SIDE_EFFECT = "side-effect"
+"""The stdio configuration calling ``echo_write`` (declared side-effecting: claim before the handler)."""
 
 
 # -- 1. stdio, sequential ------------------------------------------------------------------------
@@ -132,6 +140,7 @@ def figure_stdio(plan: Plan, ws: Workspace) -> list[Row]:
             "bare": (bare_command("stdio"), None, "full"),
             "full": (gated_command(), state_root / "full", "full"),
             "normal": (gated_command(), state_root / "normal", "normal"),
+            SIDE_EFFECT: (gated_command(), state_root / "side-effect", "full"),
         })  # fmt: skip
         return anyio.run(functools.partial(
             stdio_rates, servers, calls=plan.stdio_calls, blocks=plan.blocks, warmup=plan.stdio_warmup,
@@ -148,6 +157,7 @@ def figure_stdio(plan: Plan, ws: Workspace) -> list[Row]:
     return [
         _ratio_row("1. stdio, sequential calls/s, SQLite synchronous=full", rates, "full", "bare", 0.75),
         _ratio_row("1. stdio, sequential calls/s, SQLite synchronous=normal", rates, "normal", "bare", None),
+        _ratio_row("1. stdio, sequential calls/s, side-effecting echo_write, full", rates, SIDE_EFFECT, "bare", 0.6),
         _ratio_row("1. stdio, server CPU per call, full", cpu, "full", "bare", None, fmt_us),
         _ratio_row("1. stdio, server CPU per call, normal", cpu, "normal", "bare", None, fmt_us),
     ]

@@ -129,6 +129,10 @@ class SQLiteStore(SQLStore):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
 
+    def retry(self, conn: sqlite3.Connection) -> bool:
+        """Never: a local file does not drop its connection."""
+        return False
+
     def _commit_error(self, exc: BaseException) -> BaseException:
         if isinstance(exc, StoreUnavailableError):
             return exc

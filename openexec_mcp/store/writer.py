@@ -51,7 +51,11 @@ class Batch(Protocol[_C]):
         ...
 
     def abandon(self, conn: _C) -> None:
-        """Roll back whatever is open; never raise."""
+        """Roll back whatever is open and give the connection back; never raise."""
+        ...
+
+    def retry(self, conn: _C) -> bool:
+        """Tell whether the batch died before its commit was sent (e.g. a dropped connection): run it again once."""
         ...
 
 
@@ -177,39 +181,44 @@ class Writer(Generic[_C]):
         live = [op for op in ops if op.future.set_running_or_notify_cancel()]
         if not live:
             return
-        try:
-            conn = self._batch.begin()
-        except BaseException as exc:
-            error = self._on_failure(exc)
-            for op in live:
-                op.future.set_exception(error)
+        for attempt in (1, 2):
+            try:
+                conn = self._batch.begin()
+            except BaseException as exc:
+                error = self._on_failure(exc)
+                for op in live:
+                    op.future.set_exception(error)
+                return
+            self._conn = conn
+            outcomes: list[tuple[bool, Any]] = []
+            try:
+                for op in live:
+                    try:
+                        outcomes.append((True, op.fn()))
+                    except BaseException as exc:
+                        outcomes.append((False, exc))
+            finally:
+                self._conn = None
+            if attempt == 1 and self._batch.retry(conn):
+                self._batch.abandon(conn)  # nothing was committed: the server rolled it back
+                continue
+            try:
+                self._batch.commit(conn)
+            except BaseException as exc:
+                self._batch.abandon(conn)
+                error = self._on_failure(exc)
+                logger.warning("a group commit of %d operations failed; none is acknowledged", len(live))
+                for op in live:
+                    op.future.set_exception(error)
+                return
+            self.batches += 1
+            self.operations += len(live)
+            for op, (ok, value) in zip(live, outcomes, strict=True):
+                if ok:
+                    op.future.set_result(value)
+                else:
+                    op.future.set_exception(value)
             return
-        self._conn = conn
-        outcomes: list[tuple[bool, Any]] = []
-        try:
-            for op in live:
-                try:
-                    outcomes.append((True, op.fn()))
-                except BaseException as exc:
-                    outcomes.append((False, exc))
-        finally:
-            self._conn = None
-        try:
-            self._batch.commit(conn)
-        except BaseException as exc:
-            self._batch.abandon(conn)
-            error = self._on_failure(exc)
-            logger.warning("a group commit of %d operations failed; none is acknowledged", len(live))
-            for op in live:
-                op.future.set_exception(error)
-            return
-        self.batches += 1
-        self.operations += len(live)
-        for op, (ok, value) in zip(live, outcomes, strict=True):
-            if ok:
-                op.future.set_result(value)
-            else:
-                op.future.set_exception(value)
 
 
 async def wait(future: Future[_T]) -> _T:
