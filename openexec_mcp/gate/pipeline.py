@@ -285,7 +285,7 @@ class Gate:
         policy = self.policy.approvals[action.name]
         if policy != "auto":
             # Nonce errors come before approval errors: nobody is asked to approve a used nonce.
-            record = await anyio.to_thread.run_sync(self.store.get_nonce, ctx.tenant_id, nonce)
+            record = await self._read(self.store.get_nonce, ctx.tenant_id, nonce)
             if record is not None:
                 return await self._answer_existing(record, facts)
             request = {"action": action.name, "payload": payload, "nonce": nonce}
@@ -340,11 +340,17 @@ class Gate:
         The rule (README, "One durable commit where one suffices"): an action declared
         ``read_only`` has no side effect, so its claim and its outcome are one transaction after
         the handler. A crash before that commit loses only a read: nothing is recorded and the
-        nonce stays free. A nonce already claimed is answered as in step 4 (``replayed``,
-        ``nonce_conflict``, ``in_progress``, ``outcome_unknown``) and this run's result is dropped.
+        nonce stays free. A nonce already used is answered as in step 4 (``replayed``,
+        ``nonce_conflict``, ``in_progress``, ``outcome_unknown``) without running the handler; one
+        claimed by a concurrent duplicate while this handler ran is answered the same way, and
+        this run's result is dropped.
         Side-effecting actions, and any action that consumes an approval, keep the durable claim
         before the handler (SPEC §4).
         """
+        # A used nonce answers without running the read again (a retry after a lost answer).
+        record = await self._read(self.store.get_nonce, claim.tenant_id, claim.nonce)
+        if record is not None:
+            return await self._answer_existing(record, facts)
         with anyio.CancelScope(shield=True):
             progress.handler_started = True
             execution = await self.runner.run(action, argument)
@@ -368,6 +374,12 @@ class Gate:
             unsafe_fault_point("after_finish")
             return self._finish_answer(written, facts, status, execution.result, execution.error)
         raise AssertionError("unreachable: a shielded scope does not swallow the return")  # pragma: no cover
+
+    async def _read(self, fn: Callable[..., _R], *args: Any) -> _R:
+        """Run the store read ``fn(*args)``: inline when the store says its reads are local and short (SQLite WAL)."""
+        if getattr(self.store, "inline_reads", False):
+            return fn(*args)
+        return await anyio.to_thread.run_sync(partial(fn, *args))
 
     async def _write(self, fn: Callable[..., _R], *args: Any) -> _R:
         """Run the store call ``fn(*args)`` on the store's writer thread (group commit), awaited with no thread hop.

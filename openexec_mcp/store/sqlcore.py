@@ -71,6 +71,8 @@ class SQLCore:
     text_order: ClassVar[str] = ""
     """Collation that makes text comparison byte order (RFC 3339 UTC timestamps sort by time)."""
     for_update: ClassVar[str] = ""
+    inline_reads: ClassVar[bool] = False
+    """Whether a point read is cheap and local enough to run on the event loop (SQLite), not a thread."""
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
         self._clock = clock

@@ -60,6 +60,8 @@ class SQLiteStore(SQLStore):
 
     kind = "sqlite"
     dialect = "sqlite"
+    inline_reads = True
+    """A point read is a local WAL read that never waits for the writer: the gate may run it on the event loop."""
 
     def __init__(self, path: Path, *, synchronous: str = "full", clock: Callable[[], datetime] = utc_now) -> None:
         if synchronous not in ("full", "normal"):
