@@ -13,6 +13,6 @@ from openexec_mcp import action
 
 @action(name="echo_write", title="Echo (declared side-effecting)", read_only=False, destructive=False,
         idempotent=True, open_world=False)  # fmt: skip
-def echo_write(payload: EchoIn) -> EchoOut:
+async def echo_write(payload: EchoIn) -> EchoOut:
     """Return the payload unchanged, as ``echo`` does; the gate treats it as a side effect."""
     return EchoOut(echo=payload.model_dump(mode="json"))

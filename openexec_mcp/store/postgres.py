@@ -148,11 +148,14 @@ class PostgresStore(SQLStore):
     # -- the writer's batch hooks (openexec_mcp.store.writer.Batch) -----------------------------
 
     def begin(self) -> _Conn:
-        """Take a connection and open a group transaction on it (writer thread only)."""
+        """Take a connection and open a group transaction on it, holding the ledger lock (writer thread only)."""
         conn, pooled = self._acquire()
         self._batch_pooled = pooled
         try:
             conn.execute("BEGIN")
+            # The ledger lock first, for the whole group: a group mixes claims (row locks on nonces)
+            # and appends (this lock); taken in one order by every replica, they cannot deadlock.
+            self._lock_ledger(conn)
         except psycopg.Error as exc:
             self._give_back(conn, pooled)
             if conn.broken:

@@ -72,6 +72,7 @@ class SQLiteStore(SQLStore):
         self._writer: Writer[sqlite3.Connection] | None = None
         self._readers = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
+        self._closed = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             _warn_if_shared(path.parent)
@@ -105,6 +106,7 @@ class SQLiteStore(SQLStore):
         """See :meth:`Store.close`. Queued writes are committed first."""
         if self._writer is not None:
             self._writer.close()
+        self._closed = True
         with self._lock:
             for conn in self._read_conns:
                 with suppress(sqlite3.Error):
@@ -164,6 +166,8 @@ class SQLiteStore(SQLStore):
         ``COMMIT`` under the connection lock. A read runs on this thread's read connection, or,
         on the writer thread, on the group's connection (it sees the group's own writes).
         """
+        if self._closed:
+            raise unavailable(f"the SQLite store {self.path} is closed")
         writer = self._writer
         if writer is None:
             return self._run_alone(work, write=write)
