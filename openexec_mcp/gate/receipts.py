@@ -59,6 +59,8 @@ class CallFacts:
 
     def extra_text(self) -> str:
         """Return the JCS text of the fields stored with the nonce claim (``NonceClaim.extra``)."""
+        if self.upstream is None:
+            return _EXTRA_TEXT[self.nonce_source]  # canonicalized once, at import
         extra: dict[str, Any] = {"nonce_source": self.nonce_source}
         if self.upstream is not None:
             extra["upstream"] = dict(self.upstream)
@@ -155,3 +157,9 @@ class ReceiptWriter:
             error_code=outcome.error_code, approval=json.loads(record.approval), result_hash=outcome.result_hash,
             original_exec_id=record.exec_id, finished_at=outcome.finished_at,
         )  # fmt: skip
+
+
+_EXTRA_TEXT: dict[str, str] = {
+    source: canonicalize({"nonce_source": source}).decode() for source in ("client", "server")
+}
+"""``NonceClaim.extra`` of a call without an upstream, per ``nonce_source``."""
