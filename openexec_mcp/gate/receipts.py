@@ -61,10 +61,7 @@ class CallFacts:
         """Return the JCS text of the fields stored with the nonce claim (``NonceClaim.extra``)."""
         if self.upstream is None:
             return _EXTRA_TEXT[self.nonce_source]  # canonicalized once, at import
-        extra: dict[str, Any] = {"nonce_source": self.nonce_source}
-        if self.upstream is not None:
-            extra["upstream"] = dict(self.upstream)
-        return canonicalize(extra).decode()
+        return canonicalize({"nonce_source": self.nonce_source, "upstream": dict(self.upstream)}).decode()
 
     @classmethod
     def of_record(cls, record: NonceRecord, *, exec_id: str, started_at: str) -> CallFacts:
