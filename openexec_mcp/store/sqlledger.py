@@ -160,9 +160,10 @@ class LedgerSQL(SQLCore):
             chunk = inner[start : start + 200]
             # OR of primary-key equalities: each is an index lookup on SQLite and PostgreSQL, where
             # "(level, idx) IN (VALUES ...)" made SQLite scan the whole table (O(n) per append).
+            where = " OR ".join(["(level = ? AND idx = ?)"] * len(chunk))
             rows = self._all(
                 conn,
-                "SELECT level, idx, hash FROM merkle_nodes WHERE " + " OR ".join(["(level = ? AND idx = ?)"] * len(chunk)),
+                "SELECT level, idx, hash FROM merkle_nodes WHERE " + where,
                 [value for position in chunk for value in position],
             )
             found.update(((int(level), int(idx)), bytes(value)) for level, idx, value in rows)
