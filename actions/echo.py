@@ -22,6 +22,9 @@ class EchoOut(BaseModel):
 
 
 @action(name="echo", title="Echo", read_only=True, destructive=False, idempotent=True, open_world=False)
-def echo(payload: EchoIn) -> EchoOut:
-    """Return the payload unchanged, as ``{"echo": payload}``. Side-effect free."""
+async def echo(payload: EchoIn) -> EchoOut:
+    """Return the payload unchanged, as ``{"echo": payload}``. Side-effect free.
+
+    ``async`` because it never blocks: the gate awaits it on the event loop, with no worker thread.
+    """
     return EchoOut(echo=payload.model_dump(mode="json"))

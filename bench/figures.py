@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -116,8 +118,16 @@ def _stdio_servers(
     for name, (command, state, synchronous) in configs.items():
         work = ws.fresh_dir(f"{label}-{name}")
         env = server_env(state, synchronous=synchronous)
-        servers[name] = StdioServer(command, env, work / "server.log", work / "server.pid")
+        tool = "echo"
+        if name == SIDE_EFFECT:
+            env["OPENEXEC_ACTIONS__MODULES"] = '["bench.side_effect_action"]'
+            tool = "echo_write"
+        servers[name] = StdioServer(command, env, work / "server.log", work / "server.pid", tool)
     return servers
+
+
+SIDE_EFFECT = "side-effect"
+"""The stdio configuration calling ``echo_write`` (declared side-effecting: claim before the handler)."""
 
 
 # -- 1. stdio, sequential ------------------------------------------------------------------------
@@ -132,6 +142,7 @@ def figure_stdio(plan: Plan, ws: Workspace) -> list[Row]:
             "bare": (bare_command("stdio"), None, "full"),
             "full": (gated_command(), state_root / "full", "full"),
             "normal": (gated_command(), state_root / "normal", "normal"),
+            SIDE_EFFECT: (gated_command(), state_root / "side-effect", "full"),
         })  # fmt: skip
         return anyio.run(functools.partial(
             stdio_rates, servers, calls=plan.stdio_calls, blocks=plan.blocks, warmup=plan.stdio_warmup,
@@ -148,6 +159,7 @@ def figure_stdio(plan: Plan, ws: Workspace) -> list[Row]:
     return [
         _ratio_row("1. stdio, sequential calls/s, SQLite synchronous=full", rates, "full", "bare", 0.75),
         _ratio_row("1. stdio, sequential calls/s, SQLite synchronous=normal", rates, "normal", "bare", None),
+        _ratio_row("1. stdio, sequential calls/s, side-effecting echo_write, full", rates, SIDE_EFFECT, "bare", 0.6),
         _ratio_row("1. stdio, server CPU per call, full", cpu, "full", "bare", None, fmt_us),
         _ratio_row("1. stdio, server CPU per call, normal", cpu, "normal", "bare", None, fmt_us),
     ]
@@ -344,6 +356,71 @@ def figure_ledger(plan: Plan, workspace: Workspace) -> list[Row]:
     return [Row(**row) for row in ledger.figures(quick=quick, root=workspace.fresh_dir("ledger"))]
 
 
+# -- 6. PostgreSQL: two replicas on one database ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def _postgres_schema(base_url: str) -> Generator[str, None, None]:
+    """A new, empty schema on ``base_url`` (``search_path`` in the returned URL), dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"oe_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    separator = "&" if "?" in base_url else "?"
+    try:
+        yield f"{base_url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def figure_replicas(plan: Plan, ws: Workspace) -> list[Row]:
+    """``POST /execute`` c=16 (side-effecting ``echo_write``) on two replicas sharing one database vs one replica.
+
+    Needs ``OPENEXEC_BENCH_POSTGRES_URL`` (or ``OPENEXEC_TEST_POSTGRES_URL``); the load is split
+    round robin over the replicas. On 2 cores shared with the load generator and PostgreSQL, the
+    ratio shows the ledger lock and group commit do not serialise replicas, not linear scaling.
+    """
+    base_url = os.environ.get("OPENEXEC_BENCH_POSTGRES_URL") or os.environ.get("OPENEXEC_TEST_POSTGRES_URL", "")
+    label = "6. PostgreSQL, POST /execute c=16 side-effecting: 2 replicas vs 1, req/s"
+    if not base_url:
+        return [Row(label, "skipped: set OPENEXEC_BENCH_POSTGRES_URL", "", "", "reported", "")]
+    rates = Samples()
+
+    def attempt(run: int) -> dict[str, LoadResult]:
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(_postgres_schema(base_url))
+            state = ws.fresh_dir(f"replicas-{run}") / "state"
+            env = server_env(state)
+            env["OPENEXEC_STORAGE__URL"] = url
+            env["OPENEXEC_ACTIONS__MODULES"] = '["bench.side_effect_action"]'
+            command = gated_command("--transport", "http", "--host", "127.0.0.1", "--port", "{port}")
+            servers = [
+                stack.enter_context(http_server(command, env, state.parent / f"replica-{i}.log")) for i in range(2)
+            ]
+            one = servers[0].base_url + "/execute#echo_write"
+            two = "|".join(server.base_url + "/execute" for server in servers) + "#echo_write"
+            with LoadFleet("execute", {"one": one, "two": two}, concurrency=16, processes=plan.client_processes,
+                           warmup=plan.http_warmup, log=state.parent / "load.log", prefix=f"rep{run}") as fleet:  # fmt: skip
+                results = {name: LoadResult() for name in ("one", "two")}
+                for phase in range(plan.http_phases):
+                    for name in rotated(list(results), phase):
+                        fleet.phase(name, plan.http_phase_seconds, results[name])
+        for name, result in results.items():
+            if result.errors:
+                raise RuntimeError(f"{name}: {result.errors} of {result.count} calls failed")
+        return results
+
+    for run in range(plan.runs):
+        results = _retry_once(f"replicas run {run + 1}", functools.partial(attempt, run))
+        for name, result in results.items():
+            rates.add(name, result.rate)
+        _log(f"  replicas run {run + 1}: " + ", ".join(f"{n} {r.rate:,.0f}/s" for n, r in results.items()))
+    return [_ratio_row(label, rates, "two", "one", None)]
+
+
 FIGURES: dict[str, Callable[[Plan, Workspace], list[Row]]] = {
     "stdio": figure_stdio,
     "http": figure_http,
@@ -351,4 +428,5 @@ FIGURES: dict[str, Callable[[Plan, Workspace], list[Row]]] = {
     "scale": figure_scale,
     "profile": figure_profile,
     "ledger": figure_ledger,
+    "replicas": figure_replicas,
 }

@@ -54,8 +54,9 @@ PHASES = (
     ("receipt", "receipt body + DSSE envelope + hashes (excl. canonicalization, signing)"),
     ("signing", "Ed25519 signature"),
     ("ledger", "gate step 6: outcome UPDATE, ledger INSERT, tree-node SQL (excl. commit)"),
-    ("commit", "COMMIT x2 (claim, outcome+receipt): fsync under FULL"),
-    ("threads", "worker-thread hand-offs (anyio.to_thread) x3"),
+    ("commit", "COMMIT (one for read_only echo: claim+outcome+receipt): fsync under FULL"),
+    ("writer", "store writer hand-off: queue, wake-up, future completion (excl. its SQL and commit)"),
+    ("threads", "worker-thread hand-offs (anyio.to_thread): the sync handler"),
     ("gate_other", "gate, other: action hash, timestamps, exec_id, envelope"),
 )
 
@@ -67,6 +68,8 @@ class Probe:
         self.totals: dict[str, float] = defaultdict(float)
         self._local = threading.local()
         self._lock = threading.Lock()
+        self.last_commit = 0.0
+        """Seconds of the writer's last COMMIT (the sequential loop's batch is one call)."""
 
     @contextmanager
     def span(self, phase: str) -> Generator[list[float], None, None]:
@@ -118,8 +121,12 @@ class _TimedConnection:
 
     def execute(self, sql: str, *args: Any) -> Any:
         if sql == "COMMIT":
-            with self._probe.span("commit"):
-                return self._db.execute(sql, *args)
+            start = time.perf_counter()
+            try:
+                with self._probe.span("commit"):
+                    return self._db.execute(sql, *args)
+            finally:
+                self._probe.last_commit = time.perf_counter() - start
         return self._db.execute(sql, *args)
 
     def __getattr__(self, name: str) -> Any:
@@ -168,8 +175,38 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
     runner.run = probe.wrap_async(runner.run, "handler")  # type: ignore[method-assign]
     timed_key = ServerKey(private_key=_TimedKey(key.private_key, probe), public_raw=key.public_raw, kid=key.kid)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     gate.receipts._server_key = timed_key  # pyright: ignore[reportPrivateUsage]
+    original_submit = store.submit
+    original_wait = openexec_mcp.gate.pipeline.writer_wait
+    boxes: dict[int, list[float]] = {}
+
+    def submit(fn: Callable[[], Any]) -> Any:
+        box = [0.0]
+
+        def timed() -> Any:
+            start = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                box[0] = time.perf_counter() - start
+
+        future = original_submit(timed)
+        boxes[id(future)] = box
+        return future
+
+    async def writer_wait(future: Any) -> Any:
+        probe.last_commit = 0.0
+        with probe.span("writer") as frame:
+            try:
+                return await original_wait(future)
+            finally:
+                # The op's SQL and its batch's commit were charged on the writer thread's own stack.
+                frame[0] += boxes.pop(id(future), [0.0])[0] + probe.last_commit
+
+    store.submit = submit  # type: ignore[method-assign]
+    openexec_mcp.gate.pipeline.writer_wait = writer_wait  # type: ignore[assignment]
     db = store._db  # type: ignore[attr-defined]  # pyright: ignore[reportUnknownMemberType, reportAttributeAccessIssue]
     store.claim_nonce = probe.wrap(store.claim_nonce, "nonce_claim")  # type: ignore[method-assign]
+    store.claim_and_finish = probe.wrap(store.claim_and_finish, "ledger")  # type: ignore[method-assign]
     store.finish = probe.wrap(store.finish, "ledger")  # type: ignore[method-assign]
     store._db = _TimedConnection(store._db, probe)  # type: ignore[attr-defined]
     try:
@@ -179,10 +216,11 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
             setattr(owner, name, value)
         gate.receipts._server_key = key  # pyright: ignore[reportPrivateUsage]
         store._db = db  # type: ignore[attr-defined]
+        openexec_mcp.gate.pipeline.writer_wait = original_wait  # type: ignore[assignment]
         for owner_instance, names in (
             (gate, ("call", "_validate")),
             (runner, ("run",)),
-            (store, ("claim_nonce", "finish")),
+            (store, ("claim_nonce", "finish", "claim_and_finish", "submit")),
         ):
             for name in names:
                 delattr(owner_instance, name)  # the instance attribute hid the class's method

@@ -46,14 +46,23 @@ async def _mcp_callers(stack: AsyncExitStack, url: str, concurrency: int) -> lis
 
 
 async def _execute_callers(stack: AsyncExitStack, url: str, concurrency: int) -> list[Call]:
+    """``concurrency`` callers; ``url`` may list several servers separated by ``|`` (callers round robin)."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     http = await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=TIMEOUT_SECONDS))
+    action = "echo"
+    if "#" in url:  # "URL#ACTION": call another action with echo's payload (e.g. the side-effecting echo_write)
+        url, action = url.split("#", 1)
 
-    async def call(nonce: str) -> bool:
-        response = await http.post(url, json={"action": "echo", "payload": {"msg": "hello world"}, "nonce": nonce})
-        return response.status_code == 200 and response.json()["status"] == "executed"
+    def caller(target: str) -> Call:
+        async def call(nonce: str) -> bool:
+            body = {"action": action, "payload": {"msg": "hello world"}, "nonce": nonce}
+            response = await http.post(target, json=body)
+            return response.status_code == 200 and response.json()["status"] == "executed"
 
-    return [call] * concurrency
+        return call
+
+    urls = url.split("|")
+    return [caller(urls[index % len(urls)]) for index in range(concurrency)]
 
 
 async def run(config: dict[str, Any]) -> None:

@@ -50,6 +50,8 @@ class StdioServer:
     env: dict[str, str]
     log: Path
     pid_file: Path
+    tool: str = "echo"
+    """The tool called (``echo``; ``echo_write`` for the side-effecting figure)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ async def stdio_rates(
                 client = Client(stdio_client(params, errlog=errlog), read_timeout_seconds=CALL_TIMEOUT_SECONDS)
                 clients[name] = await stack.enter_async_context(client)
                 for n in range(warmup):
-                    await _echo(clients[name], f"warm-{n:08d}")
+                    await _echo(clients[name], f"warm-{n:08d}", server.tool)
             pids = {name: int(server.pid_file.read_text()) for name, server in servers.items()}
             cpu_before = {name: cpu_seconds(pid) or 0.0 for name, pid in pids.items()}
             deadline = time.perf_counter() + time_limit
@@ -94,7 +96,7 @@ async def stdio_rates(
                 for name in names[shift:] + names[:shift]:
                     start = time.perf_counter()
                     for _ in range(per_block):
-                        await _echo(clients[name], f"bench-{done[name]:08d}")
+                        await _echo(clients[name], f"bench-{done[name]:08d}", servers[name].tool)
                         done[name] += 1
                     seconds[name] += time.perf_counter() - start
             cpu = {name: (cpu_seconds(pid) or 0.0) - cpu_before[name] for name, pid in pids.items()}
@@ -102,8 +104,8 @@ async def stdio_rates(
     return {name: StdioResult(done[name] / seconds[name], cpu[name] / done[name], rss[name]) for name in servers}
 
 
-async def _echo(client: Client, nonce: str) -> None:
-    result = await client.call_tool("echo", {"msg": "hello world", "nonce": nonce})
+async def _echo(client: Client, nonce: str, tool: str = "echo") -> None:
+    result = await client.call_tool(tool, {"msg": "hello world", "nonce": nonce})
     if result.is_error:
         raise RuntimeError(f"echo failed: {result.structured_content or result.content}")
 

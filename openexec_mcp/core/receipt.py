@@ -50,6 +50,7 @@ __all__ = [
     "ServerInfo",
     "ServerKey",
     "SignedReceipt",
+    "envelope_bytes",
     "has_receipt_body_fields",
     "kid_for_public_key",
     "parse_server_public_keys",
@@ -149,8 +150,29 @@ def sign_receipt(body: ReceiptBody | Mapping[str, Any], key: ServerKey) -> Signe
         "payload": b64encode(payload),
         "signatures": [{"keyid": key.kid, "sig": b64encode(signature)}],
     }
-    canonical = canonicalize(envelope)
+    canonical = envelope_bytes(envelope["payload"], key.kid, envelope["signatures"][0]["sig"])
     return SignedReceipt(json_body, envelope, canonical, hashlib.sha256(b"\x00" + canonical).hexdigest())
+
+
+def envelope_bytes(payload_b64: str, keyid: str, sig_b64: str) -> bytes:
+    """Return JCS of a one-signature receipt envelope without a second canonicalization pass.
+
+    RFC 8785 orders the members ``payload``, ``payloadType``, ``signatures`` and ``keyid``,
+    ``sig``, and escapes only the quote, the backslash and control characters in strings; base64 has none of
+    them, nor has the payload type. A ``keyid`` that has one goes through :func:`canonicalize`.
+    """
+    if any(ch in '"\\' or ch < " " for ch in keyid):
+        return canonicalize(
+            {
+                "payloadType": RECEIPT_PAYLOAD_TYPE,
+                "payload": payload_b64,
+                "signatures": [{"keyid": keyid, "sig": sig_b64}],
+            }
+        )
+    return (
+        f'{{"payload":"{payload_b64}","payloadType":"{RECEIPT_PAYLOAD_TYPE}",'
+        f'"signatures":[{{"keyid":"{keyid}","sig":"{sig_b64}"}}]}}'
+    ).encode()
 
 
 def verify_receipt(envelope: Any, public_keys: Mapping[str, Ed25519PublicKey]) -> dict[str, Any]:

@@ -93,17 +93,22 @@ class _Workers:
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0
+        self._pending = 0
         self.busy = 0
         """Handlers running now (abandoned ones included)."""
 
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
         """Queue ``fn``; its future can be cancelled until a thread takes it."""
         future: Future[Any] = Future()
-        self._jobs.put((future, fn))
         with self._lock:
-            if self._idle == 0 and self._threads < self._capacity:
+            self._pending += 1
+            # Every waiting thread takes one queued job: start another while jobs outnumber them.
+            start = self._pending > self._idle and self._threads < self._capacity
+            if start:
                 self._threads += 1
-                threading.Thread(target=self._work, name=f"openexec-handler-{self._name}", daemon=True).start()
+        self._jobs.put((future, fn))
+        if start:
+            threading.Thread(target=self._work, name=f"openexec-handler-{self._name}", daemon=True).start()
         return future
 
     def _work(self) -> None:
@@ -113,6 +118,7 @@ class _Workers:
             future, fn = self._jobs.get()
             with self._lock:
                 self._idle -= 1
+                self._pending -= 1
             if not future.set_running_or_notify_cancel():
                 continue  # cancelled while queued: its call timed out before it ran
             with self._lock:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -71,10 +71,13 @@ from openexec_mcp.gate.receipts import CallFacts, NonceSource, ReceiptStatus, Re
 from openexec_mcp.registry import Action, Registry
 from openexec_mcp.store.base import APPROVAL_CONSUMED, LedgerEntry, NonceClaim, Outcome, ReceiptFactory, Store
 from openexec_mcp.store.grants import GrantRefused
+from openexec_mcp.store.writer import wait as writer_wait
 
 __all__ = ["AUTO_APPROVAL", "Answer", "CallContext", "Gate", "GateAnswer", "NeedsInput"]
 
 logger = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +298,7 @@ class Gate:
             return await self._deny(exc, facts, AUTO_APPROVAL)
         if policy != "auto":
             # Nonce errors come before approval errors: nobody is asked to approve a used nonce.
-            record = await anyio.to_thread.run_sync(self.store.get_nonce, ctx.tenant_id, nonce)
+            record = await self._read(self.store.get_nonce, ctx.tenant_id, nonce)
             if record is not None:
                 return await self._answer_existing(record, facts)
             request = {"action": action.name, "payload": payload, "nonce": nonce}
@@ -326,9 +329,11 @@ class Gate:
             approval_id=approval_id, approval_keep_until=approval_keep_until, request=request_bytes.decode(),
             extra=facts.extra_text(),
         )  # fmt: skip
+        if action.read_only and policy == "auto":
+            return await self._read_only(action, argument, claim, facts, progress)
         if grant_id is not None:
             # SPEC §13: one use of the grant is consumed in the transaction that claims the nonce.
-            claimed = await anyio.to_thread.run_sync(self.store.claim_nonce_with_grant, claim, grant_id)
+            claimed = await self._write(self.store.claim_nonce_with_grant, claim, grant_id)
             if isinstance(claimed, GrantRefused):
                 error: OpenExecError = ApprovalGrantRevokedError("the matching grant was revoked")
                 if claimed.reason == "exhausted":
@@ -339,7 +344,7 @@ class Gate:
                 progress.approval = approval
                 claimed = None
         else:
-            claimed = await anyio.to_thread.run_sync(self.store.claim_nonce, claim)
+            claimed = await self._write(self.store.claim_nonce, claim)
         if claimed is APPROVAL_CONSUMED:
             return await self._deny(ApprovalConsumedError("this approval was already used"), facts, approval)
         if isinstance(claimed, NonceRecord):
@@ -353,6 +358,66 @@ class Gate:
             unsafe_fault_point("before_finish")
             return await self._record(execution, facts, approval, progress)
         raise AssertionError("unreachable: a shielded scope does not swallow the return")  # pragma: no cover
+
+    async def _read_only(
+        self, action: Action, argument: Any, claim: NonceClaim, facts: CallFacts, progress: _Progress
+    ) -> Answer:
+        """Run steps 4-6 of a ``read_only`` action under ``auto`` approval: ONE durable commit, after the handler.
+
+        The rule (README, "One durable commit where one suffices"): an action declared
+        ``read_only`` has no side effect, so its claim and its outcome are one transaction after
+        the handler. A crash before that commit loses only a read: nothing is recorded and the
+        nonce stays free. A nonce already used is answered as in step 4 (``replayed``,
+        ``nonce_conflict``, ``in_progress``, ``outcome_unknown``) without running the handler; one
+        claimed by a concurrent duplicate while this handler ran is answered the same way, and
+        this run's result is dropped.
+        Side-effecting actions, and any action that consumes an approval, keep the durable claim
+        before the handler (SPEC §4).
+        """
+        # A used nonce answers without running the read again (a retry after a lost answer).
+        record = await self._read(self.store.get_nonce, claim.tenant_id, claim.nonce)
+        if record is not None:
+            return await self._answer_existing(record, facts)
+        with anyio.CancelScope(shield=True):
+            progress.handler_started = True
+            execution = await self.runner.run(action, argument)
+            unsafe_fault_point("before_finish")
+            if execution.kind == "not_sent":
+                assert execution.error is not None
+                factory = self._factory(facts, "denied", execution.error.code, AUTO_APPROVAL)
+                entry = await self._write(self._append, factory, facts)
+                progress.recorded = True
+                return self._finish_answer(entry, facts, "denied", None, execution.error)
+            outcome = execution.outcome
+            status: ReceiptStatus = "indeterminate" if execution.kind == "indeterminate" else outcome.status  # type: ignore[assignment]
+            factory = self.receipts.factory(
+                facts, status=status, error_code=outcome.error_code, approval=AUTO_APPROVAL,
+                result_hash=outcome.result_hash, original_exec_id=None, finished_at=outcome.finished_at,
+            )  # fmt: skip
+            written = await self._write(self.store.claim_and_finish, claim, outcome, factory)
+            if isinstance(written, NonceRecord):
+                return await self._answer_existing(written, facts)
+            progress.recorded = True
+            unsafe_fault_point("after_finish")
+            return self._finish_answer(written, facts, status, execution.result, execution.error)
+        raise AssertionError("unreachable: a shielded scope does not swallow the return")  # pragma: no cover
+
+    async def _read(self, fn: Callable[..., _R], *args: Any) -> _R:
+        """Run the store read ``fn(*args)``: inline when the store says its reads are local and short (SQLite WAL)."""
+        if getattr(self.store, "inline_reads", False):
+            return fn(*args)
+        return await anyio.to_thread.run_sync(partial(fn, *args))
+
+    async def _write(self, fn: Callable[..., _R], *args: Any) -> _R:
+        """Run the store call ``fn(*args)`` on the store's writer thread (group commit), awaited with no thread hop.
+
+        A store without a writer thread runs it on a worker thread instead.
+        """
+        call: Callable[[], _R] = partial(fn, *args) if args else fn
+        future = self.store.submit(call)
+        if future is None:
+            return await anyio.to_thread.run_sync(call)
+        return await writer_wait(future)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -416,7 +481,7 @@ class Gate:
 
     async def _store_outcome(self, method: Callable[..., LedgerEntry], facts: CallFacts, *args: Any) -> LedgerEntry:
         try:
-            return await anyio.to_thread.run_sync(method, facts.tenant_id, facts.nonce, *args)
+            return await self._write(method, facts.tenant_id, facts.nonce, *args)
         except StoreUnavailableError as exc:
             # The handler ran but its outcome is not recorded: never say "denied" here. The claim
             # stays 'started', so the nonce answers in_progress, then outcome_unknown after restart.
@@ -443,7 +508,7 @@ class Gate:
             facts, status="replayed", error_code=original.error_code, approval=json.loads(original.approval),
             result_hash=original.result_hash, original_exec_id=original.exec_id, finished_at=self.receipts.now(),
         )  # fmt: skip
-        entry = await anyio.to_thread.run_sync(self._append, factory, facts)
+        entry = await self._write(self._append, factory, facts)
         self._appended(entry)
         result = json.loads(original.result) if original.result is not None else None
         return Answer(result_envelope(entry, facts.action, "replayed", result, original_error), None)
@@ -453,9 +518,7 @@ class Gate:
         approval_request: Mapping[str, Any] | None = None,
     ) -> Answer:  # fmt: skip
         logger.info("denied %s: %s", facts.action, error.code)
-        entry = await anyio.to_thread.run_sync(
-            self._append, self._factory(facts, "denied", error.code, approval), facts
-        )
+        entry = await self._write(self._append, self._factory(facts, "denied", error.code, approval), facts)
         self._appended(entry)
         envelope = result_envelope(entry, facts.action, "denied", None, error.to_dict())
         envelope["approval_request"] = dict(approval_request) if approval_request else None
@@ -472,8 +535,10 @@ class Gate:
             error = InternalError("internal error after the action started; its outcome is recorded as failed")
             outcome = Outcome("failed", None, None, error.code, error.message, self.receipts.now())
             factory = self._factory(facts, "failed", error.code, progress.approval)
-            write: Callable[[], LedgerEntry] = partial(
-                self.store.finish, facts.tenant_id, facts.nonce, outcome, factory
+            write: Callable[[], LedgerEntry] = (
+                partial(self.store.finish, facts.tenant_id, facts.nonce, outcome, factory)
+                if progress.claimed
+                else partial(self._append, factory, facts)  # a read_only call claims only with its outcome
             )
         else:
             error = InternalError("internal error; the call was not executed")
@@ -485,7 +550,7 @@ class Gate:
         entry: LedgerEntry | None = None
         try:
             with anyio.CancelScope(shield=True):
-                entry = await anyio.to_thread.run_sync(write)
+                entry = await self._write(write)
         except Exception:
             logger.exception("the internal error of %s could not be recorded either", facts.exec_id)
             if progress.handler_started:

@@ -59,10 +59,9 @@ class CallFacts:
 
     def extra_text(self) -> str:
         """Return the JCS text of the fields stored with the nonce claim (``NonceClaim.extra``)."""
-        extra: dict[str, Any] = {"nonce_source": self.nonce_source}
-        if self.upstream is not None:
-            extra["upstream"] = dict(self.upstream)
-        return canonicalize(extra).decode()
+        if self.upstream is None:
+            return _EXTRA_TEXT[self.nonce_source]  # canonicalized once, at import
+        return canonicalize({"nonce_source": self.nonce_source, "upstream": dict(self.upstream)}).decode()
 
     @classmethod
     def of_record(cls, record: NonceRecord, *, exec_id: str, started_at: str) -> CallFacts:
@@ -155,3 +154,9 @@ class ReceiptWriter:
             error_code=outcome.error_code, approval=json.loads(record.approval), result_hash=outcome.result_hash,
             original_exec_id=record.exec_id, finished_at=outcome.finished_at,
         )  # fmt: skip
+
+
+_EXTRA_TEXT: dict[str, str] = {
+    source: canonicalize({"nonce_source": source}).decode() for source in ("client", "server")
+}
+"""``NonceClaim.extra`` of a call without an upstream, per ``nonce_source``."""

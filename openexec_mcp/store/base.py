@@ -26,12 +26,15 @@ on purpose. :func:`openexec_mcp.store.open_store` opens one from a URL.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from openexec_mcp.core.nonce import NonceRecord
 from openexec_mcp.core.receipt import SignedReceipt
 from openexec_mcp.store.grants import GrantTable
+
+_T = TypeVar("_T")
 
 __all__ = [
     "APPROVAL_CONSUMED",
@@ -186,6 +189,16 @@ class NonceTable(Protocol):
         """Record the outcome of a claimed nonce and append its receipt, in one transaction.
 
         An ``indeterminate`` outcome leaves the row ``indeterminate`` (``ledger resolve`` decides it).
+        """
+        ...
+
+    def claim_and_finish(
+        self, claim: NonceClaim, outcome: Outcome, make_receipt: ReceiptFactory
+    ) -> NonceRecord | LedgerEntry:
+        """Claim a nonce and record its outcome and receipt in one transaction (``read_only`` actions only).
+
+        Returns the existing record (nothing written) when the nonce was already claimed.
+        ``claim.approval_id`` must be ``None``.
         """
         ...
 
@@ -392,6 +405,13 @@ class Store(NonceTable, LedgerLog, ApprovalInbox, CheckpointLog, GrantTable, Pro
 
     kind: str
     """Short backend name shown in ``/health`` (``sqlite``, ``postgresql``)."""
+
+    def submit(self, fn: Callable[[], _T]) -> Future[_T] | None:
+        """Queue the store call ``fn`` on the store's writer thread (group commit) and return its future.
+
+        ``None`` when the store has no writer thread: the caller runs ``fn`` on a worker thread.
+        """
+        ...
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailableError` unless the database answers."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import suppress
 from datetime import datetime
 from typing import Final, LiteralString, TypeVar, cast
@@ -47,6 +48,7 @@ from openexec_mcp.core.clock import utc_now
 from openexec_mcp.errors import ConfigError, StoreUnavailableError
 from openexec_mcp.store.sql import SQLStore
 from openexec_mcp.store.sqlcore import Connection, Rollback, unavailable
+from openexec_mcp.store.writer import Writer
 
 __all__ = ["PostgresStore"]
 
@@ -104,6 +106,8 @@ class PostgresStore(SQLStore):
         self._owner_epoch = 0
         self._owner_conn: _Conn | None = None
         self._ledger_lock = 0
+        self._writer: Writer[_Conn] | None = None
+        self._batch_pooled = True
         self._pool: ConnectionPool[_Conn] = ConnectionPool(
             self._conninfo,
             min_size=1,
@@ -120,12 +124,15 @@ class PostgresStore(SQLStore):
             self._pool.open()
             self._ledger_lock = self._run(_ledger_lock_key, write=False)
             self._run(self._backfill, write=True)
+            self._writer = Writer(self, name="openexec-store-writer postgresql", on_failure=self._commit_error)
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
-        """See :meth:`Store.close`. Also ends the liveness session, which releases its lock."""
+        """See :meth:`Store.close`. Queued writes are committed first; also ends the liveness session."""
+        if self._writer is not None:
+            self._writer.close()
         self._pool.close()
         with self._owner_guard:
             if self._owner_conn is not None:
@@ -138,7 +145,105 @@ class PostgresStore(SQLStore):
 
     # -- the hooks of SQLStore ------------------------------------------------------------------
 
+    # -- the writer's batch hooks (openexec_mcp.store.writer.Batch) -----------------------------
+
+    def begin(self) -> _Conn:
+        """Take a connection and open a group transaction on it, holding the ledger lock (writer thread only)."""
+        conn, pooled = self._acquire()
+        self._batch_pooled = pooled
+        try:
+            conn.execute("BEGIN")
+            # The ledger lock first, for the whole group: a group mixes claims (row locks on nonces)
+            # and appends (this lock); taken in one order by every replica, they cannot deadlock.
+            self._lock_ledger(conn)
+        except psycopg.Error as exc:
+            self._give_back(conn, pooled)
+            if conn.broken:
+                self._down = True
+            raise self._unavailable(exc) from None
+        return conn
+
+    def commit(self, conn: _Conn) -> None:
+        """Commit the group (the advisory ledger lock, if an append took it, is released with it)."""
+        try:
+            conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            if conn.broken:
+                self._down = True
+            raise self._unavailable(exc) from None
+        self._down = False
+        self._give_back(conn, self._batch_pooled)
+
+    def abandon(self, conn: _Conn) -> None:
+        """Roll the group back (if the connection still can) and give the connection back."""
+        with suppress(psycopg.Error):
+            if not conn.broken:
+                conn.execute("ROLLBACK")
+        self._give_back(conn, self._batch_pooled)
+        if conn.broken:
+            with suppress(psycopg.Error, PoolClosed):
+                self._pool.check()  # a restarted server leaves every idle connection dead: replace them
+
+    def retry(self, conn: _Conn) -> bool:
+        """Re-run the batch once when the connection died before the commit was sent (the server rolled it back)."""
+        return bool(conn.broken)
+
+    def _give_back(self, conn: _Conn, pooled: bool) -> None:
+        if pooled:
+            self._pool.putconn(conn)  # a broken connection is dropped, not pooled
+        else:
+            conn.close()
+
+    def _commit_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, StoreUnavailableError):
+            return exc
+        if isinstance(exc, psycopg.Error):
+            return self._unavailable(exc)
+        return unavailable(f"PostgreSQL at {self._target}: {exc}")
+
+    def submit(self, fn: Callable[[], _T]) -> Future[_T] | None:
+        """Queue ``fn`` (a store call) on the writer thread; ``None`` before the writer runs."""
+        return None if self._writer is None else self._writer.submit(fn)
+
     def _run(self, work: Callable[[Connection], _T], *, write: bool) -> _T:
+        """Run ``work``: a write on the writer thread, in its own savepoint of a group transaction.
+
+        Before the writer starts, and for reads off the writer thread, ``work`` runs on a pooled
+        connection (in one transaction if ``write``); every failure is mapped.
+        """
+        writer = self._writer
+        if writer is not None:
+            if writer.on_thread():
+                conn = writer.connection
+                if conn is None:  # pragma: no cover - the writer runs store work only inside a batch
+                    raise unavailable("a store write ran outside a group transaction")
+                return self._in_savepoint(conn, work, write=write)
+            if write:
+                return writer.call(lambda: self._run(work, write=True))
+        return self._run_alone(work, write=write)
+
+    def _in_savepoint(self, conn: _Conn, work: Callable[[Connection], _T], *, write: bool) -> _T:
+        try:
+            if not write:
+                return work(conn)
+            conn.execute("SAVEPOINT op")
+            try:
+                result = work(conn)
+            except BaseException as exc:
+                if not conn.broken:
+                    conn.execute("ROLLBACK TO SAVEPOINT op")
+                    conn.execute("RELEASE SAVEPOINT op")
+                if isinstance(exc, Rollback):
+                    return cast(_T, exc.value)
+                raise
+            conn.execute("RELEASE SAVEPOINT op")
+            return result
+        except psycopg.Error as exc:
+            if conn.broken:
+                self._down = True
+            raise self._unavailable(exc) from None
+
+    def _run_alone(self, work: Callable[[Connection], _T], *, write: bool) -> _T:
         """Run ``work`` on a pooled connection, in one transaction if ``write``; map every failure."""
         for attempt in (1, 2):
             conn, pooled = self._acquire()

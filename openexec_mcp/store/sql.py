@@ -60,23 +60,23 @@ class SQLStore(LedgerSQL, GrantSQL):
 
     def claim_nonce(self, claim: NonceClaim) -> NonceRecord | ApprovalAlreadyConsumed | None:
         """See :meth:`Store.claim_nonce`. Also records :attr:`owner` on the new row."""
+        return self._claiming(lambda conn: self._claim(conn, claim))
 
-        def work(conn: Connection) -> NonceRecord | ApprovalAlreadyConsumed | None:
-            existing = self._claim_in(conn, claim)
-            if existing is not None:
-                return existing
-            if claim.approval_id is not None:
-                consumed = self._one(
-                    conn,
-                    "INSERT INTO consumed_approvals (approval_id, tenant_id, exec_id, keep_until)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (approval_id) DO NOTHING RETURNING 1",
-                    (claim.approval_id, claim.tenant_id, claim.exec_id, claim.approval_keep_until),
-                )
-                if consumed is None:
-                    raise Rollback(APPROVAL_CONSUMED)  # and the nonce insert with it: nothing written
-            return None
-
-        return self._claiming(work)
+    def _claim(self, conn: Connection, claim: NonceClaim) -> NonceRecord | ApprovalAlreadyConsumed | None:
+        """Claim ``claim`` inside the caller's transaction: the nonce row, then the approval_id it consumes."""
+        existing = self._claim_in(conn, claim)
+        if existing is not None:
+            return existing
+        if claim.approval_id is not None:
+            consumed = self._one(
+                conn,
+                "INSERT INTO consumed_approvals (approval_id, tenant_id, exec_id, keep_until)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (approval_id) DO NOTHING RETURNING 1",
+                (claim.approval_id, claim.tenant_id, claim.exec_id, claim.approval_keep_until),
+            )
+            if consumed is None:
+                raise Rollback(APPROVAL_CONSUMED)  # and the nonce insert with it: nothing written
+        return None
 
     def _claim_in(self, conn: Connection, claim: NonceClaim) -> NonceRecord | None:
         """Insert the ``started`` row of ``claim`` and close its pending request; the existing record on conflict."""
@@ -117,20 +117,48 @@ class SQLStore(LedgerSQL, GrantSQL):
         Raises:
             StoreUnavailableError: The database failed, or the nonce is no longer ``started``.
         """
+        return self._run(lambda conn: self._finish(conn, tenant_id, nonce, outcome, make_receipt), write=True)
 
-        def work(conn: Connection) -> LedgerEntry:
-            row = self._one(
-                conn,
-                "UPDATE nonces SET state = ?, status = ?, result = ?, result_hash = ?,"
-                " error_code = ?, error_message = ?, finished_at = ? WHERE tenant_id = ? AND nonce = ?"
-                " AND state = 'started' RETURNING run_id, action",
-                (_row_state(outcome), *_outcome_values(outcome), tenant_id, nonce),
-            )
-            if row is None:
-                raise unavailable("the nonce claim vanished before its outcome was recorded")
-            return self._append(conn, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
+    def claim_and_finish(
+        self, claim: NonceClaim, outcome: Outcome, make_receipt: ReceiptFactory
+    ) -> NonceRecord | LedgerEntry:
+        """Claim a nonce and record its outcome and receipt in ONE transaction (read-only actions).
 
-        return self._run(work, write=True)
+        For an action declared ``read_only`` whose handler already ran (README, "One durable
+        commit where one suffices"): a crash before this commit loses only a read. ``claim`` must
+        consume no approval (``approval_id`` is ``None``).
+
+        Returns:
+            The existing record when the nonce was already claimed (nothing written), else the
+            ledger entry of the outcome.
+
+        Raises:
+            StoreUnavailableError: The database failed (nothing written).
+        """
+        if claim.approval_id is not None:
+            raise ValueError("claim_and_finish consumes no approval")
+
+        def work(conn: Connection) -> NonceRecord | LedgerEntry:
+            existing = self._claim(conn, claim)
+            if isinstance(existing, NonceRecord):
+                return existing
+            return self._finish(conn, claim.tenant_id, claim.nonce, outcome, make_receipt)
+
+        return self._claiming(work)
+
+    def _finish(
+        self, conn: Connection, tenant_id: str, nonce: str, outcome: Outcome, make_receipt: ReceiptFactory
+    ) -> LedgerEntry:
+        row = self._one(
+            conn,
+            "UPDATE nonces SET state = ?, status = ?, result = ?, result_hash = ?,"
+            " error_code = ?, error_message = ?, finished_at = ? WHERE tenant_id = ? AND nonce = ?"
+            " AND state = 'started' RETURNING run_id, action",
+            (_row_state(outcome), *_outcome_values(outcome), tenant_id, nonce),
+        )
+        if row is None:
+            raise unavailable("the nonce claim vanished before its outcome was recorded")
+        return self._append(conn, make_receipt, tenant_id=tenant_id, run_id=row[0], action=row[1])
 
     def release_claim(self, tenant_id: str, nonce: str, exec_id: str, make_receipt: ReceiptFactory) -> LedgerEntry:
         """See :meth:`Store.release_claim`."""

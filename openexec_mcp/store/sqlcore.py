@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
@@ -70,6 +71,8 @@ class SQLCore:
     text_order: ClassVar[str] = ""
     """Collation that makes text comparison byte order (RFC 3339 UTC timestamps sort by time)."""
     for_update: ClassVar[str] = ""
+    inline_reads: ClassVar[bool] = False
+    """Whether a point read is cheap and local enough to run on the event loop (SQLite), not a thread."""
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
         self._clock = clock
@@ -82,6 +85,10 @@ class SQLCore:
     def _run(self, work: Callable[[Connection], _T], *, write: bool) -> _T:  # pragma: no cover - abstract
         """Run ``work`` on a connection (in one transaction if ``write``); map driver errors."""
         raise NotImplementedError
+
+    def submit(self, fn: Callable[[], _T]) -> Future[_T] | None:
+        """Queue a store call on this store's writer thread (group commit); ``None``: no writer, use a thread."""
+        return None
 
     def _claiming(self, work: Callable[[Connection], _T]) -> _T:
         """Run a write that records :attr:`owner` on a ``started`` row (PostgreSQL checks liveness)."""

@@ -156,12 +156,14 @@ class LedgerSQL(SQLCore):
             )
             found.update(((0, int(seq)), bytes.fromhex(str(text))) for seq, text in rows)
         inner = [position for position in wanted if position[0] > 0]
-        for start in range(0, len(inner), 400):
-            chunk = inner[start : start + 400]
+        for start in range(0, len(inner), 200):  # an OR chain deeper than SQLite's expression limit (1000) fails
+            chunk = inner[start : start + 200]
+            # OR of primary-key equalities: each is an index lookup on SQLite and PostgreSQL, where
+            # "(level, idx) IN (VALUES ...)" made SQLite scan the whole table (O(n) per append).
+            where = " OR ".join(["(level = ? AND idx = ?)"] * len(chunk))
             rows = self._all(
                 conn,
-                "SELECT level, idx, hash FROM merkle_nodes WHERE (level, idx) IN"
-                f" (VALUES {', '.join(['(?, ?)'] * len(chunk))})",
+                "SELECT level, idx, hash FROM merkle_nodes WHERE " + where,
                 [value for position in chunk for value in position],
             )
             found.update(((int(level), int(idx)), bytes(value)) for level, idx, value in rows)

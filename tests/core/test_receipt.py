@@ -212,3 +212,16 @@ def test_envelope_copy_is_independent() -> None:
     clone = copy.deepcopy(signed.envelope)
     clone["signatures"][0]["sig"] = "A" * 88
     assert verify_receipt(signed.envelope, TRUSTED)["seq"] == 0
+
+
+@pytest.mark.parametrize("keyid", ["ed25519:abc", "k\u00e9y-\u263a", 'quo"te', "back\\slash", "new\nline", "tab\there"])
+def test_the_envelope_bytes_built_directly_are_the_rfc8785_bytes(keyid: str) -> None:
+    from openexec_mcp.core.canonical import canonicalize
+    from openexec_mcp.core.receipt import RECEIPT_PAYLOAD_TYPE, envelope_bytes
+
+    envelope = {
+        "payloadType": RECEIPT_PAYLOAD_TYPE,
+        "payload": "eyJ2IjoxfQ+/==",
+        "signatures": [{"keyid": keyid, "sig": "c2lnbmF0dXJl+/=="}],
+    }
+    assert envelope_bytes("eyJ2IjoxfQ+/==", keyid, "c2lnbmF0dXJl+/==") == canonicalize(envelope)

@@ -156,6 +156,67 @@ def test_a_call_killed_after_its_commit_is_replayed_not_rerun(
     assert_ledger_verifies(env)
 
 
+# -- read_only actions: one durable commit, after the handler (README) ---------------------------
+
+
+def test_a_read_only_call_killed_before_its_one_commit_leaves_nothing_and_runs_again(
+    env: dict[str, str], state_dir: Path, tmp_path: Path, counter_file: Path
+) -> None:
+    nonce = fresh_nonce()
+    crash_once(env, tmp_path, "before_finish", "count_read", nonce)
+    assert executions(counter_file) == 1  # the read ran
+    assert receipts(state_dir) == []  # and nothing of it was committed: no claim, no receipt
+
+    with http_server(env, tmp_path, name="restarted") as server:
+        assert receipts(state_dir) == []  # nothing to recover: the nonce was never claimed
+        retry = server.execute("count_read", {"label": "again"}, nonce)
+        assert retry.status_code == 200
+        assert retry.json()["status"] == "executed"
+        replay = server.execute("count_read", {"label": "again"}, nonce)
+        assert replay.json()["status"] == "replayed"
+        assert replay.json()["result"] == retry.json()["result"]
+    assert [body["status"] for body in receipts(state_dir, nonce)] == ["executed", "replayed"]
+    assert [body["seq"] for body in receipts(state_dir)] == [0, 1]
+    assert_ledger_verifies(env)
+
+
+def test_a_read_only_call_killed_after_its_one_commit_is_replayed_not_rerun(
+    env: dict[str, str], state_dir: Path, tmp_path: Path, counter_file: Path
+) -> None:
+    nonce = fresh_nonce()
+    crash_once(env, tmp_path, "after_finish", "count_read", nonce)
+    assert executions(counter_file) == 1
+    (committed,) = receipts(state_dir, nonce)
+    assert committed["status"] == "executed"
+
+    with http_server(env, tmp_path, name="restarted") as server:
+        retry = server.execute("count_read", {"label": "after_finish"}, nonce)
+        assert retry.status_code == 200
+        assert retry.json()["status"] == "replayed"
+        assert retry.json()["result"] == {"executions": 1}
+    assert executions(counter_file) == 1
+    assert [body["status"] for body in receipts(state_dir, nonce)] == ["executed", "replayed"]
+    assert_ledger_verifies(env)
+
+
+def test_a_side_effecting_call_still_claims_durably_before_its_handler(
+    env: dict[str, str], state_dir: Path, tmp_path: Path, counter_file: Path
+) -> None:
+    # The contrast: armed at after_claim, a read_only call has no claim to die after, and runs;
+    # the side-effecting count dies with its claim durable and never runs.
+    with http_server({**env, "OPENEXEC_UNSAFE_FAULTS": "after_claim"}, tmp_path, name="armed") as server:
+        read = server.execute("count_read", {"label": "read"}, fresh_nonce())
+        assert read.status_code == 200 and read.json()["status"] == "executed"
+    assert executions(counter_file) == 1
+    nonce = fresh_nonce()
+    crash_once(env, tmp_path, "after_claim", "count", nonce)
+    assert executions(counter_file) == 1
+    with http_server(env, tmp_path, name="restarted"):
+        (cut_off,) = receipts(state_dir, nonce)
+        assert cut_off["status"] == "indeterminate"
+    assert_ledger_verifies(env)
+
+
 def server_keys(server: ServerProcess) -> dict[str, Any]:
     keys: dict[str, Any] = httpx.get(server.base_url + "/keys", timeout=10).json()
     return keys

@@ -61,9 +61,8 @@ async def test_forty_slow_sync_handlers_of_one_tenant_do_not_starve_other_tenant
 
             for n in range(45):
                 tasks.start_soon(call_slow, n)
-            with anyio.fail_after(30):
-                for _ in range(45):  # every slow handler holds its thread now
-                    await anyio.to_thread.run_sync(started.acquire)
+            for _ in range(45):  # every slow handler holds its thread now (a bounded wait: never a hang)
+                assert await anyio.to_thread.run_sync(lambda: started.acquire(timeout=30))
             # Another tenant's call needs the store (claim, outcome, receipt) and a thread of its own.
             with anyio.fail_after(10):
                 other = await runtime.gate.call("quick", {"label": "b", "nonce": "nonce-quick-0001"}, TENANT_B)

@@ -41,3 +41,9 @@ async def hold(payload: HoldIn) -> dict[str, bool]:
         while not release.exists():
             await anyio.sleep(0.01)
     return {"released": True}
+
+
+@action(name="count_read", title="A read that the test counts", read_only=True, destructive=False, idempotent=True)
+def count_read(payload: CountIn) -> CountOut:
+    """Declared ``read_only`` (one commit, after the handler); appends to the counter only so a test sees each run."""
+    return base.count.handler(payload)
