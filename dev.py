@@ -32,6 +32,7 @@ def ensure_venv(extras: str) -> None:
     """Create ``.venv`` and install the project (editable) with ``extras`` when out of date."""
     if sys.version_info < (3, 11):
         sys.exit(f"openexec-mcp needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+
     def stamp(name: str) -> str:
         return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + name.encode()).hexdigest()
 
@@ -67,6 +68,10 @@ def test(args: list[str]) -> int:
     ensure_venv("dev")
     steps = [
         ("ruff", [str(BIN / "ruff"), "check", "openexec_mcp", "actions", "tests", "bench", "dev.py"]),
+        (
+            "ruff format",
+            [str(BIN / "ruff"), "format", "--check", "openexec_mcp", "actions", "tests", "bench", "dev.py"],
+        ),
         ("pyright", [str(BIN / "pyright")]),  # strict for the package; tests and bench too (pyproject)
         ("import-linter", [str(BIN / "lint-imports"), "--no-cache"]),  # the layers and the pure core (pyproject)
     ]

@@ -59,10 +59,15 @@ async def execute(request: Request) -> Response:
     if not isinstance(body, dict) or body.get("action") != "echo" or not isinstance(body.get("payload"), dict):  # pyright: ignore[reportUnknownMemberType]
         return JSONResponse({"status": "denied", "error": {"code": "invalid_request", "message": "bad body"}}, 422)
     envelope: dict[str, Any] = {
-        "status": "executed", "exec_id": secrets.token_hex(16), "action": "echo",
-        "result": {"echo": body["payload"]}, "error": None, "approval_request": None,
-        "receipt": None, "receipt_hash": None,
-    }  # fmt: skip
+        "status": "executed",
+        "exec_id": secrets.token_hex(16),
+        "action": "echo",
+        "result": {"echo": body["payload"]},
+        "error": None,
+        "approval_request": None,
+        "receipt": None,
+        "receipt_hash": None,
+    }
     return JSONResponse(envelope)
 
 

@@ -71,10 +71,19 @@ class Plan:
     @classmethod
     def quick(cls) -> Plan:
         return cls(
-            runs=1, stdio_calls=60, stdio_warmup=5, stdio_time_limit=10.0, blocks=3, http_phases=1,
-            http_phase_seconds=1.0, http_warmup=2, scale_sizes=(10**2, 10**3), scale_calls=60,
-            profile_calls=150, profile_blocks=3,
-        )  # fmt: skip
+            runs=1,
+            stdio_calls=60,
+            stdio_warmup=5,
+            stdio_time_limit=10.0,
+            blocks=3,
+            http_phases=1,
+            http_phase_seconds=1.0,
+            http_warmup=2,
+            scale_sizes=(10**2, 10**3),
+            scale_calls=60,
+            profile_calls=150,
+            profile_blocks=3,
+        )
 
 
 def _log(message: str) -> None:
@@ -98,9 +107,14 @@ def _retry_once(label: str, attempt: Callable[[], T]) -> T:
 
 
 def _ratio_row(
-    figure: str, samples: Samples, config: str, baseline: str, goal: float | None,
-    fmt: Callable[[float], str] = fmt_rate, below: bool = False,
-) -> Row:  # fmt: skip
+    figure: str,
+    samples: Samples,
+    config: str,
+    baseline: str,
+    goal: float | None,
+    fmt: Callable[[float], str] = fmt_rate,
+    below: bool = False,
+) -> Row:
     """A row whose ratio is ``config / baseline``; the goal is ``ratio ≥ goal`` (``≤`` when ``below``)."""
     ratio = samples.paired_ratio(config, baseline)
     if goal is None:
@@ -138,24 +152,38 @@ def figure_stdio(plan: Plan, ws: Workspace) -> list[Row]:
 
     def attempt() -> dict[str, StdioResult]:
         state_root = ws.fresh_dir("stdio-state")
-        servers = _stdio_servers(ws, "stdio", {
-            "bare": (bare_command("stdio"), None, "full"),
-            "full": (gated_command(), state_root / "full", "full"),
-            "normal": (gated_command(), state_root / "normal", "normal"),
-            SIDE_EFFECT: (gated_command(), state_root / "side-effect", "full"),
-        })  # fmt: skip
-        return anyio.run(functools.partial(
-            stdio_rates, servers, calls=plan.stdio_calls, blocks=plan.blocks, warmup=plan.stdio_warmup,
-            time_limit=plan.stdio_time_limit,
-        ))  # fmt: skip
+        servers = _stdio_servers(
+            ws,
+            "stdio",
+            {
+                "bare": (bare_command("stdio"), None, "full"),
+                "full": (gated_command(), state_root / "full", "full"),
+                "normal": (gated_command(), state_root / "normal", "normal"),
+                SIDE_EFFECT: (gated_command(), state_root / "side-effect", "full"),
+            },
+        )
+        return anyio.run(
+            functools.partial(
+                stdio_rates,
+                servers,
+                calls=plan.stdio_calls,
+                blocks=plan.blocks,
+                warmup=plan.stdio_warmup,
+                time_limit=plan.stdio_time_limit,
+            )
+        )
 
     for run in range(plan.runs):
         results = _retry_once(f"stdio run {run + 1}", attempt)
         for name, result in results.items():
             rates.add(name, result.rate)
             cpu.add(name, result.cpu_per_call)
-        _log(f"  stdio run {run + 1}: " + ", ".join(
-            f"{n} {r.rate:,.0f} calls/s ({fmt_us(r.cpu_per_call)} server CPU/call)" for n, r in results.items()))  # fmt: skip
+        _log(
+            f"  stdio run {run + 1}: "
+            + ", ".join(
+                f"{n} {r.rate:,.0f} calls/s ({fmt_us(r.cpu_per_call)} server CPU/call)" for n, r in results.items()
+            )
+        )
     return [
         _ratio_row("1. stdio, sequential calls/s, SQLite synchronous=full", rates, "full", "bare", 0.75),
         _ratio_row("1. stdio, sequential calls/s, SQLite synchronous=normal", rates, "normal", "bare", None),
@@ -173,10 +201,11 @@ def _http_servers(stack: contextlib.ExitStack, ws: Workspace, label: str, bare_m
     bare_work, gated_work = ws.fresh_dir(f"{label}-bare"), ws.fresh_dir(f"{label}-gated")
     gated = gated_command("--transport", "http", "--host", "127.0.0.1", "--port", "{port}")
     return {
-        "bare": stack.enter_context(http_server(bare_command(bare_mode, "{port}"), server_env(None),
-                                                bare_work / "server.log")),
+        "bare": stack.enter_context(
+            http_server(bare_command(bare_mode, "{port}"), server_env(None), bare_work / "server.log")
+        ),
         "gated": stack.enter_context(http_server(gated, server_env(gated_work / "state"), gated_work / "server.log")),
-    }  # fmt: skip
+    }
 
 
 def _interleave(fleet: LoadFleet, servers: dict[str, HttpServer], plan: Plan) -> dict[str, LoadResult]:
@@ -194,9 +223,15 @@ def _latency_rows(prefix: str, p50s: Samples, p99s: Samples, p99_goal: bool) -> 
     p99 = p99s.median("gated")
     return [
         _ratio_row(f"{prefix}, p50", p50s, "gated", "bare", None, fmt_ms),
-        Row(f"{prefix}, p99", fmt_ms(p99), fmt_ms(p99s.median("bare")), f"{p99s.paired_ratio('gated', 'bare'):.2f}",
-            "< 25 ms" if p99_goal else "reported", verdict(p99 < 0.025) if p99_goal else ""),
-    ]  # fmt: skip
+        Row(
+            f"{prefix}, p99",
+            fmt_ms(p99),
+            fmt_ms(p99s.median("bare")),
+            f"{p99s.paired_ratio('gated', 'bare'):.2f}",
+            "< 25 ms" if p99_goal else "reported",
+            verdict(p99 < 0.025) if p99_goal else "",
+        ),
+    ]
 
 
 def _load_figure(plan: Plan, ws: Workspace, label: str, mode: str, levels: tuple[int, ...]) -> dict[int, list[Samples]]:
@@ -211,8 +246,15 @@ def _load_figure(plan: Plan, ws: Workspace, label: str, mode: str, levels: tuple
             targets = {name: server.base_url + path for name, server in servers.items()}
             for level in levels:
                 processes = 1 if level == 1 else plan.client_processes
-                with LoadFleet(mode, targets, concurrency=level, processes=processes, warmup=plan.http_warmup,
-                               log=servers["gated"].log.with_name("load.log"), prefix=f"r{run}c{level}") as fleet:  # fmt: skip
+                with LoadFleet(
+                    mode,
+                    targets,
+                    concurrency=level,
+                    processes=processes,
+                    warmup=plan.http_warmup,
+                    log=servers["gated"].log.with_name("load.log"),
+                    prefix=f"r{run}c{level}",
+                ) as fleet:
                     measured[level] = _interleave(fleet, servers, plan)
         return measured
 
@@ -225,9 +267,13 @@ def _load_figure(plan: Plan, ws: Workspace, label: str, mode: str, levels: tuple
                 p50s.add(name, result.p50)
                 p99s.add(name, result.p99)
                 cpu.add(name, result.cpu_per_call)
-            _log(f"  {label} run {run + 1} c={level}: " + ", ".join(
-                f"{n} {r.rate:,.0f}/s p50 {fmt_ms(r.p50)} p99 {fmt_ms(r.p99)} CPU/call {fmt_us(r.cpu_per_call)}"
-                for n, r in results.items()))  # fmt: skip
+            _log(
+                f"  {label} run {run + 1} c={level}: "
+                + ", ".join(
+                    f"{n} {r.rate:,.0f}/s p50 {fmt_ms(r.p50)} p99 {fmt_ms(r.p99)} CPU/call {fmt_us(r.cpu_per_call)}"
+                    for n, r in results.items()
+                )
+            )
     return samples
 
 
@@ -276,9 +322,14 @@ def _prefilled(plan: Plan, ws: Workspace, size: int) -> Path:
 def _verify_ledger(state: Path) -> None:
     """``openexec-mcp ledger verify`` must accept a pre-filled ledger (checked on a copy of the smallest)."""
     completed = subprocess.run(
-        [PYTHON, "-m", "openexec_mcp", "ledger", "verify"], env=server_env(state), cwd=REPO_DIR,
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [PYTHON, "-m", "openexec_mcp", "ledger", "verify"],
+        env=server_env(state),
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     if completed.returncode != 0:
         raise RuntimeError(f"the pre-filled ledger does not verify: {completed.stdout} {completed.stderr}")
 
@@ -308,21 +359,39 @@ def figure_scale(plan: Plan, ws: Workspace) -> list[Row]:
                 state = ws.fresh_dir(f"scale-{size}-state") / "state"
                 shutil.copytree(sources[size], state)
             configs[str(size)] = (gated_command(), state, "full")
-        return anyio.run(functools.partial(
-            stdio_rates, _stdio_servers(ws, "scale", configs), calls=plan.scale_calls, blocks=plan.blocks,
-            warmup=plan.stdio_warmup, time_limit=plan.stdio_time_limit,
-        ))  # fmt: skip
+        return anyio.run(
+            functools.partial(
+                stdio_rates,
+                _stdio_servers(ws, "scale", configs),
+                calls=plan.scale_calls,
+                blocks=plan.blocks,
+                warmup=plan.stdio_warmup,
+                time_limit=plan.stdio_time_limit,
+            )
+        )
 
     for run in range(plan.runs):
         results = _retry_once(f"scale run {run + 1}", attempt)
         for size, result in results.items():
             rates.add(size, result.rate)
             rss.add(size, float(result.peak_rss))
-        _log(f"  scale run {run + 1}: " + ", ".join(
-            f"ledger {int(n):,} {r.rate:,.0f} calls/s peak RSS {fmt_mib(r.peak_rss)}" for n, r in results.items()))  # fmt: skip
+        _log(
+            f"  scale run {run + 1}: "
+            + ", ".join(
+                f"ledger {int(n):,} {r.rate:,.0f} calls/s peak RSS {fmt_mib(r.peak_rss)}" for n, r in results.items()
+            )
+        )
     base = str(sizes[0])
-    rows = [Row(f"4. scale, ledger {sizes[0]:,}: calls/s (stdio, full) and peak RSS",
-                f"{fmt_rate(rates.median(base))}, {fmt_mib(rss.median(base))}", "", "", "baseline", "")]  # fmt: skip
+    rows = [
+        Row(
+            f"4. scale, ledger {sizes[0]:,}: calls/s (stdio, full) and peak RSS",
+            f"{fmt_rate(rates.median(base))}, {fmt_mib(rss.median(base))}",
+            "",
+            "",
+            "baseline",
+            "",
+        )
+    ]
     for size in sizes[1:]:
         rows.append(_ratio_row(f"4. scale, ledger {size:,}: calls/s", rates, str(size), base, 0.90))
         rows.append(_ratio_row(f"4. scale, ledger {size:,}: peak RSS", rss, str(size), base, 1.10, fmt_mib, below=True))
@@ -335,13 +404,27 @@ def figure_scale(plan: Plan, ws: Workspace) -> list[Row]:
 def figure_profile(plan: Plan, ws: Workspace) -> list[Row]:
     from bench.gate_profile import PHASES, profile
 
-    result = anyio.run(functools.partial(
-        profile, ws.fresh_dir("profile") / "state", count=plan.profile_calls * plan.runs, synchronous="full",
-        blocks=plan.profile_blocks * plan.runs, time_limit=120.0 * plan.runs,
-    ))  # fmt: skip
+    result = anyio.run(
+        functools.partial(
+            profile,
+            ws.fresh_dir("profile") / "state",
+            count=plan.profile_calls * plan.runs,
+            synchronous="full",
+            blocks=plan.profile_blocks * plan.runs,
+            time_limit=120.0 * plan.runs,
+        )
+    )
     total = sum(result.phases.values())
-    rows = [Row("5. in-process call via in-memory SDK Client, per call (full)", fmt_us(result.gated_seconds),
-                fmt_us(result.bare_seconds), f"{result.gated_seconds / result.bare_seconds:.2f}", "profile", "")]  # fmt: skip
+    rows = [
+        Row(
+            "5. in-process call via in-memory SDK Client, per call (full)",
+            fmt_us(result.gated_seconds),
+            fmt_us(result.bare_seconds),
+            f"{result.gated_seconds / result.bare_seconds:.2f}",
+            "profile",
+            "",
+        )
+    ]
     for name, label in PHASES:
         seconds = result.phases[name]
         rows.append(Row(f"5. phase: {label}", f"{fmt_us(seconds)} ({seconds / total:.0%})"))
@@ -402,8 +485,15 @@ def figure_replicas(plan: Plan, ws: Workspace) -> list[Row]:
             ]
             one = servers[0].base_url + "/execute#echo_write"
             two = "|".join(server.base_url + "/execute" for server in servers) + "#echo_write"
-            with LoadFleet("execute", {"one": one, "two": two}, concurrency=16, processes=plan.client_processes,
-                           warmup=plan.http_warmup, log=state.parent / "load.log", prefix=f"rep{run}") as fleet:  # fmt: skip
+            with LoadFleet(
+                "execute",
+                {"one": one, "two": two},
+                concurrency=16,
+                processes=plan.client_processes,
+                warmup=plan.http_warmup,
+                log=state.parent / "load.log",
+                prefix=f"rep{run}",
+            ) as fleet:
                 results = {name: LoadResult() for name in ("one", "two")}
                 for phase in range(plan.http_phases):
                     for name in rotated(list(results), phase):

@@ -138,12 +138,17 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
     """Install the probes on ``runtime`` and on the modules the gate calls; undo them on exit."""
     gate, store = runtime.gate, runtime.store
     saved_modules = [
-        (rfc8785, "dumps"), (openexec_mcp.core.canonical, "_check_depth"), (openexec_mcp.gate.receipts, "sign_receipt"),
-        (anyio.to_thread, "run_sync"), (ClientSession, "validate_tool_result"),
+        (rfc8785, "dumps"),
+        (openexec_mcp.core.canonical, "_check_depth"),
+        (openexec_mcp.gate.receipts, "sign_receipt"),
+        (anyio.to_thread, "run_sync"),
+        (ClientSession, "validate_tool_result"),
         (GateExtension, "intercept_tool_call"),
-    ]  # fmt: skip
-    saved = [(owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name))
-             for owner, name in saved_modules]  # fmt: skip
+    ]
+    saved = [
+        (owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name))
+        for owner, name in saved_modules
+    ]
     original_run_sync = anyio.to_thread.run_sync
 
     async def run_sync(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -292,9 +297,11 @@ async def profile(
         raise RuntimeError("the profile loop ran out of time before measuring anything")
     phases = {name: probe.totals.get(name, 0.0) / max(n_probed, 1) for name, _ in PHASES}
     return Breakdown(
-        statistics.median(per_call["gated"]), statistics.median(per_call["bare"]),
-        statistics.median(per_call["probed"]), phases,
-    )  # fmt: skip
+        statistics.median(per_call["gated"]),
+        statistics.median(per_call["bare"]),
+        statistics.median(per_call["probed"]),
+        phases,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -304,8 +311,10 @@ def main(argv: list[str]) -> int:
     synchronous = argv[1] if len(argv) > 1 else "full"
     with tempfile.TemporaryDirectory(prefix="openexec-bench-") as root:
         result = anyio.run(lambda: profile(Path(root) / "state", count=count, synchronous=synchronous))
-    print(f"gated {result.gated_seconds * 1e6:.0f} us/call, bare {result.bare_seconds * 1e6:.0f} us/call, "
-          f"probed {result.probed_seconds * 1e6:.0f} us/call ({synchronous})")  # fmt: skip
+    print(
+        f"gated {result.gated_seconds * 1e6:.0f} us/call, bare {result.bare_seconds * 1e6:.0f} us/call, "
+        f"probed {result.probed_seconds * 1e6:.0f} us/call ({synchronous})"
+    )
     for name, label in PHASES:
         share = result.phases[name] / sum(result.phases.values())
         print(f"  {result.phases[name] * 1e6:7.0f} us {share:6.1%}  {label}")

@@ -76,13 +76,26 @@ def receipt_factory(
         counter[0] += 1
         stamp = f"2025-01-01T00:00:00.{seq % 1000:03d}Z"
         body = {
-            "v": 1, "exec_id": f"{counter[0]:032x}", "seq": seq, "prev": prev, "log_id": log_id,
-            "tenant_id": "default", "action": "echo", "action_hash": f"{seq:064x}", "nonce": f"bench-{seq:012d}",
-            "run_id": "bench", "status": "executed", "error_code": None,
+            "v": 1,
+            "exec_id": f"{counter[0]:032x}",
+            "seq": seq,
+            "prev": prev,
+            "log_id": log_id,
+            "tenant_id": "default",
+            "action": "echo",
+            "action_hash": f"{seq:064x}",
+            "nonce": f"bench-{seq:012d}",
+            "run_id": "bench",
+            "status": "executed",
+            "error_code": None,
             "approval": {"method": "auto", "approval_id": None, "kid": None, "issued_by": None, "artifact_hash": None},
-            "result_hash": f"{seq + 1:064x}", "original_exec_id": None, "policy_hash": policy_hash,
-            "started_at": stamp, "finished_at": stamp, "server": {"name": "openexec-mcp", "version": "bench"},
-        }  # fmt: skip
+            "result_hash": f"{seq + 1:064x}",
+            "original_exec_id": None,
+            "policy_hash": policy_hash,
+            "started_at": stamp,
+            "finished_at": stamp,
+            "server": {"name": "openexec-mcp", "version": "bench"},
+        }
         return sign_receipt(body, key)
 
     return make
@@ -141,26 +154,48 @@ def audit_figures(root: Path, receipts: int) -> list[Row]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENEXEC_", "CLAWSHIELD_"))}
     env.update(OPENEXEC_STATE_DIR=str(state_dir), OPENEXEC_STORAGE__SQLITE_SYNCHRONOUS="normal")
     begin = time.perf_counter()
-    completed = subprocess.run([sys.executable, "-m", "openexec_mcp", "ledger", "verify"], env=env,
-                               capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
+    completed = subprocess.run(
+        [sys.executable, "-m", "openexec_mcp", "ledger", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     command_seconds = time.perf_counter() - begin
     if completed.returncode != 0:
         raise RuntimeError(f"ledger verify failed: {completed.stdout} {completed.stderr}")
     raw, inline, threaded = max(raws), max(rates[0]), max(rates[DEFAULT_WORKERS])
     goal = "≥ 80 %"
     rows = [
-        row(f"audit loop, signatures in line (1 core), {receipts:,} receipts", f"{inline:,.0f} receipts/s",
-            f"{raw:,.0f} Ed25519 verify/s", f"{inline / raw:.0%}", goal, "yes" if inline >= 0.8 * raw else "no"),
-        row(f"audit loop, {DEFAULT_WORKERS} verify thread(s) (the default), {receipts:,} receipts",
-            f"{threaded:,.0f} receipts/s", f"{raw:,.0f} Ed25519 verify/s", f"{threaded / raw:.0%}", goal,
-            "yes" if threaded >= 0.8 * raw else "no"),
-        row(f"`ledger verify` command, {receipts:,} receipts (start-up included)",
-            f"{receipts / command_seconds:,.0f} receipts/s", f"{raw:,.0f} Ed25519 verify/s",
-            f"{receipts / command_seconds / raw:.0%}"),
+        row(
+            f"audit loop, signatures in line (1 core), {receipts:,} receipts",
+            f"{inline:,.0f} receipts/s",
+            f"{raw:,.0f} Ed25519 verify/s",
+            f"{inline / raw:.0%}",
+            goal,
+            "yes" if inline >= 0.8 * raw else "no",
+        ),
+        row(
+            f"audit loop, {DEFAULT_WORKERS} verify thread(s) (the default), {receipts:,} receipts",
+            f"{threaded:,.0f} receipts/s",
+            f"{raw:,.0f} Ed25519 verify/s",
+            f"{threaded / raw:.0%}",
+            goal,
+            "yes" if threaded >= 0.8 * raw else "no",
+        ),
+        row(
+            f"`ledger verify` command, {receipts:,} receipts (start-up included)",
+            f"{receipts / command_seconds:,.0f} receipts/s",
+            f"{raw:,.0f} Ed25519 verify/s",
+            f"{receipts / command_seconds / raw:.0%}",
+        ),
         row(f"raw Ed25519 verify rate, each of {ROUNDS} rounds", " / ".join(f"{value:,.0f}" for value in raws)),
-        row(f"building the ledger through Store.append ({receipts:,} receipts)",
-            f"{fill_seconds / receipts * 1e6:,.0f} µs/append"),
-    ]  # fmt: skip
+        row(
+            f"building the ledger through Store.append ({receipts:,} receipts)",
+            f"{fill_seconds / receipts * 1e6:,.0f} µs/append",
+        ),
+    ]
     return rows
 
 
@@ -234,13 +269,19 @@ def tree_figures(root: Path, sizes: list[int], samples: int) -> list[Row]:
         checkpoint = costs["checkpoint"]
         rows += [
             row(f"{size:,} leaves: append (signed receipt + tree nodes)", f"{costs['append']:,.0f} µs"),
-            row(f"{size:,} leaves: inclusion proof ({costs['proof_length']:.0f} hashes)", f"{costs['inclusion']:,.0f} µs"),
+            row(
+                f"{size:,} leaves: inclusion proof ({costs['proof_length']:.0f} hashes)",
+                f"{costs['inclusion']:,.0f} µs",
+            ),
             row(f"{size:,} leaves: consistency proof", f"{costs['consistency']:,.0f} µs"),
             row(f"{size:,} leaves: tree root", f"{costs['root']:,.0f} µs"),
-            row(f"{size:,} leaves: checkpoint (root, consistency, sign, save)", f"{checkpoint:,.0f} µs",
-                ratio=f"{checkpoint / DEFAULT_CHECKPOINT_EVERY:,.1f} µs per append at 1 per {DEFAULT_CHECKPOINT_EVERY}"),
+            row(
+                f"{size:,} leaves: checkpoint (root, consistency, sign, save)",
+                f"{checkpoint:,.0f} µs",
+                ratio=f"{checkpoint / DEFAULT_CHECKPOINT_EVERY:,.1f} µs per append at 1 per {DEFAULT_CHECKPOINT_EVERY}",
+            ),
             row(f"{size:,} leaves: one-time tree migration at open", f"{backfill_seconds:,.2f} s"),
-        ]  # fmt: skip
+        ]
     return rows
 
 
@@ -267,8 +308,10 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="openexec-bench-ledger-") as directory:
         rows = figures(quick=args.quick, root=Path(directory))
     print(render(rows))
-    print(f"\n_{'quick smoke run' if args.quick else 'full run'} in {time.monotonic() - began:.0f} s, "
-          f"{os.cpu_count()} cores, SQLite {sqlite3.sqlite_version}._")  # fmt: skip
+    print(
+        f"\n_{'quick smoke run' if args.quick else 'full run'} in {time.monotonic() - began:.0f} s, "
+        f"{os.cpu_count()} cores, SQLite {sqlite3.sqlite_version}._"
+    )
     return 0
 
 

@@ -141,9 +141,12 @@ class _Worker:
     def __init__(self, config: dict[str, Any], log: Path) -> None:
         with log.open("ab") as log_handle:
             self.process = subprocess.Popen(
-                [PYTHON, str(BENCH_DIR / "loadgen.py"), json.dumps(config)], cwd=REPO_DIR,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_handle,
-            )  # fmt: skip
+                [PYTHON, str(BENCH_DIR / "loadgen.py"), json.dumps(config)],
+                cwd=REPO_DIR,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_handle,
+            )
         self._buffer = bytearray()
         self.log = log
 
@@ -180,18 +183,29 @@ class LoadFleet:
     """
 
     def __init__(
-        self, mode: str, targets: dict[str, str], *, concurrency: int, processes: int, warmup: int, log: Path,
+        self,
+        mode: str,
+        targets: dict[str, str],
+        *,
+        concurrency: int,
+        processes: int,
+        warmup: int,
+        log: Path,
         prefix: str,
-    ) -> None:  # fmt: skip
+    ) -> None:
         processes = max(1, min(processes, concurrency))
         shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
         self.workers: list[_Worker] = []
         try:
             for index, share in enumerate(shares):
                 config = {
-                    "mode": mode, "targets": targets, "concurrency": share, "max_calls": 1_000_000,
-                    "warmup": warmup, "nonce_prefix": f"{prefix}p{index}-",
-                }  # fmt: skip
+                    "mode": mode,
+                    "targets": targets,
+                    "concurrency": share,
+                    "max_calls": 1_000_000,
+                    "warmup": warmup,
+                    "nonce_prefix": f"{prefix}p{index}-",
+                }
                 self.workers.append(_Worker(config, log))
             for worker in self.workers:
                 if (line := worker.read_line(60.0)) != "ready":

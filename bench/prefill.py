@@ -71,18 +71,47 @@ def prefill(state_dir: Path, size: int, *, progress: bool = False) -> float:
         exec_id = secrets.token_hex(16)
         stamp = format_timestamp(moment + timedelta(milliseconds=seq))
         body = {
-            "v": 1, "exec_id": exec_id, "tenant_id": TENANT_ID, "action": "echo",
-            "action_hash": compute_action_hash("echo", payload, nonce), "nonce": nonce, "run_id": run_id,
-            "started_at": stamp, "seq": seq, "prev": prev, "log_id": log_id, "status": "executed",
-            "error_code": None, "approval": approval, "result_hash": result_hash, "original_exec_id": None,
-            "policy_hash": policy_hash, "finished_at": stamp, "server": dict(SERVER_INFO),
-        }  # fmt: skip
+            "v": 1,
+            "exec_id": exec_id,
+            "tenant_id": TENANT_ID,
+            "action": "echo",
+            "action_hash": compute_action_hash("echo", payload, nonce),
+            "nonce": nonce,
+            "run_id": run_id,
+            "started_at": stamp,
+            "seq": seq,
+            "prev": prev,
+            "log_id": log_id,
+            "status": "executed",
+            "error_code": None,
+            "approval": approval,
+            "result_hash": result_hash,
+            "original_exec_id": None,
+            "policy_hash": policy_hash,
+            "finished_at": stamp,
+            "server": dict(SERVER_INFO),
+        }
         receipt = sign_receipt(body, server_key)
         prev = receipt.receipt_hash
         nonce_rows.append(
-            (TENANT_ID, nonce, "echo", body["action_hash"], exec_id, run_id, approval_text, stamp, "finished",
-             "executed", result_bytes.decode(), result_hash, None, None, stamp)
-        )  # fmt: skip
+            (
+                TENANT_ID,
+                nonce,
+                "echo",
+                body["action_hash"],
+                exec_id,
+                run_id,
+                approval_text,
+                stamp,
+                "finished",
+                "executed",
+                result_bytes.decode(),
+                result_hash,
+                None,
+                None,
+                stamp,
+            )
+        )
         ledger_rows.append(
             (seq, exec_id, receipt.receipt_hash, receipt.canonical.decode(), TENANT_ID, run_id, "echo", "executed")
         )

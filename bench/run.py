@@ -52,9 +52,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=None, help="runs per figure; medians are reported (default 5)")
     parser.add_argument("--only", choices=sorted(FIGURES), action="append", help="run only this figure (repeatable)")
     parser.add_argument(
-        "--prefill-cache", type=Path, default=None,
+        "--prefill-cache",
+        type=Path,
+        default=None,
         help="keep the scale figure's pre-filled ledgers in this directory and reuse them next time",
-    )  # fmt: skip
+    )
     return parser.parse_args(argv)
 
 
@@ -88,8 +90,10 @@ def main(argv: list[str]) -> int:
         workspace.cleanup()
     print(render_table(rows))
     print()
-    print(f"_{'quick smoke run' if args.quick else f'medians of {plan.runs} runs'} in "
-          f"{time.monotonic() - began:.0f} s on {machine()}._")  # fmt: skip
+    print(
+        f"_{'quick smoke run' if args.quick else f'medians of {plan.runs} runs'} in "
+        f"{time.monotonic() - began:.0f} s on {machine()}._"
+    )
     return 1 if failed else 0
 
 

@@ -11,8 +11,14 @@ from actions.echo import EchoIn, EchoOut
 from openexec_mcp import action
 
 
-@action(name="echo_write", title="Echo (declared side-effecting)", read_only=False, destructive=False,
-        idempotent=True, open_world=False)  # fmt: skip
+@action(
+    name="echo_write",
+    title="Echo (declared side-effecting)",
+    read_only=False,
+    destructive=False,
+    idempotent=True,
+    open_world=False,
+)
 async def echo_write(payload: EchoIn) -> EchoOut:
     """Return the payload unchanged, as ``echo`` does; the gate treats it as a side effect."""
     return EchoOut(echo=payload.model_dump(mode="json"))

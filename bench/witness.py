@@ -58,16 +58,36 @@ def witness(workspace: Workspace, name: str, log_public: str) -> Iterator[tuple[
     key = directory / "key.pem"
     printed = subprocess.run(
         [PYTHON, "-m", "openexec_mcp", "witness", "key", "--key", str(key), "--name", name],
-        capture_output=True, text=True, check=True, env=server_env(None), stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env=server_env(None),
+        stdin=subprocess.DEVNULL,
+    )
     public = printed.stdout.splitlines()[0].split("=", 1)[1]
     port = free_port()
     with (directory / "witness.log").open("wb") as log:
         process = subprocess.Popen(
-            [PYTHON, "-m", "openexec_mcp", "witness", "serve", "--key", str(key), "--name", name,
-             "--log", f"openexec-mcp={log_public}", "--port", str(port)],
-            env=server_env(None), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-        )  # fmt: skip
+            [
+                PYTHON,
+                "-m",
+                "openexec_mcp",
+                "witness",
+                "serve",
+                "--key",
+                str(key),
+                "--name",
+                name,
+                "--log",
+                f"openexec-mcp={log_public}",
+                "--port",
+                str(port),
+            ],
+            env=server_env(None),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -120,13 +140,21 @@ def main(argv: list[str]) -> int:
                 )
             )
             servers = {
-                "plain": stack.enter_context(http_server(
-                    gated_command("--transport", "http", "--port", "{port}"), server_env(states["plain"]),
-                    states["plain"] / "server.log")),
-                "witnessed": stack.enter_context(http_server(
-                    gated_command("--config", str(config), "--transport", "http", "--port", "{port}"),
-                    server_env(states["witnessed"]), states["witnessed"] / "server.log")),
-            }  # fmt: skip
+                "plain": stack.enter_context(
+                    http_server(
+                        gated_command("--transport", "http", "--port", "{port}"),
+                        server_env(states["plain"]),
+                        states["plain"] / "server.log",
+                    )
+                ),
+                "witnessed": stack.enter_context(
+                    http_server(
+                        gated_command("--config", str(config), "--transport", "http", "--port", "{port}"),
+                        server_env(states["witnessed"]),
+                        states["witnessed"] / "server.log",
+                    )
+                ),
+            }
             with httpx.Client(timeout=30) as client:
                 for name, server in servers.items():
                     block(client, server.base_url, 30)  # warm-up
@@ -157,11 +185,14 @@ def main(argv: list[str]) -> int:
     rows = [
         Row(
             "HTTP /execute calls/s with two witnesses (quorum 2, default interval: a checkpoint submitted every 1 s)",
-            fmt_rate(samples.median("witnessed")), fmt_rate(samples.median("plain")), f"{ratio:.2f}×",
-            "≥ 0.95× (nothing measurable)", verdict(ratio >= 0.95),
+            fmt_rate(samples.median("witnessed")),
+            fmt_rate(samples.median("plain")),
+            f"{ratio:.2f}×",
+            "≥ 0.95× (nothing measurable)",
+            verdict(ratio >= 0.95),
         ),
         Row("tree size cosigned by both witnesses at the end of the load", f"{min(cosigned):,}"),
-    ]  # fmt: skip
+    ]
     print(render_table(rows))
     return 0 if min(cosigned) > 0 else 1
 

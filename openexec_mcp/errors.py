@@ -122,20 +122,48 @@ __all__ = [
 
 VerificationReason = Literal[
     # receipts (SPEC §7)
-    "malformed", "wrong_payload_type", "unknown_key", "bad_signature", "bad_body", "not_canonical",
+    "malformed",
+    "wrong_payload_type",
+    "unknown_key",
+    "bad_signature",
+    "bad_body",
+    "not_canonical",
     # the ledger's chain and tree
-    "seq_mismatch", "log_mismatch", "exec_id_mismatch", "broken_chain", "broken_prev", "gap", "hash_mismatch",
-    "tree_mismatch", "size_mismatch", "checkpoint_ahead", "inconsistent_checkpoint",
+    "seq_mismatch",
+    "log_mismatch",
+    "exec_id_mismatch",
+    "broken_chain",
+    "broken_prev",
+    "gap",
+    "hash_mismatch",
+    "tree_mismatch",
+    "size_mismatch",
+    "checkpoint_ahead",
+    "inconsistent_checkpoint",
     # Merkle proofs (RFC 9162) and proof texts (C2SP tlog-proof)
-    "malformed_hash", "index_out_of_range", "wrong_proof_length", "root_mismatch", "size_regression", "empty_tree",
-    "malformed_proof", "index_mismatch",
+    "malformed_hash",
+    "index_out_of_range",
+    "wrong_proof_length",
+    "root_mismatch",
+    "size_regression",
+    "empty_tree",
+    "malformed_proof",
+    "index_mismatch",
     # checkpoints and signed notes (C2SP tlog-checkpoint, signed-note)
-    "malformed_note", "missing_signature", "malformed_checkpoint", "origin_mismatch",
+    "malformed_note",
+    "missing_signature",
+    "malformed_checkpoint",
+    "origin_mismatch",
     # witnesses and evidence bundles (SPEC §14, C2SP tlog-cosignature)
-    "bad_cosignature", "quorum_not_met", "malformed_bundle", "untrusted_server_key",
+    "bad_cosignature",
+    "quorum_not_met",
+    "malformed_bundle",
+    "untrusted_server_key",
     # POST /receipts/verify only (SPEC §8)
-    "not_in_ledger", "unknown_exec_id", "receipt_mismatch",
-]  # fmt: skip
+    "not_in_ledger",
+    "unknown_exec_id",
+    "receipt_mismatch",
+]
 """Every ``reason`` a verification failure may carry: stable tokens, part of the wire contract
 (``POST /receipts/verify``, ``receipt verify``, ``ledger verify``). Pinned by a test."""
 

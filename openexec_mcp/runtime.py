@@ -143,11 +143,17 @@ def build_runtime(
         catalog = Catalog(registry.values())
         upstreams = UpstreamManager(settings.upstreams, publish=catalog.publish) if settings.upstreams else None
         gate = Gate(
-            registry=registry, policy=policy, store=store, server_key=server_key, server_id=settings.server_id,
-            approver=approver, catalog=catalog,
+            registry=registry,
+            policy=policy,
+            store=store,
+            server_key=server_key,
+            server_id=settings.server_id,
+            approver=approver,
+            catalog=catalog,
             rate_limit_per_second=settings.limits.rate_limit_per_second,
-            rate_limit_burst=settings.limits.rate_limit_burst, on_append=ledger.note_appended,
-        )  # fmt: skip
+            rate_limit_burst=settings.limits.rate_limit_burst,
+            on_append=ledger.note_appended,
+        )
         sweeper = (
             NonceSweeper(store, settings.nonce.retention_seconds, utc_now, recover=_dead_replica_recovery(store, gate))
             if serving
@@ -176,8 +182,12 @@ def build_runtime(
         link.start()
     logger.info(
         "openexec-mcp ready: mode=%s storage=%s actions=%s policy_hash=%s kid=%s",
-        settings.mode, store.kind, ",".join(policy.approvals), policy.policy_hash, server_key.kid,
-    )  # fmt: skip
+        settings.mode,
+        store.kind,
+        ",".join(policy.approvals),
+        policy.policy_hash,
+        server_key.kid,
+    )
     return Runtime(
         settings, registry, policy, store, server_key, gate, ledger, housekeeping, witnessing, upstreams, link
     )

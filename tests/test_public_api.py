@@ -5,9 +5,18 @@ import openexec_mcp
 
 def test_public_api_is_pinned() -> None:
     assert sorted(openexec_mcp.__all__) == [
-        "Action", "ApprovalError", "ConfigError", "ExecutionError", "InvalidRequestError", "NonceError",
-        "OpenExecError", "StoreUnavailableError", "VerificationError", "__version__", "action",
-    ]  # fmt: skip
+        "Action",
+        "ApprovalError",
+        "ConfigError",
+        "ExecutionError",
+        "InvalidRequestError",
+        "NonceError",
+        "OpenExecError",
+        "StoreUnavailableError",
+        "VerificationError",
+        "__version__",
+        "action",
+    ]
     for name in openexec_mcp.__all__:
         assert hasattr(openexec_mcp, name)
 
@@ -27,19 +36,44 @@ def test_every_leaf_error_has_a_code_and_codes_are_unique() -> None:
     # A parse failure is an invalid request: the one code shared on purpose (errors.py says so).
     assert duplicates <= {"invalid_request"}, duplicates
     assert [cls.__name__ for cls in leaves if cls.code == "invalid_request"] == ["MalformedInputError"]
-    for expected in ("invalid_request", "unknown_action", "nonce_conflict", "in_progress", "outcome_unknown",
-                     "approval_required", "approval_malformed", "approval_consumed", "handler_error",
-                     "invalid_result", "store_unavailable", "internal_error", "outcome_not_recorded",
-                     "upstream_unavailable", "upstream_error", "url_not_allowed", "recipient_not_allowed",
-                     "policy_error", "action_saturated", "unauthorized", "forbidden", "not_found"):  # fmt: skip
+    for expected in (
+        "invalid_request",
+        "unknown_action",
+        "nonce_conflict",
+        "in_progress",
+        "outcome_unknown",
+        "approval_required",
+        "approval_malformed",
+        "approval_consumed",
+        "handler_error",
+        "invalid_result",
+        "store_unavailable",
+        "internal_error",
+        "outcome_not_recorded",
+        "upstream_unavailable",
+        "upstream_error",
+        "url_not_allowed",
+        "recipient_not_allowed",
+        "policy_error",
+        "action_saturated",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+    ):
         assert expected in codes, expected
 
 
 def test_abstract_error_classes_carry_no_code_of_their_own() -> None:
     from openexec_mcp import errors
 
-    for abstract in (errors.OpenExecError, errors.NonceError, errors.ApprovalError, errors.ExecutionError,
-                     errors.ActionRefusedError, errors.NotSentError):  # fmt: skip
+    for abstract in (
+        errors.OpenExecError,
+        errors.NonceError,
+        errors.ApprovalError,
+        errors.ExecutionError,
+        errors.ActionRefusedError,
+        errors.NotSentError,
+    ):
         assert abstract.code == "", abstract.__name__
 
 

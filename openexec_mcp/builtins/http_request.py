@@ -275,10 +275,15 @@ async def _exchange(
             headers[credential.header] = credential.value.get_secret_value()
     timeout = policy.timeout_seconds
     request = httpx.Request(
-        hop.method, str(hop.url), headers=headers, content=hop.content,
-        extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout},
-                    "trace": trace},
-    )  # fmt: skip
+        hop.method,
+        str(hop.url),
+        headers=headers,
+        content=hop.content,
+        extensions={
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout},
+            "trace": trace,
+        },
+    )
     truncated = False
     hop.response = response = await transport.handle_async_request(request)
     try:

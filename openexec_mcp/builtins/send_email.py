@@ -49,8 +49,10 @@ logger = logging.getLogger("openexec_mcp.builtins.send_email")
 # RFC 5321/5322 addr-spec, dot-atom local part only (no quoted strings, no comments, no display
 # names, no SMTPUTF8): every accepted address has exactly one spelling on the wire.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-ADDRESS = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?"
-                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")  # fmt: skip
+ADDRESS = re.compile(
+    rf"^{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
 MAX_RECIPIENTS = 50
 
 
@@ -197,10 +199,14 @@ async def send_email_message(policy: EmailPolicy, payload: SendEmailIn) -> SendE
     refused: dict[str, str] = {}
     target = policy.target
     client = aiosmtplib.SMTP(
-        hostname=target.host, port=target.port, use_tls=target.implicit_tls, start_tls=False,
-        tls_context=policy.tls_context, timeout=policy.timeout_seconds,
+        hostname=target.host,
+        port=target.port,
+        use_tls=target.implicit_tls,
+        start_tls=False,
+        tls_context=policy.tls_context,
+        timeout=policy.timeout_seconds,
         local_hostname=policy.from_address.rpartition("@")[2],
-    )  # fmt: skip
+    )
     accepted: list[str] = []
     data_sent = False
     try:

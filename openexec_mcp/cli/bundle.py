@@ -42,9 +42,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 def add_witness_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--witness NAME=KEY`` (repeatable) and ``--quorum N``."""
     parser.add_argument(
-        "--witness", action="append", default=[], metavar="NAME=KEY", dest="witnesses",
+        "--witness",
+        action="append",
+        default=[],
+        metavar="NAME=KEY",
+        dest="witnesses",
         help="a trusted witness: its name and public key (base64 raw 32 bytes, or its vkey); repeatable",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--quorum", type=int, metavar="N", help="valid cosignatures required (default: every --witness)"
     )

@@ -71,10 +71,14 @@ def register_approve(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _client_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--server", default=os.environ.get("OPENEXEC_SERVER", DEFAULT_SERVER),
-                         help=f"server URL (default: $OPENEXEC_SERVER or {DEFAULT_SERVER})")  # fmt: skip
-    options.add_argument("--token", default=os.environ.get("OPENEXEC_TOKEN"),
-                         help="bearer token (default: $OPENEXEC_TOKEN)")  # fmt: skip
+    options.add_argument(
+        "--server",
+        default=os.environ.get("OPENEXEC_SERVER", DEFAULT_SERVER),
+        help=f"server URL (default: $OPENEXEC_SERVER or {DEFAULT_SERVER})",
+    )
+    options.add_argument(
+        "--token", default=os.environ.get("OPENEXEC_TOKEN"), help="bearer token (default: $OPENEXEC_TOKEN)"
+    )
     return options
 
 
@@ -146,10 +150,13 @@ def run_approve(args: argparse.Namespace) -> int:
             return 1
     now = utc_now()
     fields: dict[str, Any] = {
-        "approval_id": secrets.token_hex(16), "action_hash": action_hash, "issued_by": args.issuer,
+        "approval_id": secrets.token_hex(16),
+        "action_hash": action_hash,
+        "issued_by": args.issuer,
         "issued_at": format_timestamp(now).replace(".000Z", "Z"),
-        "expires_at": format_timestamp(now + timedelta(seconds=args.ttl)), "tenant_id": tenant,
-    }  # fmt: skip
+        "expires_at": format_timestamp(now + timedelta(seconds=args.ttl)),
+        "tenant_id": tenant,
+    }
     if args.kid:  # without a kid the server uses its only configured key (SPEC §5)
         fields["kid"] = args.kid
     if args.reject is not None:  # a signed "no": the call is refused until this artifact expires (SPEC §13)

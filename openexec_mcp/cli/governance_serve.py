@@ -21,10 +21,14 @@ def register_governance(commands: Any, common: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="governance_command", required=True, metavar="SUBCOMMAND")
     serve = sub.add_parser("serve", parents=[common], help="serve the approval console and the seed API")
     serve.add_argument("--key", required=True, type=Path, metavar="FILE", help="governance private key (PEM)")
-    serve.add_argument("--server", action="append", default=[], metavar="URL",
-                       help="an execution server to watch (repeatable)")  # fmt: skip
-    serve.add_argument("--server-token", default=os.environ.get("OPENEXEC_TOKEN"),
-                       help="bearer token for the watched servers (scopes read, approve)")  # fmt: skip
+    serve.add_argument(
+        "--server", action="append", default=[], metavar="URL", help="an execution server to watch (repeatable)"
+    )
+    serve.add_argument(
+        "--server-token",
+        default=os.environ.get("OPENEXEC_TOKEN"),
+        help="bearer token for the watched servers (scopes read, approve)",
+    )
     serve.add_argument("--kid", default="clawshield", help="key id the servers know the key by (default clawshield)")
     serve.add_argument("--issuer", default="clawshield", help="issued_by of signed decisions (default clawshield)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -45,11 +49,17 @@ def run_governance_serve(args: argparse.Namespace) -> int:
 
     config_file = getattr(args, "config", None) or os.environ.get("OPENEXEC_CONFIG")
     config = load_governance_config(
-        key_file=args.key, servers=args.server, config_file=Path(config_file) if config_file else None,
-        token=args.server_token, kid=args.kid, issuer=args.issuer,
+        key_file=args.key,
+        servers=args.server,
+        config_file=Path(config_file) if config_file else None,
+        token=args.server_token,
+        kid=args.kid,
+        issuer=args.issuer,
         public_url=args.public_url or f"http://{args.host}:{args.port}",
-        api_key=os.environ.get("CLAWSHIELD_API_KEY"), poll_seconds=args.poll_seconds, state_dir=args.state_dir,
-    )  # fmt: skip
+        api_key=os.environ.get("CLAWSHIELD_API_KEY"),
+        poll_seconds=args.poll_seconds,
+        state_dir=args.state_dir,
+    )
     service = GovernanceService(config)
     app = build_governance_app(service, NotificationLoop(service))
     logging.getLogger("openexec_mcp.governance").info("governance console on %s", config.public_url)

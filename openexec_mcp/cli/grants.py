@@ -26,14 +26,25 @@ def register_grant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grant", type=int, metavar="USES", help="sign a grant for up to USES calls instead")
     parser.add_argument("--hours", type=float, default=1.0, help="grant lifetime in hours (default: 1)")
     parser.add_argument("--when", metavar="EXPR", help="CEL constraint over args, e.g. 'args.amount < 100'")
-    parser.add_argument("--actions", action="append", metavar="PATTERN",
-                        help="action name pattern (repeatable; default: the request's action)")  # fmt: skip
+    parser.add_argument(
+        "--actions",
+        action="append",
+        metavar="PATTERN",
+        help="action name pattern (repeatable; default: the request's action)",
+    )
 
 
 def grant_fields(
-    *, tenant_id: str, actions: list[str], max_uses: int, hours: float, issuer: str, kid: str,
-    when: str | None = None, audience: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    *,
+    tenant_id: str,
+    actions: list[str],
+    max_uses: int,
+    hours: float,
+    issuer: str,
+    kid: str,
+    when: str | None = None,
+    audience: str | None = None,
+) -> dict[str, Any]:
     """Return the unsigned members of a new grant (SPEC §13), issued now.
 
     Raises:
@@ -52,10 +63,15 @@ def grant_fields(
             raise ConfigError(exc.message) from None
     now = utc_now()
     fields: dict[str, Any] = {
-        "grant_id": "gr-" + secrets.token_hex(12), "tenant_id": tenant_id, "issued_by": issuer,
-        "issued_at": format_timestamp(now), "expires_at": format_timestamp(now + timedelta(hours=hours)),
-        "kid": kid, "actions": actions, "max_uses": max_uses,
-    }  # fmt: skip
+        "grant_id": "gr-" + secrets.token_hex(12),
+        "tenant_id": tenant_id,
+        "issued_by": issuer,
+        "issued_at": format_timestamp(now),
+        "expires_at": format_timestamp(now + timedelta(hours=hours)),
+        "kid": kid,
+        "actions": actions,
+        "max_uses": max_uses,
+    }
     if when is not None:
         fields["when"] = when
     if audience:
@@ -79,8 +95,16 @@ def run_grant(args: argparse.Namespace) -> int:
     if not args.kid:
         raise ConfigError("a grant needs --kid (the key id the server knows the governance key by)")
     audience = args.audience or (None if args.no_submit else _server_id(args))
-    fields = grant_fields(tenant_id=tenant, actions=actions, max_uses=args.grant, hours=args.hours,
-                          issuer=args.issuer, kid=args.kid, when=args.when, audience=audience)  # fmt: skip
+    fields = grant_fields(
+        tenant_id=tenant,
+        actions=actions,
+        max_uses=args.grant,
+        hours=args.hours,
+        issuer=args.issuer,
+        kid=args.kid,
+        when=args.when,
+        audience=audience,
+    )
     print(f"grant:    up to {args.grant} call(s) of {', '.join(actions)} for {args.hours:g} h", file=sys.stderr)
     print(f"when:     {args.when or '(any arguments)'}\ntenant:   {tenant}", file=sys.stderr)
     if not args.yes:

@@ -31,10 +31,12 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 def register_operations(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``ledger resolve`` and ``ledger prune-nonces``."""
     resolve = sub.add_parser(
-        "resolve", parents=[common], help="decide an indeterminate call (re-run it, or record it as failed)",
+        "resolve",
+        parents=[common],
+        help="decide an indeterminate call (re-run it, or record it as failed)",
         description="Record an operator's decision on a call cut off mid-run (receipt status indeterminate). "
         "The decision gets its own receipt; retries of the call's nonce then replay it.",
-    )  # fmt: skip
+    )
     resolve.add_argument("exec_id", metavar="EXEC_ID", help="exec_id of the indeterminate receipt")
     decision = resolve.add_mutually_exclusive_group(required=True)
     decision.add_argument(
@@ -45,10 +47,12 @@ def register_operations(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     resolve.set_defaults(run=run_resolve)
     prune = sub.add_parser(
-        "prune-nonces", parents=[common], help="delete nonce records older than nonce.retention_seconds",
+        "prune-nonces",
+        parents=[common],
+        help="delete nonce records older than nonce.retention_seconds",
         description="Delete finished and indeterminate nonce records older than the retention horizon "
         "(never running ones). The ledger keeps every receipt. Running servers also do this hourly.",
-    )  # fmt: skip
+    )
     prune.set_defaults(run=run_prune_nonces)
 
 

@@ -36,8 +36,13 @@ from openexec_mcp.ledger.audit import AuditReport, audit_entries
 from openexec_mcp.store import Store, open_store
 
 __all__ = [
-    "open_configured_store", "register", "run_checkpoint", "run_consistency", "run_verify", "trusted_public_keys",
-]  # fmt: skip
+    "open_configured_store",
+    "register",
+    "run_checkpoint",
+    "run_consistency",
+    "run_verify",
+    "trusted_public_keys",
+]
 
 DEFAULT_WORKERS = min(4, max(1, (os.cpu_count() or 1) - 1))
 
@@ -47,19 +52,26 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     verify = sub.add_parser("verify", parents=[common], help="audit every receipt, prev link and the tree root")
     verify.add_argument("--public-key", metavar="KEY", help="trusted server public key (default: the key in state_dir)")
     verify.add_argument(
-        "--since", metavar="CHECKPOINT_FILE", type=Path,
+        "--since",
+        metavar="CHECKPOINT_FILE",
+        type=Path,
         help="a checkpoint kept earlier: the ledger must still begin with exactly the receipts it covered",
-    )  # fmt: skip
+    )
     verify.add_argument(
-        "--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        metavar="N",
         help=f"threads verifying signatures beside the reader (0: none; default {DEFAULT_WORKERS})",
-    )  # fmt: skip
+    )
     verify.set_defaults(run=run_verify)
     checkpoint = sub.add_parser("checkpoint", parents=[common], help="print (signing if needed) the current checkpoint")
     checkpoint.set_defaults(run=run_checkpoint)
     consistency = sub.add_parser(
-        "consistency", parents=[common], help="offline: check that checkpoint NEW extends checkpoint OLD",
-    )  # fmt: skip
+        "consistency",
+        parents=[common],
+        help="offline: check that checkpoint NEW extends checkpoint OLD",
+    )
     consistency.add_argument("old", type=Path, metavar="OLD", help="the checkpoint kept earlier (signed note)")
     consistency.add_argument("new", type=Path, metavar="NEW", help="the later checkpoint (signed note)")
     consistency.add_argument("--proof", type=Path, required=True, metavar="FILE", help="GET /ledger/consistency JSON")
@@ -107,10 +119,12 @@ def run_verify(args: argparse.Namespace) -> int:
         # (2) Every receipt, its signature and link; the roots at the checkpoints' sizes.
         progress = Progress("verify", store.ledger_size())
         report = audit_entries(
-            store.iter_entries(), LedgerAuditor(public_keys, log_id=settings.server_id),
-            root_sizes={c.size for c in (since, latest) if c is not None}, workers=max(0, args.workers),
+            store.iter_entries(),
+            LedgerAuditor(public_keys, log_id=settings.server_id),
+            root_sizes={c.size for c in (since, latest) if c is not None},
+            workers=max(0, args.workers),
             progress=progress.update,
-        )  # fmt: skip
+        )
         progress.close(report.size)
         # (3) The roots: the checkpoints', and the stored nodes' that serve every proof.
         for checkpoint, label in ((latest, "the latest stored checkpoint"), (since, "the --since checkpoint")):

@@ -48,11 +48,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     timeline.add_argument("--tenant", metavar="TENANT", help="only this tenant's calls of the run (default: all)")
     timeline.set_defaults(run=run_timeline)
     replay = sub.add_parser(
-        "replay", parents=[common], help="re-run a run's read-only calls and compare their result hashes",
+        "replay",
+        parents=[common],
+        help="re-run a run's read-only calls and compare their result hashes",
         description="Re-run the recorded calls of read_only actions against their recorded payloads, without "
         "approvals, nonces or receipts; report every result whose hash differs from the receipt's result_hash. "
         "Calls of side-effecting actions are listed, not re-run.",
-    )  # fmt: skip
+    )
     replay.add_argument("run_id", metavar="RUN_ID")
     replay.add_argument("--tenant", metavar="TENANT", help="only this tenant's calls of the run (default: all)")
     replay.add_argument("--public-key", metavar="KEY", help="trusted server public key (default: the key in state_dir)")
@@ -94,8 +96,10 @@ def run_export(args: argparse.Namespace) -> int:
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Return a plain-text table: columns padded to their widest cell, two spaces apart."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-             for line in (header, *rows)]  # fmt: skip
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in (header, *rows)
+    ]
     return "\n".join(lines)
 
 
@@ -109,10 +113,17 @@ def run_timeline(args: argparse.Namespace) -> int:
         for entry in store.iter_entries(run_id=args.run_id, tenant_id=args.tenant):
             body = decode_body(entry.envelope)
             method = (json_object(body.get("approval")) or {}).get("method")
-            rows.append([
-                str(entry.seq), str(body.get("started_at")), str(body.get("action")), str(body.get("status")),
-                str(method or "-"), str(body.get("error_code") or "-"), str(body.get("exec_id")),
-            ])  # fmt: skip
+            rows.append(
+                [
+                    str(entry.seq),
+                    str(body.get("started_at")),
+                    str(body.get("action")),
+                    str(body.get("status")),
+                    str(method or "-"),
+                    str(body.get("error_code") or "-"),
+                    str(body.get("exec_id")),
+                ]
+            )
             tenants.append(entry.tenant_id)
     finally:
         store.close()
@@ -160,9 +171,14 @@ def run_replay(args: argparse.Namespace) -> int:
     progress = Progress("replay", None)
     try:
         report = replay_run(
-            store, registry, public_keys, args.run_id, tenant_id=args.tenant,
-            timeout_seconds=settings.limits.handler_timeout_seconds, progress=progress.update,
-        )  # fmt: skip
+            store,
+            registry,
+            public_keys,
+            args.run_id,
+            tenant_id=args.tenant,
+            timeout_seconds=settings.limits.handler_timeout_seconds,
+            progress=progress.update,
+        )
     finally:
         progress.close()
         store.close()

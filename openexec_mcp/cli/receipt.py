@@ -29,16 +29,22 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     verify = sub.add_parser("verify", parents=[common], help="verify a receipt offline")
     verify.add_argument("file", type=Path, help="a DSSE receipt, or a result envelope holding one ('-' for stdin)")
     verify.add_argument(
-        "--public-key", required=True, metavar="KEY",
+        "--public-key",
+        required=True,
+        metavar="KEY",
         help="the server public key: base64 raw 32 bytes, PEM, or a file holding either or the GET /keys JSON",
-    )  # fmt: skip
+    )
     verify.add_argument(
         "--proof", type=Path, metavar="FILE", help="its inclusion proof (GET /ledger/proof/{exec_id}, tlog-proof text)"
     )
     verify.add_argument(
-        "--witness", action="append", default=[], metavar="NAME=KEY", dest="witnesses",
+        "--witness",
+        action="append",
+        default=[],
+        metavar="NAME=KEY",
+        dest="witnesses",
         help="with --proof: a trusted witness whose cosignature the checkpoint needs (base64 raw key or vkey)",
-    )  # fmt: skip
+    )
     verify.add_argument(
         "--quorum", type=int, metavar="N", help="valid cosignatures required (default: every --witness)"
     )
@@ -118,8 +124,10 @@ def run_verify(args: argparse.Namespace) -> int:
         f"receipt_hash={leaf}"
     )
     if checkpoint is not None:
-        print(f"OK included at index {body['seq']} of checkpoint {checkpoint.origin} size={checkpoint.size} "
-              f"root={checkpoint.root.hex()}")  # fmt: skip
+        print(
+            f"OK included at index {body['seq']} of checkpoint {checkpoint.origin} size={checkpoint.size} "
+            f"root={checkpoint.root.hex()}"
+        )
     if witnesses:
         print(f"OK cosigned by {len(cosigners)} witness(es): {', '.join(sorted(cosigners))}")
     return 0

@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
                     if gate.in_flight:
                         logger.warning(
                             "%d call(s) still running after %s s; their outcome is recorded at restart",
-                            gate.in_flight, grace,
-                        )  # fmt: skip
+                            gate.in_flight,
+                            grace,
+                        )
                     # uvicorn's shutdown then waits for open connections (answers being written,
                     # idle MCP streams) only for what is left of the grace period.
                     self.config.timeout_graceful_shutdown = max(1, int(left))

@@ -146,9 +146,12 @@ class VerifiedApproval:
     def to_receipt_approval(self) -> ReceiptApproval:
         """Return the receipt's ``approval`` object for a signed approval (SPEC §7)."""
         return ReceiptApproval(
-            method="signed", approval_id=self.approval_id, kid=self.kid, issued_by=self.issued_by,
+            method="signed",
+            approval_id=self.approval_id,
+            kid=self.kid,
+            issued_by=self.issued_by,
             artifact_hash=self.artifact_hash,
-        )  # fmt: skip
+        )
 
     def to_receipt_json(self) -> dict[str, Any]:
         """Return :meth:`to_receipt_approval` as its JSON object."""

@@ -80,11 +80,26 @@ def parse_body_fast(payload: bytes) -> dict[str, Any] | None:
         {"approval_id": g[3], "artifact_hash": g[4], "issued_by": g[5], "kid": g[6], "method": g[7]} if g[2] else None
     )
     body: dict[str, Any] = {
-        "action": g[0], "action_hash": g[1], "approval": approval, "error_code": g[8], "exec_id": g[9],
-        "finished_at": g[10], "log_id": g[11], "nonce": g[12], "original_exec_id": g[14], "policy_hash": g[15],
-        "prev": g[16], "result_hash": g[17], "run_id": g[18], "seq": int(g[19]),
-        "server": {"name": g[20], "version": g[21]}, "started_at": g[22], "status": g[23], "tenant_id": g[24], "v": 1,
-    }  # fmt: skip
+        "action": g[0],
+        "action_hash": g[1],
+        "approval": approval,
+        "error_code": g[8],
+        "exec_id": g[9],
+        "finished_at": g[10],
+        "log_id": g[11],
+        "nonce": g[12],
+        "original_exec_id": g[14],
+        "policy_hash": g[15],
+        "prev": g[16],
+        "result_hash": g[17],
+        "run_id": g[18],
+        "seq": int(g[19]),
+        "server": {"name": g[20], "version": g[21]},
+        "started_at": g[22],
+        "status": g[23],
+        "tenant_id": g[24],
+        "v": 1,
+    }
     if g[13] is not None:  # a receipt of SPEC v2 (every body written since carries nonce_source)
         body["nonce_source"] = g[13]
     return body

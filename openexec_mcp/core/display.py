@@ -103,9 +103,12 @@ def render_payload_lines(value: Any, *, max_value_chars: int | None = None, path
 
 
 def render_action_request(
-    action_request: Mapping[str, Any], action_hash: str, *, max_value_chars: int | None = None,
+    action_request: Mapping[str, Any],
+    action_hash: str,
+    *,
+    max_value_chars: int | None = None,
     max_chars: int | None = None,
-) -> str | None:  # fmt: skip
+) -> str | None:
     """Render the action request (SPEC §3) for a person to approve.
 
     Args:

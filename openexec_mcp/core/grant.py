@@ -256,12 +256,22 @@ def parse_grant_artifact(obj: Any) -> GrantArtifact:
         raise ApprovalMalformedError(f"grant cannot be canonicalized: {exc.message}") from None
     program = compile_when(when) if when is not None else None
     return GrantArtifact(
-        grant_id=members["grant_id"], tenant_id=members["tenant_id"], audience=members.get("audience"),
-        issued_by=members["issued_by"], issued_at=issued_at, expires_at=expires_at, kid=members["kid"],
-        actions=tuple(actions), when=when, max_uses=max_uses, signature=signature,  # pyright: ignore[reportUnknownArgumentType]
-        received=MappingProxyType(dict(members)), signing_input=signing_input, artifact_hash=artifact_hash,
+        grant_id=members["grant_id"],
+        tenant_id=members["tenant_id"],
+        audience=members.get("audience"),
+        issued_by=members["issued_by"],
+        issued_at=issued_at,
+        expires_at=expires_at,
+        kid=members["kid"],
+        actions=tuple(actions),  # pyright: ignore[reportUnknownArgumentType]
+        when=when,
+        max_uses=max_uses,
+        signature=signature,
+        received=MappingProxyType(dict(members)),
+        signing_input=signing_input,
+        artifact_hash=artifact_hash,
         program=program,
-    )  # fmt: skip
+    )
 
 
 def verify_grant(
@@ -323,9 +333,13 @@ def verify_grant(
     if call is not None and not grant.matches(call[0], call[1], tenant_id):
         raise ApprovalActionMismatchError("grant does not cover this action or these arguments")
     verified = VerifiedGrant(
-        grant_id=grant.grant_id, kid=entry.kid, issued_by=grant.issued_by, artifact_hash=grant.artifact_hash,
-        expires_at=grant.expires_at, max_uses=grant.max_uses,
-    )  # fmt: skip
+        grant_id=grant.grant_id,
+        kid=entry.kid,
+        issued_by=grant.issued_by,
+        artifact_hash=grant.artifact_hash,
+        expires_at=grant.expires_at,
+        max_uses=grant.max_uses,
+    )
     return grant, verified
 
 

@@ -35,11 +35,27 @@ RECEIPT_STATUSES: Final[frozenset[str]] = frozenset(get_args(ReceiptStatus))
 
 RECEIPT_BODY_FIELDS: Final = frozenset(
     {
-        "v", "exec_id", "seq", "prev", "log_id", "tenant_id", "action", "action_hash", "nonce",
-        "run_id", "status", "error_code", "approval", "result_hash", "original_exec_id",
-        "policy_hash", "started_at", "finished_at", "server",
+        "v",
+        "exec_id",
+        "seq",
+        "prev",
+        "log_id",
+        "tenant_id",
+        "action",
+        "action_hash",
+        "nonce",
+        "run_id",
+        "status",
+        "error_code",
+        "approval",
+        "result_hash",
+        "original_exec_id",
+        "policy_hash",
+        "started_at",
+        "finished_at",
+        "server",
     }
-)  # fmt: skip
+)
 """The body fields every v1 receipt has (SPEC §7), written or not before SPEC v2."""
 
 RECEIPT_BODY_OPTIONAL_FIELDS: Final = frozenset({"nonce_source", "upstream"})
@@ -120,16 +136,23 @@ class ReceiptApproval:
         if unknown:
             raise ValueError(f"unknown approval members {sorted(unknown)}")
         return cls(
-            method=obj["method"], approval_id=obj.get("approval_id"), kid=obj.get("kid"),
-            issued_by=obj.get("issued_by"), artifact_hash=obj.get("artifact_hash"), use=obj.get("use"),
-        )  # fmt: skip
+            method=obj["method"],
+            approval_id=obj.get("approval_id"),
+            kid=obj.get("kid"),
+            issued_by=obj.get("issued_by"),
+            artifact_hash=obj.get("artifact_hash"),
+            use=obj.get("use"),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON object; ``use`` appears only for grants."""
         result: dict[str, Any] = {
-            "method": self.method, "approval_id": self.approval_id, "kid": self.kid,
-            "issued_by": self.issued_by, "artifact_hash": self.artifact_hash,
-        }  # fmt: skip
+            "method": self.method,
+            "approval_id": self.approval_id,
+            "kid": self.kid,
+            "issued_by": self.issued_by,
+            "artifact_hash": self.artifact_hash,
+        }
         if self.use is not None:
             result["use"] = self.use
         return result
@@ -204,13 +227,26 @@ class ReceiptBody:
     def to_json(self) -> dict[str, Any]:
         """Return the JSON object that is signed (SPEC §7): ``upstream`` only when set."""
         body: dict[str, Any] = {
-            "v": self.v, "exec_id": self.exec_id, "seq": self.seq, "prev": self.prev, "log_id": self.log_id,
-            "tenant_id": self.tenant_id, "action": self.action, "action_hash": self.action_hash,
-            "nonce": self.nonce, "run_id": self.run_id, "status": self.status, "error_code": self.error_code,
-            "approval": self.approval.to_json(), "result_hash": self.result_hash,
-            "original_exec_id": self.original_exec_id, "policy_hash": self.policy_hash,
-            "started_at": self.started_at, "finished_at": self.finished_at, "server": self.server.to_json(),
-        }  # fmt: skip
+            "v": self.v,
+            "exec_id": self.exec_id,
+            "seq": self.seq,
+            "prev": self.prev,
+            "log_id": self.log_id,
+            "tenant_id": self.tenant_id,
+            "action": self.action,
+            "action_hash": self.action_hash,
+            "nonce": self.nonce,
+            "run_id": self.run_id,
+            "status": self.status,
+            "error_code": self.error_code,
+            "approval": self.approval.to_json(),
+            "result_hash": self.result_hash,
+            "original_exec_id": self.original_exec_id,
+            "policy_hash": self.policy_hash,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "server": self.server.to_json(),
+        }
         if self.nonce_source is not None:
             body["nonce_source"] = self.nonce_source
         if self.upstream is not None:
@@ -230,16 +266,31 @@ class ReceiptBody:
         try:
             server, upstream = obj["server"], obj.get("upstream")
             return cls(
-                v=obj["v"], exec_id=obj["exec_id"], seq=obj["seq"], prev=obj["prev"], log_id=obj["log_id"],
-                tenant_id=obj["tenant_id"], action=obj["action"], action_hash=obj["action_hash"],
-                nonce=obj["nonce"], run_id=obj["run_id"], status=obj["status"], error_code=obj["error_code"],
-                approval=ReceiptApproval.from_json(obj["approval"]), result_hash=obj["result_hash"],
-                original_exec_id=obj["original_exec_id"], policy_hash=obj["policy_hash"],
-                started_at=obj["started_at"], finished_at=obj["finished_at"],
-                server=ServerInfo(server["name"], server["version"]), nonce_source=obj.get("nonce_source"),
-                upstream=None if upstream is None else ReceiptUpstream(
+                v=obj["v"],
+                exec_id=obj["exec_id"],
+                seq=obj["seq"],
+                prev=obj["prev"],
+                log_id=obj["log_id"],
+                tenant_id=obj["tenant_id"],
+                action=obj["action"],
+                action_hash=obj["action_hash"],
+                nonce=obj["nonce"],
+                run_id=obj["run_id"],
+                status=obj["status"],
+                error_code=obj["error_code"],
+                approval=ReceiptApproval.from_json(obj["approval"]),
+                result_hash=obj["result_hash"],
+                original_exec_id=obj["original_exec_id"],
+                policy_hash=obj["policy_hash"],
+                started_at=obj["started_at"],
+                finished_at=obj["finished_at"],
+                server=ServerInfo(server["name"], server["version"]),
+                nonce_source=obj.get("nonce_source"),
+                upstream=None
+                if upstream is None
+                else ReceiptUpstream(
                     upstream["name"], ServerInfo(upstream["server"]["name"], upstream["server"]["version"])
                 ),
-            )  # fmt: skip
+            )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"receipt body has a malformed member: {exc}") from None

@@ -55,8 +55,12 @@ __all__ = [
 ]
 
 AUTO_APPROVAL: Mapping[str, Any] = {
-    "method": "auto", "approval_id": None, "kid": None, "issued_by": None, "artifact_hash": None,
-}  # fmt: skip
+    "method": "auto",
+    "approval_id": None,
+    "kid": None,
+    "issued_by": None,
+    "artifact_hash": None,
+}
 """The receipt ``approval`` object of an ``auto`` approval (SPEC §10)."""
 
 APPROVAL_SCHEMA: dict[str, Any] = {
@@ -147,10 +151,15 @@ def build_keyring(settings: Settings) -> Keyring:
             material = key.secret.get_secret_value().encode("utf-8")
         entries.append(
             KeyringEntry(
-                kid=key.kid, alg=key.alg, key=material, issuers=frozenset(key.issuers or [key.kid]),
-                not_before=key.not_before, not_after=key.not_after, revoked=key.revoked,
+                kid=key.kid,
+                alg=key.alg,
+                key=material,
+                issuers=frozenset(key.issuers or [key.kid]),
+                not_before=key.not_before,
+                not_after=key.not_after,
+                revoked=key.revoked,
             )
-        )  # fmt: skip
+        )
     return Keyring(entries)
 
 
@@ -177,9 +186,16 @@ class Approver:
         """Called with each pending request opened (the governance link of SPEC §13), or ``None``."""
 
     async def decide(
-        self, policy: str, *, action_request: Mapping[str, Any], action_hash: str, tenant_id: str,
-        artifact: Any, elicitor: Elicitor | None, now: datetime,
-    ) -> Approved | Denied | InputRequired:  # fmt: skip
+        self,
+        policy: str,
+        *,
+        action_request: Mapping[str, Any],
+        action_hash: str,
+        tenant_id: str,
+        artifact: Any,
+        elicitor: Elicitor | None,
+        now: datetime,
+    ) -> Approved | Denied | InputRequired:
         """Decide the approval of one call; consumes nothing.
 
         Args:
@@ -239,20 +255,31 @@ class Approver:
     def verify(self, artifact: Any, *, action_hash: str, tenant_id: str, now: datetime) -> VerifiedApproval:
         """Verify one artifact for one call (SPEC §5 order). Raises the ApprovalError of the first failed check."""
         return verify_approval(
-            artifact, keyring=self.keyring, action_hash=action_hash, tenant_id=tenant_id, audience=self._audience,
-            now=now, clock_skew_seconds=self._skew, max_ttl_seconds=self._max_ttl,
+            artifact,
+            keyring=self.keyring,
+            action_hash=action_hash,
+            tenant_id=tenant_id,
+            audience=self._audience,
+            now=now,
+            clock_skew_seconds=self._skew,
+            max_ttl_seconds=self._max_ttl,
             min_issued_at=shift(now, -self._retention_seconds),
-        )  # fmt: skip
+        )
 
-    async def open_request(self, *, tenant_id: str, action_request: Mapping[str, Any], action_hash: str,
-                           now: datetime) -> ApprovalRequest:  # fmt: skip
+    async def open_request(
+        self, *, tenant_id: str, action_request: Mapping[str, Any], action_hash: str, now: datetime
+    ) -> ApprovalRequest:
         """Record (or find) the pending inbox request for this call."""
         expires = shift(now, self._request_ttl_seconds)
         request = ApprovalRequest(
-            request_id=secrets.token_hex(16), tenant_id=tenant_id, action_hash=action_hash,
-            action_request=canonicalize(dict(action_request)).decode(), created_at=format_timestamp(now),
-            expires_at=format_timestamp(expires), expires_unix=expires.timestamp(),
-        )  # fmt: skip
+            request_id=secrets.token_hex(16),
+            tenant_id=tenant_id,
+            action_hash=action_hash,
+            action_request=canonicalize(dict(action_request)).decode(),
+            created_at=format_timestamp(now),
+            expires_at=format_timestamp(expires),
+            expires_unix=expires.timestamp(),
+        )
         opened = await anyio.to_thread.run_sync(
             self._store.open_approval_request, request, now.timestamp(), self._max_pending
         )
@@ -298,9 +325,15 @@ class Approver:
             ApprovalError: The first failed check.
         """
         return verify_grant(
-            grant, keyring=self.keyring, tenant_id=tenant_id, audience=self._audience, now=now,
-            clock_skew_seconds=self._skew, max_grant_ttl_seconds=self._max_grant_ttl, call=call,
-        )  # fmt: skip
+            grant,
+            keyring=self.keyring,
+            tenant_id=tenant_id,
+            audience=self._audience,
+            now=now,
+            clock_skew_seconds=self._skew,
+            max_grant_ttl_seconds=self._max_grant_ttl,
+            call=call,
+        )
 
     async def _grant_decision(
         self, action_request: Mapping[str, Any], *, tenant_id: str, now: datetime
@@ -360,5 +393,10 @@ def _presented(artifact: Any) -> dict[str, Any]:
         value = fields.get(name)
         return value[:128] if isinstance(value, str) else None
 
-    return {"method": "signed", "approval_id": text("approval_id"), "kid": text("kid"),
-            "issued_by": text("issued_by"), "artifact_hash": artifact_hash}  # fmt: skip
+    return {
+        "method": "signed",
+        "approval_id": text("approval_id"),
+        "kid": text("kid"),
+        "issued_by": text("issued_by"),
+        "artifact_hash": artifact_hash,
+    }

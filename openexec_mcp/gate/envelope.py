@@ -32,18 +32,28 @@ def result_envelope(
 ) -> dict[str, Any]:
     """Return the envelope of a call whose receipt is ``entry`` (``approval_request`` unset)."""
     return {
-        "status": status, "exec_id": entry.exec_id, "action": action, "result": result,
-        "error": dict(error) if error is not None else None, "approval_request": None,
-        "receipt": json.loads(entry.envelope), "receipt_hash": entry.receipt_hash,
-    }  # fmt: skip
+        "status": status,
+        "exec_id": entry.exec_id,
+        "action": action,
+        "result": result,
+        "error": dict(error) if error is not None else None,
+        "approval_request": None,
+        "receipt": json.loads(entry.envelope),
+        "receipt_hash": entry.receipt_hash,
+    }
 
 
 def refusal_envelope(name: Any, error: OpenExecError) -> dict[str, Any]:
     """Return the envelope of a call refused before anything was recorded: no exec_id, no receipt (SPEC §10)."""
     return {
-        "status": "denied", "exec_id": None, "action": name if isinstance(name, str) else None, "result": None,
-        "error": error.to_dict(), "approval_request": None, "receipt_hash": None,
-    }  # fmt: skip
+        "status": "denied",
+        "exec_id": None,
+        "action": name if isinstance(name, str) else None,
+        "result": None,
+        "error": error.to_dict(),
+        "approval_request": None,
+        "receipt_hash": None,
+    }
 
 
 # -- the typed envelope and its schema (the tool ``outputSchema``) ------------------------------

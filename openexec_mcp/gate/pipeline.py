@@ -277,10 +277,16 @@ class Gate:
         # (2): the action hash binds everything that follows to this exact call.
         request_bytes = action_request_bytes(action.name, nonce, payload_bytes)
         facts = CallFacts(
-            exec_id=secrets.token_hex(16), tenant_id=ctx.tenant_id, action=action.name,
-            action_hash=sha256_hex(request_bytes), nonce=nonce, nonce_source=nonce_source, run_id=ctx.run_id,
-            started_at=format_timestamp(self._clock()), upstream=action.upstream,
-        )  # fmt: skip
+            exec_id=secrets.token_hex(16),
+            tenant_id=ctx.tenant_id,
+            action=action.name,
+            action_hash=sha256_hex(request_bytes),
+            nonce=nonce,
+            nonce_source=nonce_source,
+            run_id=ctx.run_id,
+            started_at=format_timestamp(self._clock()),
+            upstream=action.upstream,
+        )
         progress.facts = facts
         # (3): the action's own refusal, then the approval; nothing is consumed.
         if action.precheck is not None:
@@ -303,20 +309,30 @@ class Gate:
                 return await self._answer_existing(record, facts)
             request = {"action": action.name, "payload": payload, "nonce": nonce}
             decision = await self.approver.decide(
-                policy, action_request=request, action_hash=facts.action_hash, tenant_id=ctx.tenant_id,
-                artifact=ctx.approval_artifact, elicitor=ctx.elicitor, now=self._clock(),
-            )  # fmt: skip
+                policy,
+                action_request=request,
+                action_hash=facts.action_hash,
+                tenant_id=ctx.tenant_id,
+                artifact=ctx.approval_artifact,
+                elicitor=ctx.elicitor,
+                now=self._clock(),
+            )
             if isinstance(decision, InputRequired):
                 return NeedsInput(decision)
             if isinstance(decision, Denied):
                 pending = None
                 if decision.open_request:
                     opened = await self.approver.open_request(
-                        tenant_id=ctx.tenant_id, action_request=request, action_hash=facts.action_hash,
+                        tenant_id=ctx.tenant_id,
+                        action_request=request,
+                        action_hash=facts.action_hash,
                         now=self._clock(),
-                    )  # fmt: skip
-                    pending = {"request_id": opened.request_id, "action_hash": opened.action_hash,
-                               "expires_at": opened.expires_at}  # fmt: skip
+                    )
+                    pending = {
+                        "request_id": opened.request_id,
+                        "action_hash": opened.action_hash,
+                        "expires_at": opened.expires_at,
+                    }
                 return await self._deny(decision.error, facts, decision.receipt_approval, pending)
             approval, approval_id = decision.receipt_approval, decision.approval_id
             approval_keep_until = decision.keep_until
@@ -324,11 +340,19 @@ class Gate:
         progress.approval = approval
         # (4): claim the nonce durably as 'started', consuming the approval_id with it.
         claim = NonceClaim(
-            tenant_id=ctx.tenant_id, nonce=nonce, action=action.name, action_hash=facts.action_hash,
-            exec_id=facts.exec_id, run_id=ctx.run_id, approval=_approval_text(approval), started_at=facts.started_at,
-            approval_id=approval_id, approval_keep_until=approval_keep_until, request=request_bytes.decode(),
+            tenant_id=ctx.tenant_id,
+            nonce=nonce,
+            action=action.name,
+            action_hash=facts.action_hash,
+            exec_id=facts.exec_id,
+            run_id=ctx.run_id,
+            approval=_approval_text(approval),
+            started_at=facts.started_at,
+            approval_id=approval_id,
+            approval_keep_until=approval_keep_until,
+            request=request_bytes.decode(),
             extra=facts.extra_text(),
-        )  # fmt: skip
+        )
         if action.read_only and policy == "auto":
             return await self._read_only(action, argument, claim, facts, progress)
         if grant_id is not None:
@@ -391,9 +415,14 @@ class Gate:
             outcome = execution.outcome
             status: ReceiptStatus = "indeterminate" if execution.kind == "indeterminate" else outcome.status  # type: ignore[assignment]
             factory = self.receipts.factory(
-                facts, status=status, error_code=outcome.error_code, approval=AUTO_APPROVAL,
-                result_hash=outcome.result_hash, original_exec_id=None, finished_at=outcome.finished_at,
-            )  # fmt: skip
+                facts,
+                status=status,
+                error_code=outcome.error_code,
+                approval=AUTO_APPROVAL,
+                result_hash=outcome.result_hash,
+                original_exec_id=None,
+                finished_at=outcome.finished_at,
+            )
             written = await self._write(self.store.claim_and_finish, claim, outcome, factory)
             if isinstance(written, NonceRecord):
                 return await self._answer_existing(written, facts)
@@ -471,9 +500,14 @@ class Gate:
         outcome = execution.outcome
         status: ReceiptStatus = "indeterminate" if execution.kind == "indeterminate" else outcome.status  # type: ignore[assignment]
         factory = self.receipts.factory(
-            facts, status=status, error_code=outcome.error_code, approval=approval, result_hash=outcome.result_hash,
-            original_exec_id=None, finished_at=outcome.finished_at,
-        )  # fmt: skip
+            facts,
+            status=status,
+            error_code=outcome.error_code,
+            approval=approval,
+            result_hash=outcome.result_hash,
+            original_exec_id=None,
+            finished_at=outcome.finished_at,
+        )
         entry = await self._store_outcome(self.store.finish, facts, outcome, factory)
         progress.recorded = True
         unsafe_fault_point("after_finish")
@@ -505,18 +539,26 @@ class Gate:
             {"code": original.error_code, "message": original.error_message} if original.status == "failed" else None
         )
         factory = self.receipts.factory(
-            facts, status="replayed", error_code=original.error_code, approval=json.loads(original.approval),
-            result_hash=original.result_hash, original_exec_id=original.exec_id, finished_at=self.receipts.now(),
-        )  # fmt: skip
+            facts,
+            status="replayed",
+            error_code=original.error_code,
+            approval=json.loads(original.approval),
+            result_hash=original.result_hash,
+            original_exec_id=original.exec_id,
+            finished_at=self.receipts.now(),
+        )
         entry = await self._write(self._append, factory, facts)
         self._appended(entry)
         result = json.loads(original.result) if original.result is not None else None
         return Answer(result_envelope(entry, facts.action, "replayed", result, original_error), None)
 
     async def _deny(
-        self, error: OpenExecError, facts: CallFacts, approval: Mapping[str, Any],
+        self,
+        error: OpenExecError,
+        facts: CallFacts,
+        approval: Mapping[str, Any],
         approval_request: Mapping[str, Any] | None = None,
-    ) -> Answer:  # fmt: skip
+    ) -> Answer:
         logger.info("denied %s: %s", facts.action, error.code)
         entry = await self._write(self._append, self._factory(facts, "denied", error.code, approval), facts)
         self._appended(entry)
@@ -573,9 +615,14 @@ class Gate:
         self, facts: CallFacts, status: ReceiptStatus, error_code: str | None, approval: Mapping[str, Any]
     ) -> ReceiptFactory:
         return self.receipts.factory(
-            facts, status=status, error_code=error_code, approval=approval, result_hash=None, original_exec_id=None,
+            facts,
+            status=status,
+            error_code=error_code,
+            approval=approval,
+            result_hash=None,
+            original_exec_id=None,
             finished_at=self.receipts.now(),
-        )  # fmt: skip
+        )
 
     def _appended(self, entry: LedgerEntry) -> None:
         if self.on_append is not None:

@@ -126,9 +126,14 @@ def build_policy(settings: Settings, registry: Registry, *, toolset: str | None 
     }
     policy_hash = sha256_hex(canonicalize(_policy_json(settings.mode, approvals, limits, rules, upstreams)))
     return Policy(
-        mode=settings.mode, approvals=approvals, limits=limits, policy_hash=policy_hash, resolver=resolver,
-        upstreams=upstreams, toolset=members,
-    )  # fmt: skip
+        mode=settings.mode,
+        approvals=approvals,
+        limits=limits,
+        policy_hash=policy_hash,
+        resolver=resolver,
+        upstreams=upstreams,
+        toolset=members,
+    )
 
 
 def _policy_json(
@@ -139,8 +144,11 @@ def _policy_json(
     upstreams: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     hashed: dict[str, Any] = {
-        "mode": mode, "approvals": dict(approvals), "exposed": sorted(approvals), "limits": dict(limits),
-    }  # fmt: skip
+        "mode": mode,
+        "approvals": dict(approvals),
+        "exposed": sorted(approvals),
+        "limits": dict(limits),
+    }
     # Added only when used, so that a policy without rules or upstreams keeps its earlier hash.
     if rules:
         hashed["rules"] = rules.to_json()

@@ -71,10 +71,16 @@ class CallFacts:
         """
         extra: dict[str, Any] = json.loads(record.extra) if record.extra else {}
         return cls(
-            exec_id=exec_id, tenant_id=record.tenant_id, action=record.action, action_hash=record.action_hash,
-            nonce=record.nonce, nonce_source=extra.get("nonce_source", "client"), run_id=record.run_id,
-            started_at=started_at, upstream=extra.get("upstream"),
-        )  # fmt: skip
+            exec_id=exec_id,
+            tenant_id=record.tenant_id,
+            action=record.action,
+            action_hash=record.action_hash,
+            nonce=record.nonce,
+            nonce_source=extra.get("nonce_source", "client"),
+            run_id=record.run_id,
+            started_at=started_at,
+            upstream=extra.get("upstream"),
+        )
 
     def with_exec_id(self, exec_id: str) -> CallFacts:
         """Return the same facts under another ``exec_id``."""
@@ -100,9 +106,16 @@ class ReceiptWriter:
         self._clock = clock
 
     def factory(
-        self, facts: CallFacts, *, status: ReceiptStatus, error_code: str | None, approval: Mapping[str, Any],
-        result_hash: str | None, original_exec_id: str | None, finished_at: str,
-    ) -> ReceiptFactory:  # fmt: skip
+        self,
+        facts: CallFacts,
+        *,
+        status: ReceiptStatus,
+        error_code: str | None,
+        approval: Mapping[str, Any],
+        result_hash: str | None,
+        original_exec_id: str | None,
+        finished_at: str,
+    ) -> ReceiptFactory:
         """Return the factory of one receipt (SPEC §7 body fields).
 
         Args:
@@ -115,13 +128,25 @@ class ReceiptWriter:
             finished_at: RFC 3339 UTC (ms).
         """
         fields: dict[str, Any] = {
-            "v": 1, "exec_id": facts.exec_id, "log_id": self._server_id, "tenant_id": facts.tenant_id,
-            "action": facts.action, "action_hash": facts.action_hash, "nonce": facts.nonce,
-            "nonce_source": facts.nonce_source, "run_id": facts.run_id, "status": status,
-            "error_code": error_code, "approval": dict(approval), "result_hash": result_hash,
-            "original_exec_id": original_exec_id, "policy_hash": self._policy_hash,
-            "started_at": facts.started_at, "finished_at": finished_at, "server": dict(SERVER_INFO),
-        }  # fmt: skip
+            "v": 1,
+            "exec_id": facts.exec_id,
+            "log_id": self._server_id,
+            "tenant_id": facts.tenant_id,
+            "action": facts.action,
+            "action_hash": facts.action_hash,
+            "nonce": facts.nonce,
+            "nonce_source": facts.nonce_source,
+            "run_id": facts.run_id,
+            "status": status,
+            "error_code": error_code,
+            "approval": dict(approval),
+            "result_hash": result_hash,
+            "original_exec_id": original_exec_id,
+            "policy_hash": self._policy_hash,
+            "started_at": facts.started_at,
+            "finished_at": finished_at,
+            "server": dict(SERVER_INFO),
+        }
         if facts.upstream is not None:
             fields["upstream"] = dict(facts.upstream)
 
@@ -138,9 +163,13 @@ class ReceiptWriter:
         """Return the factory for a call found ``started`` at start-up: status ``indeterminate`` (SPEC §4)."""
         return self.factory(
             CallFacts.of_record(record, exec_id=record.exec_id, started_at=record.started_at),
-            status="indeterminate", error_code="outcome_unknown", approval=json.loads(record.approval),
-            result_hash=None, original_exec_id=None, finished_at=self.now(),
-        )  # fmt: skip
+            status="indeterminate",
+            error_code="outcome_unknown",
+            approval=json.loads(record.approval),
+            result_hash=None,
+            original_exec_id=None,
+            finished_at=self.now(),
+        )
 
     def for_resolution(self, record: NonceRecord, *, exec_id: str, started_at: str, outcome: Outcome) -> ReceiptFactory:
         """Return the factory of an operator's decision on the ``indeterminate`` call ``record``.
@@ -151,9 +180,12 @@ class ReceiptWriter:
         return self.factory(
             CallFacts.of_record(record, exec_id=exec_id, started_at=started_at),
             status=cast(ReceiptStatus, outcome.status),
-            error_code=outcome.error_code, approval=json.loads(record.approval), result_hash=outcome.result_hash,
-            original_exec_id=record.exec_id, finished_at=outcome.finished_at,
-        )  # fmt: skip
+            error_code=outcome.error_code,
+            approval=json.loads(record.approval),
+            result_hash=outcome.result_hash,
+            original_exec_id=record.exec_id,
+            finished_at=outcome.finished_at,
+        )
 
 
 _EXTRA_TEXT: dict[str, str] = {

@@ -101,8 +101,15 @@ def build_governance_app(service: GovernanceService, notifications: Notification
         return sid, sessions[sid]
 
     def set_cookie(response: Response, sid: str) -> Response:
-        response.set_cookie(SESSION_COOKIE, sid, max_age=SESSION_SECONDS, httponly=True, samesite="strict", path="/",
-                            secure=own_origin.startswith("https:"))  # fmt: skip
+        response.set_cookie(
+            SESSION_COOKIE,
+            sid,
+            max_age=SESSION_SECONDS,
+            httponly=True,
+            samesite="strict",
+            path="/",
+            secure=own_origin.startswith("https:"),
+        )
         return response
 
     def cross_site(request: Request) -> bool:
@@ -167,8 +174,15 @@ def build_governance_app(service: GovernanceService, notifications: Notification
         pending, errors = await anyio.to_thread.run_sync(service.pending, approver)
         history = [d for d in service.history if approver.may_decide(d.tenant_id)]
         revoked = {d.artifact_id for d in history if d.kind == "revoke"}
-        return render("index.html", approver=approver, csrf=session.csrf, pending=pending, errors=errors,
-                      history=history, revoked=revoked)  # fmt: skip
+        return render(
+            "index.html",
+            approver=approver,
+            csrf=session.csrf,
+            pending=pending,
+            errors=errors,
+            history=history,
+            revoked=revoked,
+        )
 
     async def request_page(request: Request) -> Response:
         session = signed_in(request)
@@ -178,11 +192,17 @@ def build_governance_app(service: GovernanceService, notifications: Notification
         try:
             item = await anyio.to_thread.run_sync(service.request, source, request_id)
         except (httpx.HTTPError, ValueError, KeyError):
-            return render("result.html", 502, error="cannot read this request from its server",
-                          approver=session.approver, csrf=session.csrf)  # fmt: skip
+            return render(
+                "result.html",
+                502,
+                error="cannot read this request from its server",
+                approver=session.approver,
+                csrf=session.csrf,
+            )
         if item is None or not session.approver.may_decide(item.tenant_id):
-            return render("result.html", 404, error="no such pending request", approver=session.approver,
-                          csrf=session.csrf)  # fmt: skip
+            return render(
+                "result.html", 404, error="no such pending request", approver=session.approver, csrf=session.csrf
+            )
         tool = await anyio.to_thread.run_sync(service.tool_info, source, str(item.action_request.get("action")))
         return render("request.html", approver=session.approver, csrf=session.csrf, item=item, tool=tool)
 
@@ -198,8 +218,13 @@ def build_governance_app(service: GovernanceService, notifications: Notification
         except DecisionError as exc:
             return render("result.html", 409, error=exc.message, approver=session.approver, csrf=session.csrf)
         except (httpx.HTTPError, ValueError, KeyError):
-            return render("result.html", 502, error="cannot read this request from its server",
-                          approver=session.approver, csrf=session.csrf)  # fmt: skip
+            return render(
+                "result.html",
+                502,
+                error="cannot read this request from its server",
+                approver=session.approver,
+                csrf=session.csrf,
+            )
         return render("result.html", approver=session.approver, csrf=session.csrf, decision=decision, error=None)
 
     async def revoke(request: Request) -> Response:
@@ -235,8 +260,10 @@ def build_governance_app(service: GovernanceService, notifications: Notification
             return JSONResponse({"error": {"code": "invalid_request", "message": "not a pending request"}}, 422)
         if notifications is not None:
             notifications.wake()
-        return JSONResponse({"request_id": item.request_id, "url": f"{service.config.public_url}/requests/push/"
-                             f"{item.request_id}"}, status_code=201)  # fmt: skip
+        return JSONResponse(
+            {"request_id": item.request_id, "url": f"{service.config.public_url}/requests/push/{item.request_id}"},
+            status_code=201,
+        )
 
     async def decisions(request: Request) -> Response:
         if not api_key_ok(request):

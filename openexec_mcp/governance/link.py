@@ -69,8 +69,16 @@ class ClawshieldLink:
         poll_seconds: Interval between polls, seconds.
     """
 
-    def __init__(self, base_url: str, api_key: str, *, settings: Settings, approver: Approver, store: Store,
-                 poll_seconds: float = 2.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        settings: Settings,
+        approver: Approver,
+        store: Store,
+        poll_seconds: float = 2.0,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._settings = settings
@@ -101,10 +109,14 @@ class ClawshieldLink:
         if request.request_id in self._pushed:
             return
         body = {
-            "request_id": request.request_id, "tenant_id": request.tenant_id, "action_hash": request.action_hash,
-            "action_request": json.loads(request.action_request), "created_at": request.created_at,
-            "expires_at": request.expires_at, "server_id": self._settings.server_id,
-        }  # fmt: skip
+            "request_id": request.request_id,
+            "tenant_id": request.tenant_id,
+            "action_hash": request.action_hash,
+            "action_request": json.loads(request.action_request),
+            "created_at": request.created_at,
+            "expires_at": request.expires_at,
+            "server_id": self._settings.server_id,
+        }
         try:
             self._pushes.put_nowait(body)
         except queue.Full:
@@ -169,14 +181,24 @@ class ClawshieldLink:
                 verified.expires_at + timedelta(seconds=self._settings.approvals.clock_skew_seconds)
             )
             row = StoredGrant(
-                grant_id=parsed.grant_id, tenant_id=parsed.tenant_id, artifact=canonicalize(artifact).decode(),
-                max_uses=parsed.max_uses, uses=0, expires_at=until, keep_until=until,
-                submitted_at=format_timestamp(now), revoked_at=None,
-            )  # fmt: skip
+                grant_id=parsed.grant_id,
+                tenant_id=parsed.tenant_id,
+                artifact=canonicalize(artifact).decode(),
+                max_uses=parsed.max_uses,
+                uses=0,
+                expires_at=until,
+                keep_until=until,
+                submitted_at=format_timestamp(now),
+                revoked_at=None,
+            )
             return int(self._store.add_grant(row))
         parsed_approval = parse_approval_artifact(artifact)
-        self._approver.verify(artifact, action_hash=parsed_approval.action_hash,
-                              tenant_id=self._tenant(parsed_approval.tenant_id), now=now)  # fmt: skip
+        self._approver.verify(
+            artifact,
+            action_hash=parsed_approval.action_hash,
+            tenant_id=self._tenant(parsed_approval.tenant_id),
+            now=now,
+        )
         return int(
             self._store.add_approval_artifact(
                 parsed_approval.action_hash,

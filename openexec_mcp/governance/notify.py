@@ -35,8 +35,14 @@ def message_for(public_url: str, item: PendingRequest) -> dict[str, Any]:
     action = str(item.action_request.get("action"))[:200]
     link = request_url(public_url, item)
     text = f"Approval needed: {action} for tenant {item.tenant_id[:100]} (expires {item.expires_at}): {link}"
-    request = {"request_id": item.request_id, "tenant_id": item.tenant_id, "action": action,
-               "action_hash": item.action_hash, "expires_at": item.expires_at, "url": link}  # fmt: skip
+    request = {
+        "request_id": item.request_id,
+        "tenant_id": item.tenant_id,
+        "action": action,
+        "action_hash": item.action_hash,
+        "expires_at": item.expires_at,
+        "url": link,
+    }
     return {"text": text, "request": request}
 
 
@@ -95,8 +101,9 @@ class NotificationLoop:
                 try:
                     send(notifier, body)
                 except Exception as exc:  # one notifier failing never stops the others
-                    logger.warning("notification to %s failed: %s", notifier.webhook_url or notifier.email,
-                                   type(exc).__name__)  # fmt: skip
+                    logger.warning(
+                        "notification to %s failed: %s", notifier.webhook_url or notifier.email, type(exc).__name__
+                    )
         if len(self._seen) > 100_000:
             self._seen.clear()
         return len(fresh)

@@ -109,9 +109,18 @@ class GovernanceConfig:
 
 
 def load_governance_config(
-    *, key_file: Path, servers: list[str], config_file: Path | None, token: str | None, kid: str, issuer: str,
-    public_url: str, api_key: str | None, poll_seconds: float = 2.0, state_dir: Path | None = None,
-) -> GovernanceConfig:  # fmt: skip
+    *,
+    key_file: Path,
+    servers: list[str],
+    config_file: Path | None,
+    token: str | None,
+    kid: str,
+    issuer: str,
+    public_url: str,
+    api_key: str | None,
+    poll_seconds: float = 2.0,
+    state_dir: Path | None = None,
+) -> GovernanceConfig:
     """Build the configuration from the options and the ``[governance]`` table of ``config_file``.
 
     Raises:
@@ -143,19 +152,28 @@ def load_governance_config(
             raise ConfigError("each [[governance.notify]] needs exactly one of webhook_url or email")
         notifiers.append(
             Notifier(
-                webhook_url=entry.get("webhook_url"), email=entry.get("email"),
-                smtp_host=entry.get("smtp_host", "127.0.0.1"), smtp_port=int(entry.get("smtp_port", 25)),
+                webhook_url=entry.get("webhook_url"),
+                email=entry.get("email"),
+                smtp_host=entry.get("smtp_host", "127.0.0.1"),
+                smtp_port=int(entry.get("smtp_port", 25)),
                 smtp_from=entry.get("smtp_from", "openexec-governance@localhost"),
                 tenants=tuple(str(t) for t in entry.get("tenants", ["*"])),
             )
-        )  # fmt: skip
+        )
     urls = servers or list(table.get("servers", []))
     watched = tuple(WatchedServer(i, url.rstrip("/"), token) for i, url in enumerate(urls))
     return GovernanceConfig(
-        key=key, kid=kid, issuer=issuer, servers=watched, approvers=tuple(approvers), notify=tuple(notifiers),
-        public_url=(table.get("public_url") or public_url).rstrip("/"), api_key=api_key, poll_seconds=poll_seconds,
+        key=key,
+        kid=kid,
+        issuer=issuer,
+        servers=watched,
+        approvers=tuple(approvers),
+        notify=tuple(notifiers),
+        public_url=(table.get("public_url") or public_url).rstrip("/"),
+        api_key=api_key,
+        poll_seconds=poll_seconds,
         state_dir=state_dir,
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,10 +343,12 @@ class GovernanceService:
             decided = set(self._decided)
         now = format_timestamp(utc_now())
         visible = [
-            item for item in found
-            if approver.may_decide(item.tenant_id) and (item.source, item.request_id) not in decided
+            item
+            for item in found
+            if approver.may_decide(item.tenant_id)
+            and (item.source, item.request_id) not in decided
             and item.expires_at >= now[: len(item.expires_at)]
-        ]  # fmt: skip
+        ]
         return sorted(visible, key=lambda item: (item.created_at, item.request_id)), errors
 
     def _list(self, server: WatchedServer) -> list[PendingRequest]:
@@ -403,11 +423,14 @@ class GovernanceService:
         action = str(item.action_request.get("action"))
         if kind in ("approve", "reject"):
             fields: dict[str, Any] = {
-                "approval_id": "ap-" + secrets.token_hex(12), "action_hash": item.action_hash,
-                "issued_by": self.config.issuer, "issued_at": format_timestamp(now),
+                "approval_id": "ap-" + secrets.token_hex(12),
+                "action_hash": item.action_hash,
+                "issued_by": self.config.issuer,
+                "issued_at": format_timestamp(now),
                 "expires_at": format_timestamp(now + timedelta(seconds=self.config.approval_ttl_seconds)),
-                "tenant_id": item.tenant_id, "kid": self.config.kid,
-            }  # fmt: skip
+                "tenant_id": item.tenant_id,
+                "kid": self.config.kid,
+            }
             detail = "once"
             if kind == "reject":
                 reason = form.get("reason", "").strip()
@@ -424,10 +447,18 @@ class GovernanceService:
             raise DecisionError("unknown decision")
         delivered, seed_entry = self._deliver(source, route, kind, artifact)
         decision = Decision(
-            at=format_timestamp(now), approver=approver.name, kind=kind, source=source, request_id=request_id,
-            tenant_id=item.tenant_id, action=action, action_hash=item.action_hash, artifact_id=artifact_id,
-            detail=detail, delivered=delivered,
-        )  # fmt: skip
+            at=format_timestamp(now),
+            approver=approver.name,
+            kind=kind,
+            source=source,
+            request_id=request_id,
+            tenant_id=item.tenant_id,
+            action=action,
+            action_hash=item.action_hash,
+            artifact_id=artifact_id,
+            detail=detail,
+            delivered=delivered,
+        )
         with self._lock:
             self._record(decision, seed_entry)
             if source == "push":
@@ -443,8 +474,10 @@ class GovernanceService:
                 no revocation), or the server refused.
         """
         with self._lock:
-            granted = next((d for d in self.history if d.kind == "grant" and d.artifact_id == grant_id
-                            and d.source == source), None)  # fmt: skip
+            granted = next(
+                (d for d in self.history if d.kind == "grant" and d.artifact_id == grant_id and d.source == source),
+                None,
+            )
         if granted is None or not approver.may_decide(granted.tenant_id):
             raise DecisionError("no such grant signed here")
         server = self.server(source)
@@ -458,11 +491,18 @@ class GovernanceService:
         if answer.status_code != 200:
             raise DecisionError(f"the execution server refused the revocation ({answer.status_code})")
         decision = Decision(
-            at=format_timestamp(utc_now()), approver=approver.name, kind="revoke", source=source,
-            request_id=granted.request_id, tenant_id=granted.tenant_id, action=granted.action,
-            action_hash=granted.action_hash, artifact_id=grant_id, detail="grant revoked",
+            at=format_timestamp(utc_now()),
+            approver=approver.name,
+            kind="revoke",
+            source=source,
+            request_id=granted.request_id,
+            tenant_id=granted.tenant_id,
+            action=granted.action,
+            action_hash=granted.action_hash,
+            artifact_id=grant_id,
+            detail="grant revoked",
             delivered=f"submitted to {server.url}/grants/{grant_id}/revoke",
-        )  # fmt: skip
+        )
         with self._lock:
             self._record(decision, None)
         return decision
@@ -485,10 +525,15 @@ class GovernanceService:
             except ApprovalMalformedError as exc:
                 raise DecisionError(exc.message) from None
         fields: dict[str, Any] = {
-            "grant_id": "gr-" + secrets.token_hex(12), "tenant_id": item.tenant_id, "issued_by": self.config.issuer,
-            "issued_at": format_timestamp(now), "expires_at": format_timestamp(now + timedelta(hours=hours)),
-            "kid": self.config.kid, "actions": patterns, "max_uses": uses,
-        }  # fmt: skip
+            "grant_id": "gr-" + secrets.token_hex(12),
+            "tenant_id": item.tenant_id,
+            "issued_by": self.config.issuer,
+            "issued_at": format_timestamp(now),
+            "expires_at": format_timestamp(now + timedelta(hours=hours)),
+            "kid": self.config.kid,
+            "actions": patterns,
+            "max_uses": uses,
+        }
         if when is not None:
             fields["when"] = when
         detail = f"{uses} use(s) of {', '.join(patterns)} for {hours:g} h" + (f" when {when}" if when else "")
@@ -500,8 +545,11 @@ class GovernanceService:
         """Submit the artifact to its server, or queue it for the seed poll; return (what happened, seed entry)."""
         if source == "push":
             with self._lock:
-                entry = {"cursor": self._next_cursor(), "kind": "grant" if kind == "grant" else "approval",
-                         "artifact": artifact}  # fmt: skip
+                entry = {
+                    "cursor": self._next_cursor(),
+                    "kind": "grant" if kind == "grant" else "approval",
+                    "artifact": artifact,
+                }
                 self.seed.decisions.append(entry)
             return "queued for the server's next poll", entry
         server = self.server(source)
@@ -557,21 +605,40 @@ def _pending(source: str, item: Mapping[str, Any], *, complete: bool) -> Pending
         if not isinstance(item[name], str):
             raise ValueError(f"{name} must be a string")
     return PendingRequest(
-        source=source, request_id=item["request_id"], tenant_id=item["tenant_id"], action_hash=item["action_hash"],
-        action_request=request, created_at=item["created_at"], expires_at=item["expires_at"], complete=complete,  # pyright: ignore[reportUnknownArgumentType]
-    )  # fmt: skip
+        source=source,
+        request_id=item["request_id"],
+        tenant_id=item["tenant_id"],
+        action_hash=item["action_hash"],
+        action_request=request,  # pyright: ignore[reportUnknownArgumentType]
+        created_at=item["created_at"],
+        expires_at=item["expires_at"],
+        complete=complete,
+    )
 
 
 def _tool_info(server: WatchedServer, action: str) -> dict[str, Any] | None:
     """tools/list over streamable HTTP (stateless JSON-RPC POSTs); find ``action``."""
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
-               "MCP-Protocol-Version": "2025-06-18"}  # fmt: skip
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": "2025-06-18",
+    }
     if server.token:
         headers["Authorization"] = f"Bearer {server.token}"
     with httpx.Client(base_url=server.url, headers=headers, timeout=_TIMEOUT) as client:
-        init = client.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "openexec-governance", "version": "1"}}})  # fmt: skip
+        init = client.post(
+            "/mcp",
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "openexec-governance", "version": "1"},
+                },
+            },
+        )
         session = init.headers.get("mcp-session-id")
         if session:
             client.headers["mcp-session-id"] = session
@@ -582,8 +649,12 @@ def _tool_info(server: WatchedServer, action: str) -> dict[str, Any] | None:
         if tool.get("name") == action:
             meta: dict[str, Any] = tool.get("_meta") or {}
             policy = meta.get("dev.openexec/approval")
-            return {"title": tool.get("title"), "description": tool.get("description"),
-                    "annotations": tool.get("annotations") or {}, "policy": policy}  # fmt: skip
+            return {
+                "title": tool.get("title"),
+                "description": tool.get("description"),
+                "annotations": tool.get("annotations") or {},
+                "policy": policy,
+            }
     return None
 
 

@@ -114,9 +114,13 @@ def replay_run(
 
 
 def _check(
-    store: Store, registry: Registry, public_keys: Mapping[str, Ed25519PublicKey], seq: int, envelope: str,
+    store: Store,
+    registry: Registry,
+    public_keys: Mapping[str, Ed25519PublicKey],
+    seq: int,
+    envelope: str,
     timeout_seconds: float,
-) -> ReplayLine:  # fmt: skip
+) -> ReplayLine:
     # (1) A receipt we can trust.
     try:
         body = verify_receipt(json.loads(envelope), public_keys)

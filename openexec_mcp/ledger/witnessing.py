@@ -267,6 +267,9 @@ def build_witnessing(settings: Any, ledger: Ledger) -> Witnessing | None:
     if section.witness_quorum is not None and section.witness_quorum > len(configured):
         raise ConfigError("invalid config: ledger.witness_quorum exceeds the number of witnesses")
     return Witnessing(
-        ledger, configured, quorum=section.witness_quorum, state_path=settings.state_dir / WITNESSES_DB,
+        ledger,
+        configured,
+        quorum=section.witness_quorum,
+        state_path=settings.state_dir / WITNESSES_DB,
         interval_seconds=section.witness_interval_seconds,
-    )  # fmt: skip
+    )

@@ -172,9 +172,10 @@ class GrantSQL(SQLCore):
             )
             if used is None:
                 state = self._one(
-                    conn, "SELECT uses, max_uses FROM grants WHERE grant_id = ? AND tenant_id = ?",
+                    conn,
+                    "SELECT uses, max_uses FROM grants WHERE grant_id = ? AND tenant_id = ?",
                     (grant_id, claim.tenant_id),
-                )  # fmt: skip
+                )
                 exhausted = state is not None and int(state[0]) >= int(state[1])
                 raise Rollback(GrantRefused("exhausted" if exhausted else "revoked"))
             use = int(used[0])

@@ -240,8 +240,12 @@ class UpstreamConnection:
         await self._notify("tools")
         logger.info(
             "upstream %r ready: %s %s, protocol %s, %d tools",
-            self.name, self.server_info["name"], self.server_info["version"], self.protocol_version, len(self.tools),
-        )  # fmt: skip
+            self.name,
+            self.server_info["name"],
+            self.server_info["version"],
+            self.protocol_version,
+            len(self.tools),
+        )
 
     def _transport(self, stack: AsyncExitStack) -> Any:
         settings = self.settings

@@ -106,9 +106,13 @@ class Witness:
         if verdict.evidence:
             logger.warning(
                 "fork evidence: log %s signed size %d root %s, inconsistent with the cosigned size %d (%s); "
-                "refused and recorded", origin, checkpoint.size, checkpoint.root.hex(), verdict.stored_size,
+                "refused and recorded",
+                origin,
+                checkpoint.size,
+                checkpoint.root.hex(),
+                verdict.stored_size,
                 verdict.reason,
-            )  # fmt: skip
+            )
         if verdict.status == "conflict":
             return 409, SIZE_TYPE, f"{verdict.stored_size}\n"
         if verdict.status == "inconsistent":
@@ -146,9 +150,13 @@ def build_witness_app(witness: Witness) -> Starlette:
     async def index(request: Request) -> Response:
         public_key = witness.private_key.public_key()
         return JSONResponse(
-            {"service": "openexec-mcp witness", "name": witness.name, "vkey": witness_vkey(witness.name, public_key),
-             "logs": sorted(witness.logs)}
-        )  # fmt: skip
+            {
+                "service": "openexec-mcp witness",
+                "name": witness.name,
+                "vkey": witness_vkey(witness.name, public_key),
+                "logs": sorted(witness.logs),
+            }
+        )
 
     return Starlette(
         routes=[

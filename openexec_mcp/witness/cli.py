@@ -52,9 +52,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--config", type=Path, metavar="FILE", help="the witness's TOML file (see the flags)")
     _key_arguments(serve, required=False)
     serve.add_argument(
-        "--log", action="append", default=[], metavar="ORIGIN=PUBLIC_KEY", dest="logs",
+        "--log",
+        action="append",
+        default=[],
+        metavar="ORIGIN=PUBLIC_KEY",
+        dest="logs",
         help="a log to follow: its origin and public key (base64 raw 32 bytes, or a PEM / GET /keys file)",
-    )  # fmt: skip
+    )
     serve.add_argument("--db", type=Path, metavar="FILE", help="state file (default: witness.db beside --key)")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8100)")
@@ -187,8 +191,13 @@ def run_serve(args: argparse.Namespace) -> int:
     witness = Witness(name, key.private_key, logs, WitnessState(db))
     logger.info(
         "witness %s ready on http://%s:%d: %s; logs: %s; state %s",
-        name, host, port, witness_vkey(name, key.public_key()), ", ".join(sorted(logs)), db,
-    )  # fmt: skip
+        name,
+        host,
+        port,
+        witness_vkey(name, key.public_key()),
+        ", ".join(sorted(logs)),
+        db,
+    )
     config = uvicorn.Config(build_witness_app(witness), host=host, port=port, log_level="warning")
     uvicorn.Server(config).run()
     return 0

@@ -198,9 +198,18 @@ class WitnessState:
             db.execute(
                 "INSERT INTO evidence (origin, received_at, reason, old_size, stored_size, stored_root, size, root,"
                 " request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (checkpoint.origin, time.time(), reason, old, stored_size, stored_root, checkpoint.size,
-                 checkpoint.root, request),
-            )  # fmt: skip
+                (
+                    checkpoint.origin,
+                    time.time(),
+                    reason,
+                    old,
+                    stored_size,
+                    stored_root,
+                    checkpoint.size,
+                    checkpoint.root,
+                    request,
+                ),
+            )
 
         # (1) The client must know what was cosigned last.
         if old != stored_size:

@@ -43,10 +43,12 @@ def http_runtime(make_runtime: Callable[..., Runtime], origin: Origin, monkeypat
 
     def make(**table: Any) -> Runtime:
         config: dict[str, Any] = {
-            "allowed_urls": [origin.url("/*")], "methods": ["GET", "POST"], "timeout_seconds": 2,
+            "allowed_urls": [origin.url("/*")],
+            "methods": ["GET", "POST"],
+            "timeout_seconds": 2,
             "max_response_bytes": 4096,
             "credentials": [{"url": origin.url("/echo*"), "header": "Authorization", "value": "env:ORIGIN_TOKEN"}],
-        }  # fmt: skip
+        }
         config.update(table)
         return make_runtime(actions={"builtins": ["http_request"], "http_request": config})
 
@@ -161,8 +163,9 @@ async def test_redirect_to_a_url_outside_the_allow_list_is_not_followed(
 
 
 async def test_redirects_are_followed_only_when_enabled(http_runtime: Callable[..., Runtime], origin: Origin):
-    followed = await call(http_runtime(follow_redirects=True), "http-redir-2", method="GET",
-                          url=origin.url("/redirect?to=/ok"))  # fmt: skip
+    followed = await call(
+        http_runtime(follow_redirects=True), "http-redir-2", method="GET", url=origin.url("/redirect?to=/ok")
+    )
     assert followed.envelope["result"]["status"] == 200 and followed.envelope["result"]["body"] == "hello"
     kept = await call(http_runtime(), "http-redir-3", method="GET", url=origin.url("/redirect?to=/ok"))
     assert kept.envelope["result"]["status"] == 302
@@ -173,8 +176,7 @@ async def test_credentials_do_not_follow_a_redirect_to_another_origin(
     http_runtime: Callable[..., Runtime], origin: Origin, other: Origin
 ):
     runtime = http_runtime(follow_redirects=True, allowed_urls=[origin.url("/*"), other.url("/*")])
-    answer = await call(runtime, "http-redir-5", method="GET",
-                        url=origin.url(f"/redirect?to={other.url('/echo')}"))  # fmt: skip
+    answer = await call(runtime, "http-redir-5", method="GET", url=origin.url(f"/redirect?to={other.url('/echo')}"))
     assert answer.envelope["result"]["status"] == 200
     assert "Authorization" not in other.hits("/echo")[0].headers
 
@@ -231,8 +233,10 @@ def test_listed_without_its_table_refuses_to_start(make_runtime: Callable[..., R
 
 
 def test_unset_credential_variable_refuses_to_start(make_runtime: Callable[..., Runtime], origin: Origin):
-    table = {"allowed_urls": [origin.url("/*")],
-             "credentials": [{"url": origin.url("/*"), "header": "X-Key", "value": "env:OE_TEST_UNSET_VAR"}]}  # fmt: skip
+    table = {
+        "allowed_urls": [origin.url("/*")],
+        "credentials": [{"url": origin.url("/*"), "header": "X-Key", "value": "env:OE_TEST_UNSET_VAR"}],
+    }
     with pytest.raises(ConfigError, match=r"credentials\[0\]\.value: environment variable OE_TEST_UNSET_VAR"):
         make_runtime(actions={"builtins": ["http_request"], "http_request": table})
 
@@ -243,12 +247,17 @@ def test_unset_credential_variable_refuses_to_start(make_runtime: Callable[..., 
         ({"allowed_urls": []}, "allowed_urls"),
         ({"allowed_urls": ["127.0.0.1/*"]}, "allowed_urls.0"),
         ({"allowed_urls": ["http://h.test/*"], "methods": ["get"]}, "methods"),
-        ({"allowed_urls": ["http://h.test/*"], "credentials": [{"url": "http://h.test/*", "header": "A",
-                                                                "value": "literal"}]}, "credentials.0.value"),
+        (
+            {
+                "allowed_urls": ["http://h.test/*"],
+                "credentials": [{"url": "http://h.test/*", "header": "A", "value": "literal"}],
+            },
+            "credentials.0.value",
+        ),
         ({"allowed_urls": ["http://h.test/*"], "timeout_seconds": 400}, "timeout_seconds"),
         ({"allowed_urls": ["http://h.test/*"], "max_response_bytes": 16_000_000}, "max_response_bytes"),
     ],
-)  # fmt: skip
+)
 def test_invalid_tables_name_the_key(make_runtime: Callable[..., Runtime], table: dict[str, Any], key: str):
     with pytest.raises(ConfigError, match=rf"actions\.http_request\.{key}"):
         make_runtime(actions={"builtins": ["http_request"], "http_request": table})
@@ -258,8 +267,10 @@ def test_credential_too_short_to_redact_refuses_to_start(
     make_runtime: Callable[..., Runtime], origin: Origin, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setenv("OE_SHORT_KEY", "abc")
-    table = {"allowed_urls": [origin.url("/*")],
-             "credentials": [{"url": origin.url("/*"), "header": "X-Key", "value": "env:OE_SHORT_KEY"}]}  # fmt: skip
+    table = {
+        "allowed_urls": [origin.url("/*")],
+        "credentials": [{"url": origin.url("/*"), "header": "X-Key", "value": "env:OE_SHORT_KEY"}],
+    }
     with pytest.raises(ConfigError, match=r"credentials\[0\]\.value: the value needs at least 8"):
         make_runtime(actions={"builtins": ["http_request"], "http_request": table})
 

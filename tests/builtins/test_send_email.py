@@ -36,9 +36,11 @@ def smtp() -> Iterator[SmtpServer]:
 def mail_runtime(make_runtime: Callable[..., Runtime], smtp: SmtpServer):
     def make(**table: Any) -> Runtime:
         config: dict[str, Any] = {
-            "smtp_url": smtp.url, "from": "agent@example.com", "timeout_seconds": 2,
+            "smtp_url": smtp.url,
+            "from": "agent@example.com",
+            "timeout_seconds": 2,
             "allowed_recipients": ["*@example.com", "ops@partner.test"],
-        }  # fmt: skip
+        }
         config.update(table)
         return make_runtime(actions={"builtins": ["send_email"], "send_email": config})
 
@@ -154,8 +156,12 @@ async def test_connection_lost_after_data_is_indeterminate_and_never_resent(
 
 
 async def test_no_server_sends_nothing_and_frees_the_nonce(make_runtime: Callable[..., Runtime]):
-    table = {"smtp_url": f"smtp://127.0.0.1:{free_port()}", "from": "agent@example.com",
-             "allowed_recipients": ["*@example.com"], "timeout_seconds": 2}  # fmt: skip
+    table = {
+        "smtp_url": f"smtp://127.0.0.1:{free_port()}",
+        "from": "agent@example.com",
+        "allowed_recipients": ["*@example.com"],
+        "timeout_seconds": 2,
+    }
     runtime = make_runtime(actions={"builtins": ["send_email"], "send_email": table})
     answer = await send(runtime, "mail-down-1", **MAIL)
     assert answer.status == "denied" and answer.envelope["error"]["code"] == "upstream_unavailable"
@@ -170,9 +176,15 @@ async def test_starttls_and_login_with_credentials_from_the_environment(
     monkeypatch.setenv("OE_SMTP_USER", SMTP_USER)
     monkeypatch.setenv("OE_SMTP_PASSWORD", SMTP_PASSWORD)
     with running_smtp(free_port(), tls_dir=tmp_path) as server:
-        table = {"smtp_url": server.url, "from": "agent@example.com", "allowed_recipients": ["*@example.com"],
-                 "username": "env:OE_SMTP_USER", "password": "env:OE_SMTP_PASSWORD", "ca_file": str(server.ca_file),
-                 "timeout_seconds": 5}  # fmt: skip
+        table = {
+            "smtp_url": server.url,
+            "from": "agent@example.com",
+            "allowed_recipients": ["*@example.com"],
+            "username": "env:OE_SMTP_USER",
+            "password": "env:OE_SMTP_PASSWORD",
+            "ca_file": str(server.ca_file),
+            "timeout_seconds": 5,
+        }
         runtime = make_runtime(actions={"builtins": ["send_email"], "send_email": table})
         answer = await send(runtime, "mail-tls-1", **MAIL)
         assert answer.status == "executed", answer.envelope

@@ -73,13 +73,21 @@ def cases() -> list[Case]:
     note = real.checkpoint(size)
     hasher = subtree_hasher_from_leaves(real.leaves[:size])
 
-    def bundle(checkpoint: str, seqs: tuple[int, ...] = picks, *, paths: dict[int, list[bytes]] | None = None,
-               envelopes: dict[int, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    def bundle(
+        checkpoint: str,
+        seqs: tuple[int, ...] = picks,
+        *,
+        paths: dict[int, list[bytes]] | None = None,
+        envelopes: dict[int, Any] | None = None,
+    ) -> dict[str, Any]:
         items = [
-            ((envelopes or {}).get(seq, real.receipts[seq].envelope),
-             (paths or {}).get(seq, inclusion_proof(seq, size, hasher)), seq)
+            (
+                (envelopes or {}).get(seq, real.receipts[seq].envelope),
+                (paths or {}).get(seq, inclusion_proof(seq, size, hasher)),
+                seq,
+            )
             for seq in seqs
-        ]  # fmt: skip
+        ]
         return build_bundle(checkpoint, SERVER.public_raw, items)
 
     both = note + cosign(note, W1_NAME, W1) + cosign(note, W2_NAME, W2)
@@ -102,29 +110,66 @@ def cases() -> list[Case]:
     other_path = inclusion_proof(6, 8, subtree_hasher_from_leaves(real.leaves[:8]))
     extra = both + cosign(note, STRANGER_NAME, STRANGER)
     return [
-        Case("witnessed_pass", "Receipts 3, 6 and 11 against checkpoint 12, cosigned by both witnesses; quorum 2.",
-             bundle(both), 2, None),
-        Case("one_of_two_pass", "Only witness 1 cosigned; the auditor asks for a quorum of 1.", bundle(only_w1), 1, None),
-        Case("unknown_cosigner_ignored_pass",
-             "Both witnesses and a third, untrusted one cosigned: the unknown line is ignored (c2sp.org/signed-note).",
-             bundle(extra), 2, None),
-        Case("quorum_not_met_fail", "Only witness 1 cosigned; the auditor requires both.", bundle(only_w1), 2,
-             "quorum_not_met"),
-        Case("wrong_key_cosignature_fail",
-             "Witness 2's line (its name and key ID) carries a signature by another key: the note is rejected.",
-             bundle(wrong_key), 2, "bad_cosignature"),
-        Case("impostor_witness_fail",
-             "A line under witness 2's name, by another key with its own key ID: not a cosignature by witness 2.",
-             bundle(impostor), 2, "quorum_not_met"),
-        Case("cosignature_of_another_checkpoint_fail",
-             "Witness 2's cosignature of checkpoint 11 pasted onto checkpoint 12.", bundle(replayed), 2,
-             "bad_cosignature"),
-        Case("receipt_flipped_fail", "One byte of receipt 6's body changed.", bundle(both, envelopes={6: flipped}), 2,
-             "bad_signature"),
-        Case("proof_for_another_checkpoint_fail",
-             "Receipt 6 carries its inclusion proof in the tree of size 8, not in the bundle's checkpoint (12).",
-             bundle(both, paths={6: other_path}), 2, "wrong_proof_length"),
-    ]  # fmt: skip
+        Case(
+            "witnessed_pass",
+            "Receipts 3, 6 and 11 against checkpoint 12, cosigned by both witnesses; quorum 2.",
+            bundle(both),
+            2,
+            None,
+        ),
+        Case(
+            "one_of_two_pass", "Only witness 1 cosigned; the auditor asks for a quorum of 1.", bundle(only_w1), 1, None
+        ),
+        Case(
+            "unknown_cosigner_ignored_pass",
+            "Both witnesses and a third, untrusted one cosigned: the unknown line is ignored (c2sp.org/signed-note).",
+            bundle(extra),
+            2,
+            None,
+        ),
+        Case(
+            "quorum_not_met_fail",
+            "Only witness 1 cosigned; the auditor requires both.",
+            bundle(only_w1),
+            2,
+            "quorum_not_met",
+        ),
+        Case(
+            "wrong_key_cosignature_fail",
+            "Witness 2's line (its name and key ID) carries a signature by another key: the note is rejected.",
+            bundle(wrong_key),
+            2,
+            "bad_cosignature",
+        ),
+        Case(
+            "impostor_witness_fail",
+            "A line under witness 2's name, by another key with its own key ID: not a cosignature by witness 2.",
+            bundle(impostor),
+            2,
+            "quorum_not_met",
+        ),
+        Case(
+            "cosignature_of_another_checkpoint_fail",
+            "Witness 2's cosignature of checkpoint 11 pasted onto checkpoint 12.",
+            bundle(replayed),
+            2,
+            "bad_cosignature",
+        ),
+        Case(
+            "receipt_flipped_fail",
+            "One byte of receipt 6's body changed.",
+            bundle(both, envelopes={6: flipped}),
+            2,
+            "bad_signature",
+        ),
+        Case(
+            "proof_for_another_checkpoint_fail",
+            "Receipt 6 carries its inclusion proof in the tree of size 8, not in the bundle's checkpoint (12).",
+            bundle(both, paths={6: other_path}),
+            2,
+            "wrong_proof_length",
+        ),
+    ]
 
 
 def readme(case: Case) -> str:

@@ -54,16 +54,26 @@ def body(seq: int, prev: str | None, **changes: Any) -> dict[str, Any]:
     """A SPEC §7 v1 receipt body, deterministic in ``seq``."""
     status = ("executed", "denied", "replayed", "failed")[seq % 4]
     made: dict[str, Any] = {
-        "v": 1, "exec_id": _hex(f"exec {seq}", 32), "seq": seq, "prev": prev, "log_id": ORIGIN,
-        "tenant_id": "default", "action": "echo", "action_hash": _hex(f"action {seq}"), "nonce": f"conformance-{seq:04d}",
-        "run_id": "conformance-run", "status": status,
+        "v": 1,
+        "exec_id": _hex(f"exec {seq}", 32),
+        "seq": seq,
+        "prev": prev,
+        "log_id": ORIGIN,
+        "tenant_id": "default",
+        "action": "echo",
+        "action_hash": _hex(f"action {seq}"),
+        "nonce": f"conformance-{seq:04d}",
+        "run_id": "conformance-run",
+        "status": status,
         "error_code": {"denied": "approval_required", "failed": "handler_error"}.get(status),
         "approval": {"method": "auto", "approval_id": None, "kid": None, "issued_by": None, "artifact_hash": None},
         "result_hash": _hex(f"result {seq}") if status in ("executed", "replayed") else None,
         "original_exec_id": _hex(f"exec {seq - 2}", 32) if status == "replayed" else None,
-        "policy_hash": _hex("policy"), "started_at": f"2025-01-01T00:00:{seq:02d}.000Z",
-        "finished_at": f"2025-01-01T00:00:{seq:02d}.250Z", "server": {"name": "openexec-mcp", "version": "1.0.0"},
-    }  # fmt: skip
+        "policy_hash": _hex("policy"),
+        "started_at": f"2025-01-01T00:00:{seq:02d}.000Z",
+        "finished_at": f"2025-01-01T00:00:{seq:02d}.250Z",
+        "server": {"name": "openexec-mcp", "version": "1.0.0"},
+    }
     made.update(changes)
     return made
 
@@ -130,44 +140,106 @@ def cases() -> list[Case]:
     truncated = "\n".join(head.split("\n")[:-1]) + "\n\n" + note  # the last hash of the audit path dropped
     stale = format_inclusion_proof(8, [], real.checkpoint(5))
     result_envelope = {
-        "status": "executed", "exec_id": r[4].body["exec_id"], "action": "echo",
-        "result": {"echo": {"msg": "hello"}}, "error": None, "approval_request": None, "receipt": r[4].envelope,
+        "status": "executed",
+        "exec_id": r[4].body["exec_id"],
+        "action": "echo",
+        "result": {"echo": {"msg": "hello"}},
+        "error": None,
+        "approval_request": None,
+        "receipt": r[4].envelope,
         "receipt_hash": r[4].receipt_hash,
-    }  # fmt: skip
+    }
     return [
-        Case("executed_pass", "A receipt (seq 6) and its proof against the latest checkpoint (size 12).",
-             r[6].envelope, real.proof(6, size), None),
-        Case("first_receipt_pass", "The receipt at seq 0, whose prev is null.", r[0].envelope, real.proof(0, size), None),
-        Case("last_receipt_odd_seq_pass",
-             "The last receipt (seq 11): an odd seq, so the proof's first hash is leaf 10 and prev is checked against it.",
-             r[11].envelope, real.proof(11, size), None),
-        Case("result_envelope_pass", "A SPEC §6 result envelope from POST /execute, holding the receipt (seq 4).",
-             result_envelope, real.proof(4, size), None),
-        Case("older_checkpoint_pass", "A receipt (seq 3) proven against an older checkpoint that covers it (size 5).",
-             r[3].envelope, real.proof(3, 5), None),
-        Case("swapped_leaf_fail",
-             "A different receipt for seq 6, validly signed by the server key but not the one in the log, with the "
-             "real proof of seq 6: the recomputed leaf does not lead to the checkpoint's root.",
-             fork.envelope, real.proof(6, size), "root_mismatch"),
-        Case("wrong_kid_fail", "The receipt of seq 6 with its keyid naming a key the auditor does not trust.",
-             wrong_kid, real.proof(6, size), "unknown_key"),
-        Case("tampered_receipt_fail", "The receipt of seq 6 with one byte of its body changed.",
-             tampered, real.proof(6, size), "bad_signature"),
-        Case("stale_checkpoint_fail",
-             "The receipt of seq 8 with a proof against a checkpoint of size 5, which cannot hold it.",
-             r[8].envelope, stale, "index_out_of_range"),
-        Case("broken_prev_fail",
-             "A receipt (seq 7) the server signed with a prev that is not leaf 6, and put in its tree anyway: "
-             "inclusion holds, but the proof's first hash (leaf 6) is not the receipt's prev.",
-             bent.receipts[7].envelope, bent.proof(7, size), "broken_prev"),
-        Case("truncated_proof_fail", "The proof of seq 6 with the last hash of its audit path removed.",
-             r[6].envelope, truncated, "wrong_proof_length"),
-        Case("wrong_index_fail", "The receipt of seq 6 with the proof of seq 5.",
-             r[6].envelope, real.proof(5, size), "index_mismatch"),
-        Case("forged_checkpoint_fail",
-             "The proof of seq 6 whose checkpoint (same origin, same root) is signed by another key.",
-             r[6].envelope, real.proof(6, size, key=OTHER), "missing_signature"),
-    ]  # fmt: skip
+        Case(
+            "executed_pass",
+            "A receipt (seq 6) and its proof against the latest checkpoint (size 12).",
+            r[6].envelope,
+            real.proof(6, size),
+            None,
+        ),
+        Case(
+            "first_receipt_pass", "The receipt at seq 0, whose prev is null.", r[0].envelope, real.proof(0, size), None
+        ),
+        Case(
+            "last_receipt_odd_seq_pass",
+            "The last receipt (seq 11): an odd seq, so the proof's first hash is leaf 10 and prev is checked against it.",
+            r[11].envelope,
+            real.proof(11, size),
+            None,
+        ),
+        Case(
+            "result_envelope_pass",
+            "A SPEC §6 result envelope from POST /execute, holding the receipt (seq 4).",
+            result_envelope,
+            real.proof(4, size),
+            None,
+        ),
+        Case(
+            "older_checkpoint_pass",
+            "A receipt (seq 3) proven against an older checkpoint that covers it (size 5).",
+            r[3].envelope,
+            real.proof(3, 5),
+            None,
+        ),
+        Case(
+            "swapped_leaf_fail",
+            "A different receipt for seq 6, validly signed by the server key but not the one in the log, with the "
+            "real proof of seq 6: the recomputed leaf does not lead to the checkpoint's root.",
+            fork.envelope,
+            real.proof(6, size),
+            "root_mismatch",
+        ),
+        Case(
+            "wrong_kid_fail",
+            "The receipt of seq 6 with its keyid naming a key the auditor does not trust.",
+            wrong_kid,
+            real.proof(6, size),
+            "unknown_key",
+        ),
+        Case(
+            "tampered_receipt_fail",
+            "The receipt of seq 6 with one byte of its body changed.",
+            tampered,
+            real.proof(6, size),
+            "bad_signature",
+        ),
+        Case(
+            "stale_checkpoint_fail",
+            "The receipt of seq 8 with a proof against a checkpoint of size 5, which cannot hold it.",
+            r[8].envelope,
+            stale,
+            "index_out_of_range",
+        ),
+        Case(
+            "broken_prev_fail",
+            "A receipt (seq 7) the server signed with a prev that is not leaf 6, and put in its tree anyway: "
+            "inclusion holds, but the proof's first hash (leaf 6) is not the receipt's prev.",
+            bent.receipts[7].envelope,
+            bent.proof(7, size),
+            "broken_prev",
+        ),
+        Case(
+            "truncated_proof_fail",
+            "The proof of seq 6 with the last hash of its audit path removed.",
+            r[6].envelope,
+            truncated,
+            "wrong_proof_length",
+        ),
+        Case(
+            "wrong_index_fail",
+            "The receipt of seq 6 with the proof of seq 5.",
+            r[6].envelope,
+            real.proof(5, size),
+            "index_mismatch",
+        ),
+        Case(
+            "forged_checkpoint_fail",
+            "The proof of seq 6 whose checkpoint (same origin, same root) is signed by another key.",
+            r[6].envelope,
+            real.proof(6, size, key=OTHER),
+            "missing_signature",
+        ),
+    ]
 
 
 def readme(case: Case) -> str:

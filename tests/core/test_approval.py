@@ -50,10 +50,15 @@ def iso(moment: datetime) -> str:
 
 def fields(**changes: Any) -> dict[str, Any]:
     base = {
-        "approval_id": "ap-0001", "action_hash": ACTION_HASH, "issued_by": "clawshield",
-        "issued_at": iso(NOW - timedelta(minutes=1)), "expires_at": iso(NOW + timedelta(minutes=4)),
-        "tenant_id": TENANT, "audience": SERVER, "kid": "gov-ed",
-    }  # fmt: skip
+        "approval_id": "ap-0001",
+        "action_hash": ACTION_HASH,
+        "issued_by": "clawshield",
+        "issued_at": iso(NOW - timedelta(minutes=1)),
+        "expires_at": iso(NOW + timedelta(minutes=4)),
+        "tenant_id": TENANT,
+        "audience": SERVER,
+        "kid": "gov-ed",
+    }
     merged = {**base, **changes}
     return {name: value for name, value in merged.items() if value is not DROP}
 
@@ -72,9 +77,14 @@ def tamper(artifact: dict[str, Any], key: Ed25519PrivateKey | KeyringEntry, **ch
 
 def verify(artifact: Any, **overrides: Any) -> VerifiedApproval:
     arguments: dict[str, Any] = {
-        "keyring": KEYRING, "action_hash": ACTION_HASH, "tenant_id": TENANT, "audience": SERVER,
-        "now": NOW, "clock_skew_seconds": 60, "max_ttl_seconds": 300,
-    }  # fmt: skip
+        "keyring": KEYRING,
+        "action_hash": ACTION_HASH,
+        "tenant_id": TENANT,
+        "audience": SERVER,
+        "now": NOW,
+        "clock_skew_seconds": 60,
+        "max_ttl_seconds": 300,
+    }
     arguments.update(overrides)
     return verify_approval(artifact, **arguments)
 
@@ -102,13 +112,19 @@ def test_ed25519_artifact_verifies_and_feeds_the_receipt() -> None:
     artifact = signed()
     result = verify(artifact)
     assert result == VerifiedApproval(
-        approval_id="ap-0001", kid="gov-ed", issued_by="clawshield",
-        artifact_hash=hashlib.sha256(rfc8785.dumps(artifact)).hexdigest(), expires_at=NOW + timedelta(minutes=4),
-    )  # fmt: skip
+        approval_id="ap-0001",
+        kid="gov-ed",
+        issued_by="clawshield",
+        artifact_hash=hashlib.sha256(rfc8785.dumps(artifact)).hexdigest(),
+        expires_at=NOW + timedelta(minutes=4),
+    )
     assert result.to_receipt_json() == {
-        "method": "signed", "approval_id": "ap-0001", "kid": "gov-ed", "issued_by": "clawshield",
+        "method": "signed",
+        "approval_id": "ap-0001",
+        "kid": "gov-ed",
+        "issued_by": "clawshield",
         "artifact_hash": result.artifact_hash,
-    }  # fmt: skip
+    }
 
 
 def test_hmac_artifact_verifies() -> None:
@@ -169,9 +185,18 @@ def test_unknown_member_is_malformed_even_when_signed() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("approval_id", 7), ("tenant_id", None), ("audience", None), ("kid", 1), ("issued_at", 1_790_000_000),
-     ("action_hash", ["a" * 64]), ("approval_id", ""), ("kid", ""), ("tenant_id", "t" * 257)],
-)  # fmt: skip
+    [
+        ("approval_id", 7),
+        ("tenant_id", None),
+        ("audience", None),
+        ("kid", 1),
+        ("issued_at", 1_790_000_000),
+        ("action_hash", ["a" * 64]),
+        ("approval_id", ""),
+        ("kid", ""),
+        ("tenant_id", "t" * 257),
+    ],
+)
 def test_member_of_wrong_type_or_size_is_malformed_even_when_signed(name: str, value: Any) -> None:
     assert code_of(signed(**{name: value})) == "approval_malformed"
 
@@ -279,9 +304,13 @@ def test_key_outside_its_validity_window_is_refused(
     not_before: datetime | None, not_after: datetime | None, usable: bool
 ) -> None:
     entry = KeyringEntry(
-        kid="gov-ed", alg="ed25519", key=ED_PUBLIC, issuers=frozenset({"clawshield"}),
-        not_before=not_before, not_after=not_after,
-    )  # fmt: skip
+        kid="gov-ed",
+        alg="ed25519",
+        key=ED_PUBLIC,
+        issuers=frozenset({"clawshield"}),
+        not_before=not_before,
+        not_after=not_after,
+    )
     if usable:
         verify(signed(), keyring=Keyring([entry]))
     else:
@@ -516,10 +545,16 @@ def faulty(*faults: str) -> dict[str, Any]:
 
 
 ORDER_FUTURE = [
-    "approval_malformed", "approval_unknown_key", "approval_bad_signature", "approval_issuer_mismatch",
-    "approval_tenant_mismatch", "approval_audience_mismatch", "approval_not_yet_valid", "approval_ttl_too_long",
+    "approval_malformed",
+    "approval_unknown_key",
+    "approval_bad_signature",
+    "approval_issuer_mismatch",
+    "approval_tenant_mismatch",
+    "approval_audience_mismatch",
+    "approval_not_yet_valid",
+    "approval_ttl_too_long",
     "approval_action_mismatch",
-]  # fmt: skip
+]
 ORDER_PAST = [code if code != "approval_not_yet_valid" else "approval_expired" for code in ORDER_FUTURE]
 
 

@@ -61,10 +61,15 @@ def approvals(draw: st.DrawFn) -> tuple[dict[str, Any], Keyring, datetime]:
 
 def verify(artifact: Any, keyring: Keyring, now: datetime) -> Any:
     return verify_approval(
-        artifact, keyring=keyring, action_hash=artifact.get("action_hash", ""),
-        tenant_id=artifact.get("tenant_id", ""), audience=artifact.get("audience", "server"), now=now,
-        clock_skew_seconds=0, max_ttl_seconds=300,
-    )  # fmt: skip
+        artifact,
+        keyring=keyring,
+        action_hash=artifact.get("action_hash", ""),
+        tenant_id=artifact.get("tenant_id", ""),
+        audience=artifact.get("audience", "server"),
+        now=now,
+        clock_skew_seconds=0,
+        max_ttl_seconds=300,
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -109,9 +114,15 @@ def test_junk_is_refused_with_an_approval_code_never_a_crash(junk: Any) -> None:
     keyring = Keyring([KeyringEntry(kid="k", alg="hmac-sha256", key=HMAC_SECRET, issuers=frozenset({"i"}))])
     try:
         verify_approval(
-            junk, keyring=keyring, action_hash="a" * 64, tenant_id="t", audience="s",
-            now=datetime(2026, 11, 21, tzinfo=UTC), clock_skew_seconds=60, max_ttl_seconds=300,
-        )  # fmt: skip
+            junk,
+            keyring=keyring,
+            action_hash="a" * 64,
+            tenant_id="t",
+            audience="s",
+            now=datetime(2026, 11, 21, tzinfo=UTC),
+            clock_skew_seconds=60,
+            max_ttl_seconds=300,
+        )
     except ApprovalError as error:
         assert error.code.startswith("approval_")
     else:
@@ -124,10 +135,17 @@ def test_over_long_identifiers_are_malformed(length: int) -> None:
     entry = next(iter(keyring))
     now = datetime(2026, 11, 21, tzinfo=UTC)
     artifact = sign_approval(
-        {"approval_id": "x" * length, "action_hash": "a" * 64, "issued_by": "i", "issued_at": "2026-11-21T00:00:00Z",
-         "expires_at": "2026-11-21T00:01:00Z", "tenant_id": "t", "kid": "k"},
+        {
+            "approval_id": "x" * length,
+            "action_hash": "a" * 64,
+            "issued_by": "i",
+            "issued_at": "2026-11-21T00:00:00Z",
+            "expires_at": "2026-11-21T00:01:00Z",
+            "tenant_id": "t",
+            "kid": "k",
+        },
         entry,
-    )  # fmt: skip
+    )
     try:
         verify(artifact, keyring, now)
     except ApprovalError as error:
@@ -152,9 +170,13 @@ def test_signed_artifacts_at_the_ends_of_time_raise_only_approval_errors(
 ) -> None:
     """No instant a datetime holds, plus any skew, overflows the checks (issue 9: year 9999)."""
     fields = {
-        "approval_id": "ap-1", "action_hash": "a" * 64, "issued_by": "clawshield", "tenant_id": "t",
-        "issued_at": rfc3339(issued_at, UTC), "expires_at": rfc3339(expires_at, UTC),
-    }  # fmt: skip
+        "approval_id": "ap-1",
+        "action_hash": "a" * 64,
+        "issued_by": "clawshield",
+        "tenant_id": "t",
+        "issued_at": rfc3339(issued_at, UTC),
+        "expires_at": rfc3339(expires_at, UTC),
+    }
     entry = KeyringEntry(kid="only", alg="ed25519", key=ED_PUBLIC, issuers=frozenset({"clawshield"}))
     min_issued_at = None
     if retention is not None:
@@ -164,6 +186,13 @@ def test_signed_artifacts_at_the_ends_of_time_raise_only_approval_errors(
             min_issued_at = datetime.min.replace(tzinfo=UTC)
     with contextlib.suppress(ApprovalError):  # any other exception (OverflowError) fails the test
         verify_approval(
-            sign_approval(fields, ED_KEY), keyring=Keyring([entry]), action_hash="a" * 64, tenant_id="t",
-            audience="srv", now=now, clock_skew_seconds=skew, max_ttl_seconds=300, min_issued_at=min_issued_at,
-        )  # fmt: skip
+            sign_approval(fields, ED_KEY),
+            keyring=Keyring([entry]),
+            action_hash="a" * 64,
+            tenant_id="t",
+            audience="srv",
+            now=now,
+            clock_skew_seconds=skew,
+            max_ttl_seconds=300,
+            min_issued_at=min_issued_at,
+        )

@@ -47,9 +47,7 @@ def test_check_json_value_returns_rfc8785_bytes(value: Any) -> None:
     assert check_json_value(value, max_bytes=10**6) == rfc8785.dumps(value)
 
 
-@given(
-    st.one_of(st.integers(min_value=MAX_SAFE_INTEGER + 1), st.integers(max_value=-MAX_SAFE_INTEGER - 1))
-)
+@given(st.one_of(st.integers(min_value=MAX_SAFE_INTEGER + 1), st.integers(max_value=-MAX_SAFE_INTEGER - 1)))
 def test_integers_outside_safe_range_are_refused(number: int) -> None:
     with pytest.raises(MalformedInputError):
         parse_json(str(number))
@@ -81,9 +79,11 @@ def test_nan_and_infinity_values_are_refused(value: float) -> None:
         check_json_value({"x": value})
 
 
-@given(st.text(st.characters(min_codepoint=0x20, exclude_categories=["Cs"]), min_size=1, max_size=8).filter(
-    lambda k: '"' not in k and "\\" not in k
-))
+@given(
+    st.text(st.characters(min_codepoint=0x20, exclude_categories=["Cs"]), min_size=1, max_size=8).filter(
+        lambda k: '"' not in k and "\\" not in k
+    )
+)
 def test_duplicate_keys_are_refused(key: str) -> None:
     with pytest.raises(MalformedInputError, match="duplicate"):
         parse_json('{"%s": 1, "%s": 2}' % (key, key))  # noqa: UP031
@@ -143,8 +143,15 @@ def test_parse_json_raises_only_malformed_input_error(raw: bytes) -> None:
 
 def test_rfc8785_vector_from_the_rfc() -> None:
     # RFC 8785 §3.2.3 sorting example (keys ordered by UTF-16 code units).
-    value = {"\u20ac": "Euro Sign", "\r": "Carriage Return", "\ufb33": "Hebrew Letter Dalet With Dagesh",
-             "1": "One", "\U0001f600": "Emoji: Grinning Face", "\u0080": "Control", "\u00f6": "Latin Small Letter O With Diaeresis"}  # fmt: skip
+    value = {
+        "\u20ac": "Euro Sign",
+        "\r": "Carriage Return",
+        "\ufb33": "Hebrew Letter Dalet With Dagesh",
+        "1": "One",
+        "\U0001f600": "Emoji: Grinning Face",
+        "\u0080": "Control",
+        "\u00f6": "Latin Small Letter O With Diaeresis",
+    }
     keys = list(json.loads(canonicalize(value)))
     assert keys == ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001f600", "\ufb33"]
 

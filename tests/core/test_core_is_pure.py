@@ -15,8 +15,20 @@ from pathlib import Path
 import openexec_mcp.core
 
 CORE = Path(openexec_mcp.core.__file__).parent
-FORBIDDEN = ("anyio", "mcp", "mcp_types", "starlette", "httpx", "uvicorn", "sqlite3", "psycopg", "psycopg_pool",
-             "asyncpg", "socket", "subprocess")  # fmt: skip
+FORBIDDEN = (
+    "anyio",
+    "mcp",
+    "mcp_types",
+    "starlette",
+    "httpx",
+    "uvicorn",
+    "sqlite3",
+    "psycopg",
+    "psycopg_pool",
+    "asyncpg",
+    "socket",
+    "subprocess",
+)
 ALLOWED_OPENEXEC = ("openexec_mcp.core", "openexec_mcp.errors")
 
 
@@ -49,8 +61,9 @@ def test_importing_all_of_core_loads_no_framework_or_driver() -> None:
         f"for name in {core_modules()!r}: importlib.import_module(name)\n"
         "print(json.dumps({'all': sorted(sys.modules), 'core': sorted(set(sys.modules) - before)}))"
     )
-    modules = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                                       timeout=60).stdout)  # fmt: skip
+    modules = json.loads(
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60).stdout
+    )
     roots = {name.split(".")[0] for name in modules["all"]}
     # socket and subprocess may come in through the standard library; the rest never may.
     frameworks = set(FORBIDDEN) - {"socket", "subprocess"}

@@ -79,8 +79,9 @@ def test_valid_cosignatures_are_counted_and_unknown_lines_ignored() -> None:
     note = note_with(sign_cosignature(TEXT, NAME, KEY, 5), sign_cosignature(TEXT, "other.example/w", OTHER, 6))
     assert verify_cosignatures(note, [WITNESS]) == {NAME: 5}
     assert verify_quorum(note, [WITNESS, WitnessKey("other.example/w", OTHER.public_key())]) == {
-        NAME: 5, "other.example/w": 6,
-    }  # fmt: skip
+        NAME: 5,
+        "other.example/w": 6,
+    }
 
 
 def test_a_trusted_witness_line_that_does_not_verify_rejects_the_note() -> None:
@@ -150,12 +151,26 @@ ORIGIN = "bundle.example/log"
 
 def receipt_body(seq: int, prev: str | None) -> dict[str, Any]:
     return {
-        "v": 1, "exec_id": f"{seq:032x}", "seq": seq, "prev": prev, "log_id": ORIGIN, "tenant_id": "t",
-        "action": "echo", "action_hash": "a" * 64, "nonce": f"n{seq}", "run_id": "r", "status": "executed",
-        "error_code": None, "approval": None, "result_hash": "b" * 64, "original_exec_id": None,
-        "policy_hash": "c" * 64, "started_at": "2026-01-01T00:00:00.000Z", "finished_at": "2026-01-01T00:00:00.001Z",
+        "v": 1,
+        "exec_id": f"{seq:032x}",
+        "seq": seq,
+        "prev": prev,
+        "log_id": ORIGIN,
+        "tenant_id": "t",
+        "action": "echo",
+        "action_hash": "a" * 64,
+        "nonce": f"n{seq}",
+        "run_id": "r",
+        "status": "executed",
+        "error_code": None,
+        "approval": None,
+        "result_hash": "b" * 64,
+        "original_exec_id": None,
+        "policy_hash": "c" * 64,
+        "started_at": "2026-01-01T00:00:00.000Z",
+        "finished_at": "2026-01-01T00:00:00.001Z",
         "server": {"name": "openexec-mcp", "version": "1"},
-    }  # fmt: skip
+    }
 
 
 def a_bundle(size: int = 5, cosigners: tuple[tuple[str, Ed25519PrivateKey], ...] = ((NAME, KEY),)) -> dict[str, Any]:

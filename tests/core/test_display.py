@@ -8,9 +8,30 @@ from hypothesis import strategies as st
 
 from openexec_mcp.core.display import escape_text, render_action_request, render_payload_lines
 
-HIDDEN = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069", "\u200e",
-          "\u200f", "\u061c", "\u200b", "\ufeff", "\u2028", "\u2029", "\x00", "\x1b", "\x7f", "\x85", "\x9f",
-          "\ud800"]  # fmt: skip
+HIDDEN = [
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",
+    "\u200e",
+    "\u200f",
+    "\u061c",
+    "\u200b",
+    "\ufeff",
+    "\u2028",
+    "\u2029",
+    "\x00",
+    "\x1b",
+    "\x7f",
+    "\x85",
+    "\x9f",
+    "\ud800",
+]
 
 
 @pytest.mark.parametrize("char", HIDDEN, ids=[f"U+{ord(c):04X}" for c in HIDDEN])

@@ -54,7 +54,11 @@ def test_no_other_base64_decoder_is_used_in_the_package() -> None:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr in {
-                "b64decode", "urlsafe_b64decode", "standard_b64decode", "a2b_base64", "decodebytes",
-            }:  # fmt: skip
+                "b64decode",
+                "urlsafe_b64decode",
+                "standard_b64decode",
+                "a2b_base64",
+                "decodebytes",
+            }:
                 callers.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert callers == []

@@ -42,13 +42,26 @@ ORIGIN = "evidence.test/log"
 
 def body(seq: int, prev: str | None) -> dict[str, Any]:
     return {
-        "v": 1, "exec_id": f"{seq:032x}", "seq": seq, "prev": prev, "log_id": ORIGIN, "tenant_id": "default",
-        "action": "echo", "action_hash": "a" * 64, "nonce": f"nonce-{seq:04d}", "run_id": "run", "status": "executed",
-        "error_code": None, "approval": {"method": "auto", "approval_id": None, "kid": None, "issued_by": None,
-        "artifact_hash": None}, "result_hash": "b" * 64, "original_exec_id": None, "policy_hash": "c" * 64,
-        "started_at": "2025-01-01T00:00:00.000Z", "finished_at": "2025-01-01T00:00:00.001Z",
+        "v": 1,
+        "exec_id": f"{seq:032x}",
+        "seq": seq,
+        "prev": prev,
+        "log_id": ORIGIN,
+        "tenant_id": "default",
+        "action": "echo",
+        "action_hash": "a" * 64,
+        "nonce": f"nonce-{seq:04d}",
+        "run_id": "run",
+        "status": "executed",
+        "error_code": None,
+        "approval": {"method": "auto", "approval_id": None, "kid": None, "issued_by": None, "artifact_hash": None},
+        "result_hash": "b" * 64,
+        "original_exec_id": None,
+        "policy_hash": "c" * 64,
+        "started_at": "2025-01-01T00:00:00.000Z",
+        "finished_at": "2025-01-01T00:00:00.001Z",
         "server": {"name": "openexec-mcp", "version": "1"},
-    }  # fmt: skip
+    }
 
 
 def chain(size: int) -> list[Any]:
@@ -97,9 +110,11 @@ def change_one_byte(data: bytes, position: int, replacement: int) -> bytes:
 
 @settings(max_examples=400, deadline=None)
 @given(
-    seq=st.integers(min_value=0, max_value=10), target=st.sampled_from(["receipt", "proof"]),
-    position=st.integers(min_value=0), replacement=st.integers(min_value=0, max_value=255),
-)  # fmt: skip
+    seq=st.integers(min_value=0, max_value=10),
+    target=st.sampled_from(["receipt", "proof"]),
+    position=st.integers(min_value=0),
+    replacement=st.integers(min_value=0, max_value=255),
+)
 def test_any_single_changed_byte_of_a_receipt_or_its_proof_fails(
     seq: int, target: str, position: int, replacement: int
 ) -> None:
@@ -132,8 +147,9 @@ def test_checkpoint_consistency_holds_for_every_older_size_and_fails_for_a_rewri
     new = verify_signed_checkpoint(NOTE, TRUSTED)
     hasher = subtree_hasher_from_leaves(LEAVES)
     for size in range(1, 12):
-        old = verify_signed_checkpoint(sign_checkpoint(ORIGIN, size, root_from_leaves(LEAVES[:size]), KEY.private_key),
-                                       TRUSTED)  # fmt: skip
+        old = verify_signed_checkpoint(
+            sign_checkpoint(ORIGIN, size, root_from_leaves(LEAVES[:size]), KEY.private_key), TRUSTED
+        )
         verify_checkpoint_consistency(old, new, consistency_proof(size, 11, hasher))
     rewritten = [*LEAVES[:4], hashlib.sha256(b"other").digest(), *LEAVES[5:]]
     forked = verify_signed_checkpoint(
@@ -149,11 +165,14 @@ def test_checkpoint_consistency_holds_for_every_older_size_and_fails_for_a_rewri
 # -- loads_canonical: exact, whichever path decides ----------------------------------------------
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
     max_leaves=12,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -219,8 +238,11 @@ def reference_reason(rows: list[tuple[int, str, str, str]]) -> tuple[int | None,
 
 
 @settings(max_examples=300, deadline=None)
-@given(seq=st.integers(min_value=0, max_value=4), position=st.integers(min_value=0),
-       replacement=st.integers(min_value=32, max_value=126))  # fmt: skip
+@given(
+    seq=st.integers(min_value=0, max_value=4),
+    position=st.integers(min_value=0),
+    replacement=st.integers(min_value=32, max_value=126),
+)
 def test_the_fast_audit_path_names_the_same_seq_and_reason_as_the_plain_one(
     seq: int, position: int, replacement: int
 ) -> None:
@@ -254,16 +276,24 @@ def test_the_fast_path_takes_the_general_path_for_an_unusual_but_valid_envelope(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    texts=st.lists(st.text(max_size=6), min_size=4, max_size=4), seq=st.integers(min_value=-2, max_value=2**54),
-    approval=st.booleans(), spelling=st.sampled_from(["rfc8785", "ascii", "raw", "spaced"]),
-)  # fmt: skip
+    texts=st.lists(st.text(max_size=6), min_size=4, max_size=4),
+    seq=st.integers(min_value=-2, max_value=2**54),
+    approval=st.booleans(),
+    spelling=st.sampled_from(["rfc8785", "ascii", "raw", "spaced"]),
+)
 def test_the_fast_body_parser_only_accepts_canonical_text(
     texts: list[str], seq: int, approval: bool, spelling: str
 ) -> None:
     from openexec_mcp.core.audit import parse_body_fast
 
-    value = {**body(0, None), "nonce": texts[0], "tenant_id": texts[1], "run_id": texts[2], "seq": seq,
-             "approval": {**body(0, None)["approval"], "issued_by": texts[3]} if approval else None}  # fmt: skip
+    value = {
+        **body(0, None),
+        "nonce": texts[0],
+        "tenant_id": texts[1],
+        "run_id": texts[2],
+        "seq": seq,
+        "approval": {**body(0, None)["approval"], "issued_by": texts[3]} if approval else None,
+    }
     try:
         text = {
             "rfc8785": lambda: rfc8785.dumps(value),

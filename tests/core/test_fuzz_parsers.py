@@ -147,8 +147,9 @@ def test_parse_json_refuses_deep_nesting_with_a_typed_error(depth: int) -> None:
 ACTION_HASH = "ab" * 32
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 VALID_ARTIFACT = mint(ACTION_HASH, now=NOW)
-KEYRING = Keyring([KeyringEntry(kid=GOV_KID, alg="ed25519", key=GOV_KEY.public_key().public_bytes_raw(),
-                                issuers=frozenset({ISSUER}))])  # fmt: skip
+KEYRING = Keyring(
+    [KeyringEntry(kid=GOV_KID, alg="ed25519", key=GOV_KEY.public_key().public_bytes_raw(), issuers=frozenset({ISSUER}))]
+)
 artifacts = json_values | mutated_json(VALID_ARTIFACT) | field_swaps(VALID_ARTIFACT)
 
 
@@ -166,19 +167,31 @@ def test_parse_approval_artifact_only_raises_approval_malformed(artifact: Any) -
 def test_verify_approval_only_raises_approval_errors(artifact: Any, shift_seconds: int) -> None:
     assert_typed(
         lambda: verify_approval(
-            artifact, keyring=KEYRING, action_hash=ACTION_HASH, tenant_id="default", audience=ORIGIN,
-            now=NOW + timedelta(seconds=shift_seconds), clock_skew_seconds=60, max_ttl_seconds=300,
+            artifact,
+            keyring=KEYRING,
+            action_hash=ACTION_HASH,
+            tenant_id="default",
+            audience=ORIGIN,
+            now=NOW + timedelta(seconds=shift_seconds),
+            clock_skew_seconds=60,
+            max_ttl_seconds=300,
             min_issued_at=NOW - timedelta(days=1),
         ),
         errors.ApprovalError,
-    )  # fmt: skip
+    )
 
 
 def test_the_valid_artifact_still_verifies() -> None:
     verified = verify_approval(
-        VALID_ARTIFACT, keyring=KEYRING, action_hash=ACTION_HASH, tenant_id="default", audience=ORIGIN, now=NOW,
-        clock_skew_seconds=60, max_ttl_seconds=300,
-    )  # fmt: skip
+        VALID_ARTIFACT,
+        keyring=KEYRING,
+        action_hash=ACTION_HASH,
+        tenant_id="default",
+        audience=ORIGIN,
+        now=NOW,
+        clock_skew_seconds=60,
+        max_ttl_seconds=300,
+    )
     assert verified.approval_id == VALID_ARTIFACT["approval_id"]
 
 
@@ -186,16 +199,28 @@ def test_the_valid_artifact_still_verifies() -> None:
 
 RECEIPT = sign_receipt(
     {
-        "v": 1, "exec_id": "e" * 32, "seq": 3, "prev": "f" * 64, "log_id": ORIGIN, "tenant_id": "default",
-        "action": "echo", "action_hash": ACTION_HASH, "nonce": "nonce-123", "run_id": "run-1", "status": "executed",
-        "error_code": None, "approval": {"method": "auto", "approval_id": None, "kid": None, "issued_by": None,
-                                         "artifact_hash": None},
-        "result_hash": "c" * 64, "original_exec_id": None, "policy_hash": "d" * 64,
-        "started_at": "2026-11-21T10:00:00.000Z", "finished_at": "2026-11-21T10:00:00.001Z",
+        "v": 1,
+        "exec_id": "e" * 32,
+        "seq": 3,
+        "prev": "f" * 64,
+        "log_id": ORIGIN,
+        "tenant_id": "default",
+        "action": "echo",
+        "action_hash": ACTION_HASH,
+        "nonce": "nonce-123",
+        "run_id": "run-1",
+        "status": "executed",
+        "error_code": None,
+        "approval": {"method": "auto", "approval_id": None, "kid": None, "issued_by": None, "artifact_hash": None},
+        "result_hash": "c" * 64,
+        "original_exec_id": None,
+        "policy_hash": "d" * 64,
+        "started_at": "2026-11-21T10:00:00.000Z",
+        "finished_at": "2026-11-21T10:00:00.001Z",
         "server": {"name": "openexec-mcp", "version": "test"},
     },
     SERVER_KEY,
-)  # fmt: skip
+)
 
 
 def receipt_variants() -> st.SearchStrategy[Any]:
@@ -275,9 +300,23 @@ def test_the_valid_proof_and_checkpoint_still_verify() -> None:
 
 EXAMPLE_CONFIG = (Path(__file__).parents[2] / "config.example.toml").read_text()
 toml_keys = st.sampled_from(
-    ["mode", "server_id", "tenant_id", "state_dir", "storage", "limits", "nonce", "approvals", "auth", "mcp",
-     "toolsets", "policy", "actions", "unknown"]
-)  # fmt: skip
+    [
+        "mode",
+        "server_id",
+        "tenant_id",
+        "state_dir",
+        "storage",
+        "limits",
+        "nonce",
+        "approvals",
+        "auth",
+        "mcp",
+        "toolsets",
+        "policy",
+        "actions",
+        "unknown",
+    ]
+)
 toml_scalars = (
     st.integers().map(str)
     | st.floats().map(repr)
@@ -305,8 +344,9 @@ def config_path(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "fuzz.toml"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(toml_documents() | mutated(EXAMPLE_CONFIG) | noise)
 def test_load_settings_from_random_toml_only_raises_config_error(config_path: Path, text: str) -> None:
     config_path.write_text(text, encoding="utf-8", errors="surrogatepass")
@@ -329,11 +369,12 @@ def execute_bodies(draw: st.DrawFn) -> Any:
     body: dict[str, Any] = {
         "action": draw(st.sampled_from(ACTIONS) | st.text(max_size=10)),
         "payload": draw(
-            st.fixed_dictionaries({"a": scalars, "b": scalars}) | st.dictionaries(st.text(max_size=8), json_values)
+            st.fixed_dictionaries({"a": scalars, "b": scalars})
+            | st.dictionaries(st.text(max_size=8), json_values)
             | json_values
         ),
         "nonce": draw(nonces),
-    }  # fmt: skip
+    }
     if draw(st.booleans()):
         body["approval_artifact"] = draw(artifacts)
     if draw(st.booleans()):
@@ -400,8 +441,9 @@ def assert_clean_answer(response: httpx.Response) -> dict[str, Any]:
     return document
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(raw_bodies)
 def test_execute_answers_every_body_with_a_typed_json_envelope(app_runtime: Runtime, body: bytes) -> None:
     response = post(app_runtime, "/execute", body)
@@ -420,8 +462,9 @@ def test_execute_answers_every_body_with_a_typed_json_envelope(app_runtime: Runt
         assert envelope["receipt_hash"] is not None  # recorded: it has a receipt
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(receipt_variants().map(lambda e: json.dumps(e).encode()) | st.binary(max_size=100))
 def test_receipts_verify_answers_every_body_with_a_verdict(app_runtime: Runtime, body: bytes) -> None:
     response = post(app_runtime, "/receipts/verify", body)
@@ -430,8 +473,9 @@ def test_receipts_verify_answers_every_body_with_a_verdict(app_runtime: Runtime,
     assert verdict["valid"] in (True, False)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(artifacts.map(lambda a: json.dumps(a).encode()) | st.binary(max_size=100))
 def test_approvals_answers_every_artifact_with_a_typed_code(app_runtime: Runtime, body: bytes) -> None:
     response = post(app_runtime, "/approvals", body)

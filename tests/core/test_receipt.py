@@ -34,14 +34,26 @@ TRUSTED = {KEY.kid: KEY.public_key()}
 
 def body(seq: int = 0, prev: str | None = None, **changes: Any) -> dict[str, Any]:
     base = {
-        "v": 1, "exec_id": f"{seq:032x}", "seq": seq, "prev": prev, "log_id": "openexec-mcp", "tenant_id": "default",
-        "action": "echo", "action_hash": "a" * 64, "nonce": f"nonce-{seq:04d}", "run_id": "run-1",
-        "status": "executed", "error_code": None,
+        "v": 1,
+        "exec_id": f"{seq:032x}",
+        "seq": seq,
+        "prev": prev,
+        "log_id": "openexec-mcp",
+        "tenant_id": "default",
+        "action": "echo",
+        "action_hash": "a" * 64,
+        "nonce": f"nonce-{seq:04d}",
+        "run_id": "run-1",
+        "status": "executed",
+        "error_code": None,
         "approval": {"method": "auto", "approval_id": None, "kid": None, "issued_by": None, "artifact_hash": None},
-        "result_hash": "b" * 64, "original_exec_id": None, "policy_hash": "c" * 64,
-        "started_at": "2026-11-21T10:00:00.000Z", "finished_at": "2026-11-21T10:00:00.001Z",
+        "result_hash": "b" * 64,
+        "original_exec_id": None,
+        "policy_hash": "c" * 64,
+        "started_at": "2026-11-21T10:00:00.000Z",
+        "finished_at": "2026-11-21T10:00:00.001Z",
         "server": {"name": "openexec-mcp", "version": "0.1.0"},
-    }  # fmt: skip
+    }
     return {**base, **changes}
 
 
@@ -116,9 +128,16 @@ def test_payload_type_is_bound() -> None:
 
 
 @pytest.mark.parametrize(
-    "envelope", [None, [], {}, {"payloadType": "x"}, {"payloadType": "x", "payload": 1, "signatures": []},
-                 {"payloadType": "x", "payload": "!!", "signatures": [{"keyid": "k", "sig": "s"}]}],
-)  # fmt: skip
+    "envelope",
+    [
+        None,
+        [],
+        {},
+        {"payloadType": "x"},
+        {"payloadType": "x", "payload": 1, "signatures": []},
+        {"payloadType": "x", "payload": "!!", "signatures": [{"keyid": "k", "sig": "s"}]},
+    ],
+)
 def test_malformed_envelopes_are_refused_with_a_reason(envelope: Any) -> None:
     with pytest.raises(VerificationError) as caught:
         verify_receipt(envelope, TRUSTED)
@@ -130,8 +149,11 @@ def test_non_canonical_payload_is_refused_even_if_signed() -> None:
     from openexec_mcp.core.encoding import pae
 
     sig = KEY.private_key.sign(pae("application/vnd.openexec.receipt+json", payload))
-    envelope = {"payloadType": "application/vnd.openexec.receipt+json", "payload": base64.b64encode(payload).decode(),
-                "signatures": [{"keyid": KEY.kid, "sig": base64.b64encode(sig).decode()}]}  # fmt: skip
+    envelope = {
+        "payloadType": "application/vnd.openexec.receipt+json",
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": KEY.kid, "sig": base64.b64encode(sig).decode()}],
+    }
     with pytest.raises(VerificationError) as caught:
         verify_receipt(envelope, TRUSTED)
     assert caught.value.reason == "bad_body"
@@ -163,7 +185,7 @@ def test_auditor_accepts_a_clean_chain() -> None:
         (lambda rows: rows.__setitem__(3, (*rows[3][:2], *_resigned(body(3, rows[2][2], log_id="x")))), "log_mismatch"),
         (lambda rows: rows.__setitem__(3, (*rows[3][:2], *_resigned(body(4, rows[2][2])))), "seq_mismatch"),
     ],
-)  # fmt: skip
+)
 def test_auditor_names_the_first_bad_seq(mutate: Any, reason: str) -> None:
     rows = _chain(6)
     mutate(rows)

@@ -32,12 +32,25 @@ TRUSTED = {KEY.kid: KEY.public_key()}
 
 def typed(**changes: Any) -> ReceiptBody:
     base = ReceiptBody(
-        exec_id="0" * 32, seq=0, prev=None, log_id="openexec-mcp", tenant_id="default", action="fs.write_file",
-        action_hash="a" * 64, nonce="nonce-0001", run_id="run-1", status="executed", error_code=None,
-        approval=ReceiptApproval(method="auto"), result_hash="b" * 64, original_exec_id=None,
-        policy_hash="c" * 64, started_at="2026-11-21T10:00:00.000Z", finished_at="2026-11-21T10:00:00.001Z",
+        exec_id="0" * 32,
+        seq=0,
+        prev=None,
+        log_id="openexec-mcp",
+        tenant_id="default",
+        action="fs.write_file",
+        action_hash="a" * 64,
+        nonce="nonce-0001",
+        run_id="run-1",
+        status="executed",
+        error_code=None,
+        approval=ReceiptApproval(method="auto"),
+        result_hash="b" * 64,
+        original_exec_id=None,
+        policy_hash="c" * 64,
+        started_at="2026-11-21T10:00:00.000Z",
+        finished_at="2026-11-21T10:00:00.001Z",
         server=ServerInfo("openexec-mcp", "0.2.0"),
-    )  # fmt: skip
+    )
     return dataclasses.replace(base, **changes)
 
 
@@ -50,8 +63,13 @@ def test_typed_body_signs_every_spec_field_plus_nonce_source() -> None:
     body = verify_receipt(signed.envelope, TRUSTED)
     assert set(body) == RECEIPT_BODY_FIELDS | {"nonce_source"}
     assert body["nonce_source"] == "client" and "upstream" not in body
-    assert body["approval"] == {"method": "auto", "approval_id": None, "kid": None, "issued_by": None,
-                                "artifact_hash": None}  # fmt: skip
+    assert body["approval"] == {
+        "method": "auto",
+        "approval_id": None,
+        "kid": None,
+        "issued_by": None,
+        "artifact_hash": None,
+    }
     assert ReceiptBody.from_json(body) == typed()
 
 
@@ -64,8 +82,9 @@ def test_upstream_and_server_nonce_are_signed_and_round_trip() -> None:
 
 
 def test_grant_approval_carries_its_use_count_and_only_grants_do() -> None:
-    grant = ReceiptApproval(method="grant", approval_id="g-1", kid="gov", issued_by="clawshield",
-                            artifact_hash="d" * 64, use=3)  # fmt: skip
+    grant = ReceiptApproval(
+        method="grant", approval_id="g-1", kid="gov", issued_by="clawshield", artifact_hash="d" * 64, use=3
+    )
     assert grant.to_json()["use"] == 3
     assert ReceiptApproval.from_json(grant.to_json()) == grant
     with pytest.raises(ValueError, match="use count"):
@@ -95,8 +114,11 @@ def test_receipt_written_before_spec_v2_without_nonce_source_still_verifies() ->
 def test_body_with_a_field_outside_the_spec_is_bad_body_even_when_signed() -> None:
     extra = {**typed().to_json(), "comment": "signed, but not a SPEC field"}
     payload = canonicalize(extra)
-    envelope = {"payloadType": RECEIPT_PAYLOAD_TYPE, "payload": b64encode(payload),
-                "signatures": [{"keyid": KEY.kid, "sig": b64encode(KEY.private_key.sign(pae(RECEIPT_PAYLOAD_TYPE, payload)))}]}  # fmt: skip
+    envelope = {
+        "payloadType": RECEIPT_PAYLOAD_TYPE,
+        "payload": b64encode(payload),
+        "signatures": [{"keyid": KEY.kid, "sig": b64encode(KEY.private_key.sign(pae(RECEIPT_PAYLOAD_TYPE, payload)))}],
+    }
     with pytest.raises(VerificationError) as raised:
         verify_receipt(envelope, TRUSTED)
     assert raised.value.reason == "bad_body"

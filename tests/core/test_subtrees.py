@@ -47,8 +47,11 @@ def grow(data: list[bytes]) -> dict[Position, bytes]:
 def test_appends_store_exactly_every_perfect_subtree(n: int) -> None:
     data = leaves(n)
     stored = grow(data)
-    expected = {(level, idx): root_from_leaves(data[idx << level : (idx + 1) << level])
-                for level in range(n.bit_length() + 1) for idx in range(n >> level)}  # fmt: skip
+    expected = {
+        (level, idx): root_from_leaves(data[idx << level : (idx + 1) << level])
+        for level in range(n.bit_length() + 1)
+        for idx in range(n >> level)
+    }
     assert stored == expected
     assert sum(1 for level, _ in stored if level > 0) == n - n.bit_count()
 

@@ -11,16 +11,46 @@ from openexec_mcp.errors import VerificationReason
 
 PACKAGE = Path(openexec_mcp.__file__).parent
 
-PINNED = frozenset({
-    "malformed", "wrong_payload_type", "unknown_key", "bad_signature", "bad_body", "not_canonical",
-    "seq_mismatch", "log_mismatch", "exec_id_mismatch", "broken_chain", "broken_prev", "gap", "hash_mismatch",
-    "tree_mismatch", "size_mismatch", "checkpoint_ahead", "inconsistent_checkpoint",
-    "malformed_hash", "index_out_of_range", "wrong_proof_length", "root_mismatch", "size_regression", "empty_tree",
-    "malformed_proof", "index_mismatch",
-    "malformed_note", "missing_signature", "malformed_checkpoint", "origin_mismatch",
-    "bad_cosignature", "quorum_not_met", "malformed_bundle", "untrusted_server_key",
-    "not_in_ledger", "unknown_exec_id", "receipt_mismatch",
-})  # fmt: skip
+PINNED = frozenset(
+    {
+        "malformed",
+        "wrong_payload_type",
+        "unknown_key",
+        "bad_signature",
+        "bad_body",
+        "not_canonical",
+        "seq_mismatch",
+        "log_mismatch",
+        "exec_id_mismatch",
+        "broken_chain",
+        "broken_prev",
+        "gap",
+        "hash_mismatch",
+        "tree_mismatch",
+        "size_mismatch",
+        "checkpoint_ahead",
+        "inconsistent_checkpoint",
+        "malformed_hash",
+        "index_out_of_range",
+        "wrong_proof_length",
+        "root_mismatch",
+        "size_regression",
+        "empty_tree",
+        "malformed_proof",
+        "index_mismatch",
+        "malformed_note",
+        "missing_signature",
+        "malformed_checkpoint",
+        "origin_mismatch",
+        "bad_cosignature",
+        "quorum_not_met",
+        "malformed_bundle",
+        "untrusted_server_key",
+        "not_in_ledger",
+        "unknown_exec_id",
+        "receipt_mismatch",
+    }
+)
 """Changing this set changes the wire contract: say so in docs and the changelog."""
 
 

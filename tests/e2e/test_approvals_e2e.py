@@ -62,9 +62,13 @@ class Deployment:
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", *args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
-        text=True, timeout=CLI_TIMEOUT_SECONDS,
-    )  # fmt: skip
+        [sys.executable, "-m", "openexec_mcp", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_SECONDS,
+    )
 
 
 def module_env(root: Path, **extra: str) -> dict[str, str]:
@@ -128,9 +132,15 @@ def approvals_list(deployment: Deployment) -> str:
 
 def approve(deployment: Deployment, request_id: str) -> subprocess.CompletedProcess[str]:
     approved = cli(
-        "approve", request_id, "--key", str(deployment.gov.private_key), "--server", deployment.http.base_url, "--yes",
+        "approve",
+        request_id,
+        "--key",
+        str(deployment.gov.private_key),
+        "--server",
+        deployment.http.base_url,
+        "--yes",
         env=deployment.env,
-    )  # fmt: skip
+    )
     assert approved.returncode == 0, approved.stderr
     return approved
 
@@ -219,9 +229,19 @@ async def test_propose_approve_execute_over_stdio_with_the_artifact_in_meta(
     # The approver mints the artifact offline, for a hash the agent hands over.
     artifact_file = tmp_path / "approval.json"
     minted = cli(
-        "approve", "--action-hash", action_hash, "--tenant", "default", "--key", str(deployment.gov.private_key),
-        "--yes", "--no-submit", "--out", str(artifact_file), env=deployment.env,
-    )  # fmt: skip
+        "approve",
+        "--action-hash",
+        action_hash,
+        "--tenant",
+        "default",
+        "--key",
+        str(deployment.gov.private_key),
+        "--yes",
+        "--no-submit",
+        "--out",
+        str(artifact_file),
+        env=deployment.env,
+    )
     assert minted.returncode == 0, minted.stderr
     artifact = json.loads(artifact_file.read_text())
     assert artifact["action_hash"] == action_hash and "audience" not in artifact
@@ -315,18 +335,28 @@ def doctored_server(item: dict[str, Any], server_id: str = "prod-exec") -> Itera
 
 def request_item(action_request: dict[str, Any], action_hash: str, tenant_id: str = "acme") -> dict[str, Any]:
     return {
-        "request_id": "req-" + uuid.uuid4().hex[:12], "tenant_id": tenant_id, "action_hash": action_hash,
-        "action_request": action_request, "created_at": "2026-11-21T10:00:00.000Z",
+        "request_id": "req-" + uuid.uuid4().hex[:12],
+        "tenant_id": tenant_id,
+        "action_hash": action_hash,
+        "action_request": action_request,
+        "created_at": "2026-11-21T10:00:00.000Z",
         "expires_at": "2099-11-21T10:15:00.000Z",
-    }  # fmt: skip
+    }
 
 
 def approve_against(server: Doctored, governance: Governance, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("OPENEXEC_", "CLAWSHIELD_"))}
     return cli(
-        "approve", server.item["request_id"], "--key", str(governance.private_key), "--server", server.base_url,
-        "--yes", *extra, env=env,
-    )  # fmt: skip
+        "approve",
+        server.item["request_id"],
+        "--key",
+        str(governance.private_key),
+        "--server",
+        server.base_url,
+        "--yes",
+        *extra,
+        env=env,
+    )
 
 
 SHOWN = {"action": "send_email", "payload": {"to": ["team@example.com"], "subject": "lunch"}, "nonce": "nonce-0001"}

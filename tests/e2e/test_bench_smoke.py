@@ -45,8 +45,13 @@ def test_quick_benchmark_run_prints_every_figure() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENEXEC_", "CLAWSHIELD_"))}
     completed = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--quick"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=110, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
     rows = [line for line in completed.stdout.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| figure | openexec | baseline | ratio | goal | met? |")

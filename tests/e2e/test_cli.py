@@ -43,9 +43,13 @@ class Outcome:
 
 def run_subprocess(args: list[str], env: dict[str, str]) -> Outcome:
     completed = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", *args], env=env, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "openexec_mcp", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     return Outcome(completed.returncode, completed.stdout, completed.stderr)
 
 
@@ -178,9 +182,13 @@ def test_receipt_verify_accepts_a_real_receipt_in_a_subprocess(
 @pytest.mark.parametrize("key_form", ["base64", "pem-file", "keys-json-file"])
 @pytest.mark.parametrize("document", ["dsse-receipt", "result-envelope"])
 def test_receipt_verify_exits_0_for_a_real_receipt(
-    cli: Callable[..., Outcome], envelopes: list[dict[str, Any]], keys_json: str, tmp_path: Path,
-    key_form: str, document: str,
-) -> None:  # fmt: skip
+    cli: Callable[..., Outcome],
+    envelopes: list[dict[str, Any]],
+    keys_json: str,
+    tmp_path: Path,
+    key_form: str,
+    document: str,
+) -> None:
     value = envelopes[1]["receipt"] if document == "dsse-receipt" else envelopes[1]
     receipt_file = write_json(tmp_path / "receipt.json", value)
     outcome = cli(
@@ -218,9 +226,12 @@ TAMPERS: dict[str, Callable[[list[dict[str, Any]]], Any]] = {
 
 @pytest.mark.parametrize("tamper", list(TAMPERS.values()), ids=list(TAMPERS))
 def test_receipt_verify_exits_1_for_a_tampered_receipt(
-    cli: Callable[..., Outcome], envelopes: list[dict[str, Any]], keys_json: str, tmp_path: Path,
+    cli: Callable[..., Outcome],
+    envelopes: list[dict[str, Any]],
+    keys_json: str,
+    tmp_path: Path,
     tamper: Callable[[list[dict[str, Any]]], Any],
-) -> None:  # fmt: skip
+) -> None:
     receipt_file = write_json(tmp_path / "tampered.json", tamper(envelopes))
     key = json.loads(keys_json)["keys"][0]["public_key"]
     outcome = cli("receipt", "verify", str(receipt_file), "--public-key", key)
@@ -370,8 +381,11 @@ def edit_and_resign_with_server_key(state_dir: Path, seq: int) -> None:
         body["nonce"] = "rewritten-nonce"
         payload = rfc8785.dumps(body)
         signature = key.sign(verifier.pae(verifier.RECEIPT_PAYLOAD_TYPE, payload))
-        envelope = {**envelope, "payload": base64.b64encode(payload).decode(),
-                    "signatures": [{**envelope["signatures"][0], "sig": base64.b64encode(signature).decode()}]}  # fmt: skip
+        envelope = {
+            **envelope,
+            "payload": base64.b64encode(payload).decode(),
+            "signatures": [{**envelope["signatures"][0], "sig": base64.b64encode(signature).decode()}],
+        }
         db.execute(
             "UPDATE ledger SET envelope = ?, receipt_hash = ? WHERE seq = ?",
             (rfc8785.dumps(envelope).decode(), verifier.receipt_hash(envelope), seq),
@@ -390,9 +404,11 @@ LEDGER_EDITS: dict[str, tuple[Callable[[Path, int], None], int]] = {
 
 @pytest.mark.parametrize("edit", list(LEDGER_EDITS.values()), ids=list(LEDGER_EDITS))
 def test_ledger_verify_names_the_first_bad_seq_after_an_edited_row(
-    cli: Callable[..., Outcome], envelopes: list[dict[str, Any]], state_dir: Path,
+    cli: Callable[..., Outcome],
+    envelopes: list[dict[str, Any]],
+    state_dir: Path,
     edit: tuple[Callable[[Path, int], None], int],
-) -> None:  # fmt: skip
+) -> None:
     apply_edit, first_bad = edit
     assert cli("ledger", "verify").code == 0
     apply_edit(state_dir, 2)

@@ -270,8 +270,10 @@ def test_mark_failed_makes_retries_replay_the_failure_and_rerun_is_refused_for_a
         assert decided.code == 0, decided
         verdict = receipts(state_dir, nonce)[-1]
         assert (verdict["status"], verdict["error_code"], verdict["original_exec_id"]) == (
-            "failed", "operator_marked_failed", exec_id,
-        )  # fmt: skip
+            "failed",
+            "operator_marked_failed",
+            exec_id,
+        )
         assert verdict["exec_id"] in decided.stdout
 
         retry = server.execute("count_then_crash", {"label": "in_handler"}, nonce)
@@ -396,8 +398,11 @@ def stdio_server(env: dict[str, str], tmp_path: Path) -> Iterator[StdioSession]:
     with (tmp_path / "stdio-stderr.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "openexec_mcp", "serve", "--log-level", "WARNING"],
-            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-        )  # fmt: skip
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
         session = StdioSession(process)
         try:
             yield session

@@ -25,8 +25,13 @@ def server(tmp_path: Path, counter_file: Path) -> Iterator[HttpServer]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "openexec_mcp", *args], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "openexec_mcp", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def execute(server: HttpServer, label: str, nonce: str) -> httpx.Response:
@@ -38,8 +43,9 @@ def test_cli_reject_refuses_the_retry_and_cli_grant_runs_two_calls(server: HttpS
     key = write_private_key(tmp_path / "gov.key")
     nonce = uuid.uuid4().hex
     request_id = execute(server, "wire", nonce).json()["approval_request"]["request_id"]
-    rejected = cli("approve", request_id, "--reject", "not this one", "--key", str(key), "--server",
-                   server.base_url, "--yes")  # fmt: skip
+    rejected = cli(
+        "approve", request_id, "--reject", "not this one", "--key", str(key), "--server", server.base_url, "--yes"
+    )
     assert rejected.returncode == 0, rejected.stderr
     assert "submitted rejection" in rejected.stderr
     retry = execute(server, "wire", nonce)
@@ -47,12 +53,43 @@ def test_cli_reject_refuses_the_retry_and_cli_grant_runs_two_calls(server: HttpS
     assert "not this one" in retry.json()["error"]["message"]
 
     request_id = execute(server, "x", uuid.uuid4().hex).json()["approval_request"]["request_id"]
-    granted = cli("approve", request_id, "--grant", "2", "--hours", "1", "--when", 'args.label != "forbidden"',
-                  "--kid", "clawshield", "--key", str(key), "--server", server.base_url, "--yes")  # fmt: skip
+    granted = cli(
+        "approve",
+        request_id,
+        "--grant",
+        "2",
+        "--hours",
+        "1",
+        "--when",
+        'args.label != "forbidden"',
+        "--kid",
+        "clawshield",
+        "--key",
+        str(key),
+        "--server",
+        server.base_url,
+        "--yes",
+    )
     assert granted.returncode == 0, granted.stderr
     assert [execute(server, label, uuid.uuid4().hex).json()["status"] for label in ("a", "b")] == ["executed"] * 2
     third = execute(server, "c", uuid.uuid4().hex)
     assert third.json()["error"]["code"] == "approval_grant_exhausted"
-    bad = cli("approve", "--grant", "1", "--when", "args.(", "--actions", "count", "--tenant", "default", "--kid", "clawshield",
-              "--key", str(key), "--server", server.base_url, "--yes")  # fmt: skip
+    bad = cli(
+        "approve",
+        "--grant",
+        "1",
+        "--when",
+        "args.(",
+        "--actions",
+        "count",
+        "--tenant",
+        "default",
+        "--kid",
+        "clawshield",
+        "--key",
+        str(key),
+        "--server",
+        server.base_url,
+        "--yes",
+    )
     assert bad.returncode == 2 and "does not compile" in bad.stderr

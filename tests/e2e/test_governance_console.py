@@ -45,8 +45,12 @@ def chromium() -> str:
 
 @pytest.fixture
 def execution(tmp_path: Path, counter_file: Path) -> Iterator[HttpServer]:
-    env = server_env(tmp_path / "state", CLAWSHIELD_PUBLIC_KEY=GOV_PUBLIC_B64, OPENEXEC_MODE="clawshield",
-                     OPENEXEC_LIMITS__MAX_PAYLOAD_BYTES="262144")  # room for the 100 KB hostile value  # fmt: skip
+    env = server_env(
+        tmp_path / "state",
+        CLAWSHIELD_PUBLIC_KEY=GOV_PUBLIC_B64,
+        OPENEXEC_MODE="clawshield",
+        OPENEXEC_LIMITS__MAX_PAYLOAD_BYTES="262144",
+    )  # room for the 100 KB hostile value
     with running_http_server(env, tmp_path) as http:
         yield http
 
@@ -203,8 +207,11 @@ async def test_cross_site_form_post_is_refused(execution: HttpServer, console: G
     # Nothing was signed: the request is still pending, and a direct POST without token is refused too.
     listed = httpx.get(execution.base_url + "/approvals").json()["approval_requests"]
     assert request_id in {item["request_id"] for item in listed}
-    forged = httpx.post(f"{console.url}/requests/s0/{request_id}/decide", data={"decision": "approve"},
-                        headers={"Origin": "http://evil.example"})  # fmt: skip
+    forged = httpx.post(
+        f"{console.url}/requests/s0/{request_id}/decide",
+        data={"decision": "approve"},
+        headers={"Origin": "http://evil.example"},
+    )
     assert forged.status_code == 403
     no_token = httpx.post(f"{console.url}/requests/s0/{request_id}/decide", data={"decision": "approve"})
     assert no_token.status_code == 403

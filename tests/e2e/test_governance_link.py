@@ -116,9 +116,13 @@ def governance(tmp_path: Path, webhook: Webhook, mailbox: tuple[Mailbox, int]) -
 @pytest.fixture
 def execution(tmp_path: Path, counter_file: Path, governance: GovernanceProcess) -> Iterator[HttpServer]:
     env = server_env(
-        tmp_path / "state", CLAWSHIELD_PUBLIC_KEY=GOV_PUBLIC_B64, OPENEXEC_MODE="clawshield",
-        CLAWSHIELD_BASE_URL=governance.url, CLAWSHIELD_API_KEY=API_KEY, CLAWSHIELD_POLL_SECONDS="0.2",
-    )  # fmt: skip
+        tmp_path / "state",
+        CLAWSHIELD_PUBLIC_KEY=GOV_PUBLIC_B64,
+        OPENEXEC_MODE="clawshield",
+        CLAWSHIELD_BASE_URL=governance.url,
+        CLAWSHIELD_API_KEY=API_KEY,
+        CLAWSHIELD_POLL_SECONDS="0.2",
+    )
     with running_http_server(env, tmp_path) as http:
         yield http
 
@@ -148,9 +152,12 @@ def execute(server: HttpServer, label: str, nonce: str) -> dict[str, Any]:
 
 
 def test_pushed_request_is_notified_approved_in_the_console_and_polled_back_so_the_retry_executes(
-    execution: HttpServer, governance: GovernanceProcess, webhook: Webhook, mailbox: tuple[Mailbox, int],
+    execution: HttpServer,
+    governance: GovernanceProcess,
+    webhook: Webhook,
+    mailbox: tuple[Mailbox, int],
     counter_file: Path,
-) -> None:  # fmt: skip
+) -> None:
     nonce = uuid.uuid4().hex
     proposed = execute(execution, "ship release 2.0", nonce)
     assert proposed["error"]["code"] == "approval_required"
@@ -169,8 +176,10 @@ def test_pushed_request_is_notified_approved_in_the_console_and_polled_back_so_t
         decided = client.post(f"/requests/push/{request_id}/decide", data={"csrf": csrf, "decision": "approve"})
         assert decided.status_code == 200 and "Decision recorded" in decided.text
 
-        done = wait_for(lambda: (e := execute(execution, "ship release 2.0", nonce))["status"] == "executed" and e,
-                        "the polled approval")  # fmt: skip
+        done = wait_for(
+            lambda: (e := execute(execution, "ship release 2.0", nonce))["status"] == "executed" and e,
+            "the polled approval",
+        )
         assert done["error"] is None
         assert counter_file.read_text().splitlines() == ["ship release 2.0"]
         # The request left the console's pending list, and the decision is in the history.
@@ -181,10 +190,13 @@ def test_pushed_request_is_notified_approved_in_the_console_and_polled_back_so_t
 def test_pushed_request_whose_hash_does_not_match_is_never_signed(governance: GovernanceProcess) -> None:
     auth = {"Authorization": f"Bearer {API_KEY}"}
     forged = {
-        "request_id": "forged-1", "tenant_id": "default", "action_hash": "0" * 64,
+        "request_id": "forged-1",
+        "tenant_id": "default",
+        "action_hash": "0" * 64,
         "action_request": {"action": "count", "payload": {"label": "harmless"}, "nonce": "n-1"},
-        "created_at": "2026-01-01T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z",
-    }  # fmt: skip
+        "created_at": "2026-01-01T00:00:00Z",
+        "expires_at": "2999-01-01T00:00:00Z",
+    }
     assert httpx.post(governance.url + "/v1/approval-requests", json=forged).status_code == 401  # no API key
     assert httpx.post(governance.url + "/v1/approval-requests", json=forged, headers=auth).status_code == 201
     with signed_in(governance) as (client, csrf):
@@ -214,10 +226,13 @@ def test_history_and_seed_decisions_survive_a_restart_with_a_state_dir(tmp_path:
 
     request = {"action": "count", "payload": {"label": "a"}, "nonce": "n-restart"}
     pushed = {
-        "request_id": "r-restart", "tenant_id": "default", "action_request": request,
+        "request_id": "r-restart",
+        "tenant_id": "default",
+        "action_request": request,
         "action_hash": compute_action_hash("count", {"label": "a"}, "n-restart"),
-        "created_at": "2026-01-01T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z",
-    }  # fmt: skip
+        "created_at": "2026-01-01T00:00:00Z",
+        "expires_at": "2999-01-01T00:00:00Z",
+    }
     options = {"env": {"CLAWSHIELD_API_KEY": API_KEY}, "extra_args": ("--state-dir", str(tmp_path / "gov-state"))}
     with governance_server(tmp_path, key, [], config, **options) as gov:  # pyright: ignore[reportArgumentType]
         assert httpx.post(gov.url + "/v1/approval-requests", json=pushed, headers=auth).status_code == 201
@@ -228,8 +243,12 @@ def test_history_and_seed_decisions_survive_a_restart_with_a_state_dir(tmp_path:
     with governance_server(tmp_path, key, [], config, **options) as gov:  # pyright: ignore[reportArgumentType]
         after = httpx.get(gov.url + "/v1/decisions", params={"since": "0"}, headers=auth).json()["decisions"]
         assert after == before  # a server polling from 0 still gets it; one past its cursor gets nothing new
-        assert httpx.get(gov.url + "/v1/decisions", params={"since": str(before[0]["cursor"])},
-                         headers=auth).json()["decisions"] == []  # fmt: skip
+        assert (
+            httpx.get(gov.url + "/v1/decisions", params={"since": str(before[0]["cursor"])}, headers=auth).json()[
+                "decisions"
+            ]
+            == []
+        )
         with signed_in(gov) as (client, _):
             index = client.get("/").text
             assert "r-restart" not in index.split("History")[0] and "reject" in index.split("History")[1]

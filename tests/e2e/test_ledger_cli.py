@@ -78,8 +78,15 @@ def ledger(make_runtime: Callable[..., Runtime]) -> list[dict[str, Any]]:
     runtime = make_runtime(actions={"modules": MODULES})
     made = call_all(runtime, "run-A", RUN_A) + call_all(runtime, "run-B", RUN_B)
     runtime.close()
-    assert [e["status"] for e in made[:7]] == ["executed", "replayed", "denied", "executed", "executed", "failed",
-                                                "executed"]  # fmt: skip
+    assert [e["status"] for e in made[:7]] == [
+        "executed",
+        "replayed",
+        "denied",
+        "executed",
+        "executed",
+        "failed",
+        "executed",
+    ]
     return made
 
 
@@ -126,11 +133,14 @@ def test_timeline_shows_the_runs_attempts_in_order(cli: Callable[..., Outcome], 
     assert header.split() == ["SEQ", "TIME", "ACTION", "STATUS", "APPROVAL", "ERROR", "EXEC_ID"]
     cells = [row.split() for row in rows]
     assert [(c[0], c[2], c[3], c[4], c[5]) for c in cells] == [
-        ("0", "echo", "executed", "auto", "-"), ("1", "echo", "replayed", "auto", "-"),
-        ("2", "echo", "denied", "auto", "nonce_conflict"), ("3", "count", "executed", "auto", "-"),
-        ("4", "add", "executed", "auto", "-"), ("5", "boom", "failed", "auto", "handler_error"),
+        ("0", "echo", "executed", "auto", "-"),
+        ("1", "echo", "replayed", "auto", "-"),
+        ("2", "echo", "denied", "auto", "nonce_conflict"),
+        ("3", "count", "executed", "auto", "-"),
+        ("4", "add", "executed", "auto", "-"),
+        ("5", "boom", "failed", "auto", "handler_error"),
         ("6", "executions_seen", "executed", "auto", "-"),
-    ]  # fmt: skip
+    ]
     assert [c[6] for c in cells] == [envelope["exec_id"] for envelope in ledger[:7]]
 
 
@@ -156,8 +166,15 @@ def test_replay_reruns_read_only_calls_lists_side_effects_and_matches(
     before = counter_file.read_text()
     outcome = cli("ledger", "replay", "run-A")
     assert outcome.code == 0, outcome
-    assert verdicts(outcome) == {0: "match", 1: "match", 2: "skipped", 3: "side_effects", 4: "match", 5: "skipped",
-                                 6: "match"}  # fmt: skip
+    assert verdicts(outcome) == {
+        0: "match",
+        1: "match",
+        2: "skipped",
+        3: "side_effects",
+        4: "match",
+        5: "skipped",
+        6: "match",
+    }
     assert counter_file.read_text() == before  # count was not re-run
     assert "4 re-run and matched, 0 differ" in outcome.stdout
 
@@ -216,8 +233,11 @@ def test_checkpoint_prints_a_signed_note_and_verify_checks_the_tree_against_it(
 
 
 def test_verify_since_a_kept_checkpoint_then_detects_a_rewritten_history(
-    cli: Callable[..., Outcome], make_runtime: Callable[..., Runtime], state_dir: Path, tmp_path: Path,
-) -> None:  # fmt: skip
+    cli: Callable[..., Outcome],
+    make_runtime: Callable[..., Runtime],
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
     runtime = make_runtime(actions={"modules": MODULES})
     call_all(runtime, "run-A", RUN_A[:5])
     kept = tmp_path / "kept-checkpoint.txt"
@@ -296,8 +316,10 @@ def test_verify_names_the_same_first_bad_seq_with_or_without_worker_threads(
         envelope = json.loads(text)
         envelope["signatures"][0]["sig"] = base64.b64encode(bytes(64)).decode()  # a bad signature at 6
         canonical = rfc8785.dumps(envelope)
-        conn.execute("UPDATE ledger SET envelope = ?, receipt_hash = ? WHERE seq = 6",
-                     (canonical.decode(), hashlib.sha256(b"\x00" + canonical).hexdigest()))  # fmt: skip
+        conn.execute(
+            "UPDATE ledger SET envelope = ?, receipt_hash = ? WHERE seq = 6",
+            (canonical.decode(), hashlib.sha256(b"\x00" + canonical).hexdigest()),
+        )
         conn.execute("UPDATE ledger SET exec_id = 'x' WHERE seq = 8")  # and a broken row later
     for workers in ("0", "1", "3"):
         outcome = cli("ledger", "verify", "--workers", workers)
@@ -305,8 +327,11 @@ def test_verify_names_the_same_first_bad_seq_with_or_without_worker_threads(
 
 
 def test_consistency_checks_two_checkpoints_offline(
-    cli: Callable[..., Outcome], make_runtime: Callable[..., Runtime], state_dir: Path, tmp_path: Path,
-) -> None:  # fmt: skip
+    cli: Callable[..., Outcome],
+    make_runtime: Callable[..., Runtime],
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
     runtime = make_runtime(actions={"modules": MODULES})
     call_all(runtime, "run-A", RUN_A[:3])
     old = runtime.ledger.checkpoint()
@@ -315,16 +340,33 @@ def test_consistency_checks_two_checkpoints_offline(
     assert answer.checkpoint is not None
     forked_old = sign_checkpoint("openexec-mcp", old.size, bytes(32), runtime.server_key.private_key)
     runtime.close()
-    files = {"old": old.note, "new": answer.checkpoint.note, "forked": forked_old,
-             "proof": json.dumps({"from": answer.old_size, "to": answer.new_size,
-                                  "proof": [base64.b64encode(h).decode() for h in answer.proof]})}  # fmt: skip
+    files = {
+        "old": old.note,
+        "new": answer.checkpoint.note,
+        "forked": forked_old,
+        "proof": json.dumps(
+            {
+                "from": answer.old_size,
+                "to": answer.new_size,
+                "proof": [base64.b64encode(h).decode() for h in answer.proof],
+            }
+        ),
+    }
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     keys = keys_file(cli, tmp_path)
 
     def consistency(old_name: str, new_name: str) -> Outcome:
-        return cli("ledger", "consistency", str(tmp_path / old_name), str(tmp_path / new_name),
-                   "--proof", str(tmp_path / "proof"), "--public-key", keys)  # fmt: skip
+        return cli(
+            "ledger",
+            "consistency",
+            str(tmp_path / old_name),
+            str(tmp_path / new_name),
+            "--proof",
+            str(tmp_path / "proof"),
+            "--public-key",
+            keys,
+        )
 
     ok = consistency("old", "new")
     assert ok.code == 0, ok
@@ -333,8 +375,19 @@ def test_consistency_checks_two_checkpoints_offline(
     assert (forked.code, forked.stdout.split(":")[1].strip()) == (1, "root_mismatch")
     swapped = consistency("new", "old")
     assert (swapped.code, swapped.stdout.split(":")[1].strip()) == (1, "size_mismatch")
-    assert cli("ledger", "consistency", str(tmp_path / "old"), str(tmp_path / "missing"), "--proof",
-               str(tmp_path / "proof"), "--public-key", keys).code == 2  # fmt: skip
+    assert (
+        cli(
+            "ledger",
+            "consistency",
+            str(tmp_path / "old"),
+            str(tmp_path / "missing"),
+            "--proof",
+            str(tmp_path / "proof"),
+            "--public-key",
+            keys,
+        ).code
+        == 2
+    )
 
 
 # -- progress ---------------------------------------------------------------------------------------

@@ -34,9 +34,14 @@ def run_block(block: str, base_url: str, cwd: Path, env: dict[str, str], run_id:
     script = block.replace("http://127.0.0.1:8000", base_url).replace(".venv/bin/openexec-mcp", cli)
     script = script.replace("RUN_ID", run_id)
     completed = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return completed.stdout
 

@@ -35,13 +35,18 @@ def test_readme_config_and_send_email_example_work_as_written(tmp_path: Path) ->
     (config_text,) = section_blocks("toml")
     (curl_block,) = section_blocks("bash")
     with running_smtp(free_port(), tls_dir=tmp_path) as smtp:
-        config = config_text.replace('smtp_url = "smtp://smtp.example.com:587"',
-                                     f'smtp_url = "{smtp.url}"\nca_file = "{smtp.ca_file}"')  # fmt: skip
+        config = config_text.replace(
+            'smtp_url = "smtp://smtp.example.com:587"', f'smtp_url = "{smtp.url}"\nca_file = "{smtp.ca_file}"'
+        )
         assert config != config_text
         config_file = tmp_path / "openexec.toml"
         config_file.write_text(config)
-        env = server_env(tmp_path / "state", SMTP_USERNAME=SMTP_USER, SMTP_PASSWORD=SMTP_PASSWORD,
-                         EXAMPLE_API_AUTHORIZATION="Bearer readme-example")  # fmt: skip
+        env = server_env(
+            tmp_path / "state",
+            SMTP_USERNAME=SMTP_USER,
+            SMTP_PASSWORD=SMTP_PASSWORD,
+            EXAMPLE_API_AUTHORIZATION="Bearer readme-example",
+        )
         with http_server(env, tmp_path, "--config", str(config_file)) as server:
             script = curl_block.replace("http://127.0.0.1:8000", server.base_url)
             command = ["bash", "-euo", "pipefail", "-c", script]

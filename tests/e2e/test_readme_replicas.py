@@ -46,9 +46,14 @@ def run_bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.Complete
     # Background servers are stopped however the script ends, so their pipes close.
     script = "trap 'kill $(jobs -p) 2>/dev/null || true; wait' EXIT\n" + script.replace(".venv/bin/openexec-mcp", CLI)
     return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
 
 
 def test_the_readme_replica_and_operator_commands_work_as_written(tmp_path: Path) -> None:

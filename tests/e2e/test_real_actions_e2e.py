@@ -82,8 +82,9 @@ def test_credential_reaches_the_server_and_appears_nowhere_else(
 ) -> None:
     env = server_env(tmp_path / "state", OE_E2E_ORIGIN_TOKEN=f"Bearer {SECRET}")
     with http_server(env, tmp_path, "--config", str(config_file)) as server:
-        response = server.execute("http_request", {"method": "POST", "url": origin.url("/echo"), "body": "hi"},
-                                  "e2e-cred-0001")  # fmt: skip
+        response = server.execute(
+            "http_request", {"method": "POST", "url": origin.url("/echo"), "body": "hi"}, "e2e-cred-0001"
+        )
         assert response.status_code == 200, response.text
         envelope = response.json()
         keys = httpx.get(server.base_url + "/keys", timeout=10).json()
@@ -94,8 +95,9 @@ def test_credential_reaches_the_server_and_appears_nowhere_else(
     assert envelope["result"]["headers"]["x-echo"] == "[redacted]"
     exported = run_cli(env, "ledger", "export", "--config", str(config_file))
     assert exported.code == 0, exported.stderr
-    receipt_bodies = [base64.b64decode(line["receipt"]["payload"]).decode() for line in map(json.loads,
-                      exported.stdout.splitlines())]  # fmt: skip
+    receipt_bodies = [
+        base64.b64decode(line["receipt"]["payload"]).decode() for line in map(json.loads, exported.stdout.splitlines())
+    ]
     places = {
         "envelope": response.text,
         "receipt body": base64.b64decode(envelope["receipt"]["payload"]).decode(),

@@ -116,9 +116,13 @@ def published_keys(root: Path, config: Path) -> dict[str, Any]:
 
     env = server_env(root / "state", OPENEXEC_CONFIG=str(config))
     keys = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", "keys", "public"], env=env, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "openexec_mcp", "keys", "public"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=True,
-    )  # fmt: skip
+    )
     document: dict[str, Any] = json.loads(keys.stdout)
     return document
 

@@ -111,8 +111,19 @@ def sources(counter: Path) -> list[Action]:
 
 
 def _fields(item: Action) -> dict[str, Any]:
-    names = ("name", "handler", "input_model", "output_model", "title", "description", "read_only", "destructive",
-             "idempotent", "open_world", "approval")  # fmt: skip
+    names = (
+        "name",
+        "handler",
+        "input_model",
+        "output_model",
+        "title",
+        "description",
+        "read_only",
+        "destructive",
+        "idempotent",
+        "open_world",
+        "approval",
+    )
     return {name: getattr(item, name) for name in names}
 
 

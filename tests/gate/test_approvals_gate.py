@@ -72,9 +72,14 @@ def artifact_hash(artifact: dict[str, Any]) -> str:
 
 
 async def call(
-    runtime: Runtime | Gate, payload: dict[str, Any], nonce: str, *, artifact: Any = None,
-    tenant_id: str = TENANT, action: str = "count",
-) -> Answer:  # fmt: skip
+    runtime: Runtime | Gate,
+    payload: dict[str, Any],
+    nonce: str,
+    *,
+    artifact: Any = None,
+    tenant_id: str = TENANT,
+    action: str = "count",
+) -> Answer:
     gate = runtime.gate if isinstance(runtime, Runtime) else runtime
     ctx = CallContext(tenant_id=tenant_id, run_id="run-approvals", approval_artifact=artifact)
     answer = await gate.call(action, {**payload, "nonce": nonce}, ctx)
@@ -124,8 +129,13 @@ async def test_clawshield_call_without_artifact_is_approval_required_and_consume
     assert answer.envelope["result"] is None
     body = assert_verifies(clawshield, answer)
     assert (body["status"], body["error_code"]) == ("denied", "approval_required")
-    assert body["approval"] == {"method": "signed", "approval_id": None, "kid": None, "issued_by": None,
-                                "artifact_hash": None}  # fmt: skip
+    assert body["approval"] == {
+        "method": "signed",
+        "approval_id": None,
+        "kid": None,
+        "issued_by": None,
+        "artifact_hash": None,
+    }
     assert body["policy_hash"] == clawshield.policy.policy_hash
     assert executions(counter_file) == 0
     assert clawshield.store.get_nonce(TENANT, "nonce-0001") is None
@@ -165,9 +175,12 @@ async def test_valid_artifact_in_the_call_executes_once_with_a_signed_approval_o
     assert executions(counter_file) == 1
     body = assert_verifies(clawshield, answer)
     assert body["approval"] == {
-        "method": "signed", "approval_id": artifact["approval_id"], "kid": GOV_KID, "issued_by": ISSUER,
+        "method": "signed",
+        "approval_id": artifact["approval_id"],
+        "kid": GOV_KID,
+        "issued_by": ISSUER,
         "artifact_hash": artifact_hash(artifact),
-    }  # fmt: skip
+    }
     assert body["policy_hash"] == clawshield.policy.policy_hash
     assert body["action_hash"] == artifact["action_hash"]
 
@@ -266,9 +279,12 @@ async def test_artifact_for_another_action_hash_is_refused_consumes_nothing_and_
     assert (denied.status, code(denied)) == ("denied", "approval_action_mismatch")
     assert denied.envelope["approval_request"] is None
     assert body_of(denied.envelope)["approval"] == {
-        "method": "signed", "approval_id": wrong["approval_id"], "kid": GOV_KID, "issued_by": ISSUER,
+        "method": "signed",
+        "approval_id": wrong["approval_id"],
+        "kid": GOV_KID,
+        "issued_by": ISSUER,
         "artifact_hash": artifact_hash(wrong),
-    }  # fmt: skip
+    }
     assert executions(counter_file) == 0
     assert clawshield.store.get_nonce(TENANT, "nonce-0001") is None
     # Same nonce, the right artifact: executes.
@@ -287,10 +303,14 @@ REFUSALS: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
     "audience": ("approval_audience_mismatch", lambda a: tamper(a, audience="another-server")),
     "issuer": ("approval_issuer_mismatch", lambda a: tamper(a, issued_by="mallory")),
     "unknown-kid": ("approval_unknown_key", lambda a: tamper(a, kid="gov-unknown")),
-    "future": ("approval_not_yet_valid", lambda a: tamper(
-        a, issued_at=iso(utc_now() + HOUR), expires_at=iso(utc_now() + HOUR + timedelta(minutes=1)))),
-    "expired": ("approval_expired", lambda a: tamper(
-        a, issued_at=iso(utc_now() - HOUR), expires_at=iso(utc_now() - HOUR + timedelta(minutes=4)))),
+    "future": (
+        "approval_not_yet_valid",
+        lambda a: tamper(a, issued_at=iso(utc_now() + HOUR), expires_at=iso(utc_now() + HOUR + timedelta(minutes=1))),
+    ),
+    "expired": (
+        "approval_expired",
+        lambda a: tamper(a, issued_at=iso(utc_now() - HOUR), expires_at=iso(utc_now() - HOUR + timedelta(minutes=4))),
+    ),
     "ttl": ("approval_ttl_too_long", lambda a: tamper(a, expires_at=iso(utc_now() + HOUR))),
     "expires-9999": ("approval_ttl_too_long", lambda a: tamper(a, expires_at="9999-12-31T23:59:59Z")),
     "expires-9999-offset": ("approval_malformed", lambda a: tamper(a, expires_at="9999-12-31T23:59:59-01:00")),
@@ -298,7 +318,7 @@ REFUSALS: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
     "naive-time": ("approval_malformed", lambda a: tamper(a, expires_at=a["expires_at"].rstrip("Z"))),
     "edited-not-resigned": ("approval_bad_signature", lambda a: {**a, "tenant_id": TENANT + "x"}),
     "not-an-object": ("approval_malformed", lambda a: [a]),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", list(REFUSALS), ids=list(REFUSALS))
@@ -339,13 +359,15 @@ async def test_artifact_expiring_in_year_9999_over_http_execute_is_a_403_envelop
     forever = tamper(good, expires_at="9999-12-31T23:59:59Z")
     async with app_client(clawshield) as client:
         answer = await client.post(
-            "/execute", json={"action": "count", "payload": {"label": "a"}, "nonce": "nonce-0001",
-                              "approval_artifact": forever},
-        )  # fmt: skip
+            "/execute",
+            json={"action": "count", "payload": {"label": "a"}, "nonce": "nonce-0001", "approval_artifact": forever},
+        )
     envelope = answer.json()
     assert (answer.status_code, envelope["status"], envelope["error"]["code"]) == (
-        403, "denied", "approval_ttl_too_long",
-    )  # fmt: skip
+        403,
+        "denied",
+        "approval_ttl_too_long",
+    )
     assert verifier.verify_envelope(envelope, public_keys_document(clawshield.server_key))["error_code"] == (
         "approval_ttl_too_long"
     )
@@ -404,8 +426,13 @@ async def test_replayed_nonce_with_another_payload_is_nonce_conflict_never_the_o
 async def test_another_tenants_used_nonce_is_not_replayed_to_this_tenant(
     clawshield: Runtime, counter_file: Path
 ) -> None:
-    await call(clawshield, {"label": "a"}, "nonce-0001", artifact=mint(ahash({"label": "a"}, "nonce-0001"), tenant_id="tenant-a"),
-               tenant_id="tenant-a")  # fmt: skip
+    await call(
+        clawshield,
+        {"label": "a"},
+        "nonce-0001",
+        artifact=mint(ahash({"label": "a"}, "nonce-0001"), tenant_id="tenant-a"),
+        tenant_id="tenant-a",
+    )
     answer = await call(clawshield, {"label": "a"}, "nonce-0001", tenant_id="tenant-b")
     assert (answer.status, code(answer)) == ("denied", "approval_required")
     assert answer.envelope["result"] is None
@@ -425,9 +452,12 @@ async def test_artifact_submitted_to_the_inbox_is_picked_up_by_the_retry(
     retry = await call(clawshield, {"label": "a"}, "nonce-0001")
     assert (retry.status, code(retry)) == ("executed", None)
     assert body_of(retry.envelope)["approval"] == {
-        "method": "signed", "approval_id": artifact["approval_id"], "kid": GOV_KID, "issued_by": ISSUER,
+        "method": "signed",
+        "approval_id": artifact["approval_id"],
+        "kid": GOV_KID,
+        "issued_by": ISSUER,
         "artifact_hash": artifact_hash(artifact),
-    }  # fmt: skip
+    }
     assert executions(counter_file) == 1
     assert clawshield.store.get_approval_request(request["request_id"]) is None
     assert pending(clawshield) == []
@@ -489,10 +519,14 @@ async def test_call_whose_inbox_artifact_expired_gets_a_fresh_approval_request(c
 async def test_pending_requests_expire(clawshield: Runtime) -> None:
     moments = [utc_now() - HOUR]
     gate = Gate(
-        registry=clawshield.registry, policy=clawshield.policy, store=clawshield.store,
-        server_key=clawshield.server_key, server_id=clawshield.settings.server_id,
-        approver=clawshield.gate.approver, clock=lambda: moments[0],
-    )  # fmt: skip
+        registry=clawshield.registry,
+        policy=clawshield.policy,
+        store=clawshield.store,
+        server_key=clawshield.server_key,
+        server_id=clawshield.settings.server_id,
+        approver=clawshield.gate.approver,
+        clock=lambda: moments[0],
+    )
     old = await call(gate, {"label": "a"}, "nonce-0001")
     old_request = old.envelope["approval_request"]
     lifetime = datetime.fromisoformat(old_request["expires_at"]) - moments[0]
@@ -529,8 +563,14 @@ async def test_per_action_override_in_demo_mode_requires_a_signature_for_that_ac
 ) -> None:
     runtime = make_runtime(approvals=approvals_config(), policy={"actions": {"count": {"approval": "signed"}}})
     assert runtime.policy.mode == "demo"
-    assert dict(runtime.policy.approvals) == {"add": "auto", "boom": "auto", "count": "signed", "count_then_crash": "auto",
-                                             "echo": "auto", "not_json": "auto"}  # fmt: skip
+    assert dict(runtime.policy.approvals) == {
+        "add": "auto",
+        "boom": "auto",
+        "count": "signed",
+        "count_then_crash": "auto",
+        "echo": "auto",
+        "not_json": "auto",
+    }
     assert code(await call(runtime, {"label": "a"}, "nonce-0001")) == "approval_required"
     echoed = await call(runtime, {"msg": "hi"}, "nonce-0002", action="echo")
     assert echoed.status == "executed"
@@ -571,8 +611,12 @@ async def test_hmac_key_from_clawshield_secret_key_approves_end_to_end(
     forged_entry = type(HMAC_ENTRY)(
         kid="clawshield", alg="hmac-sha256", key=b"a guessed secret, 32 bytes or more", issuers=frozenset({ISSUER})
     )
-    forged = await call(runtime, {"label": "b"}, "nonce-0002",
-                        artifact=mint(ahash({"label": "b"}, "nonce-0002"), key=forged_entry, kid="clawshield"))  # fmt: skip
+    forged = await call(
+        runtime,
+        {"label": "b"},
+        "nonce-0002",
+        artifact=mint(ahash({"label": "b"}, "nonce-0002"), key=forged_entry, kid="clawshield"),
+    )
     assert code(forged) == "approval_bad_signature"
     assert executions(counter_file) == 1
 
@@ -602,8 +646,12 @@ async def test_two_keys_at_once_let_approvers_rotate_and_a_revoked_key_approves_
     old = await call(
         both, {"label": "a"}, "nonce-0001", artifact=mint(ahash({"label": "a"}, "nonce-0001"), kid="gov-old")
     )
-    new = await call(both, {"label": "a"}, "nonce-0002",
-                     artifact=mint(ahash({"label": "a"}, "nonce-0002"), key=new_key, kid="gov-new"))  # fmt: skip
+    new = await call(
+        both,
+        {"label": "a"},
+        "nonce-0002",
+        artifact=mint(ahash({"label": "a"}, "nonce-0002"), key=new_key, kid="gov-new"),
+    )
     assert (old.status, new.status) == ("executed", "executed")
     assert [body_of(a.envelope)["approval"]["kid"] for a in (old, new)] == ["gov-old", "gov-new"]
     # With two keys an artifact must say which one signed it.
@@ -613,11 +661,16 @@ async def test_two_keys_at_once_let_approvers_rotate_and_a_revoked_key_approves_
     assert code(unnamed) == "approval_unknown_key"
     # The old key revoked (same database): its fresh artifacts are refused, the new key still works.
     rotated = make_runtime(mode="clawshield", approvals={"keys": [{**old_entry, "revoked": True}, new_entry]})
-    revoked = await call(rotated, {"label": "a"}, "nonce-0004",
-                         artifact=mint(ahash({"label": "a"}, "nonce-0004"), kid="gov-old"))  # fmt: skip
+    revoked = await call(
+        rotated, {"label": "a"}, "nonce-0004", artifact=mint(ahash({"label": "a"}, "nonce-0004"), kid="gov-old")
+    )
     assert code(revoked) == "approval_unknown_key"
-    current = await call(rotated, {"label": "a"}, "nonce-0004",
-                         artifact=mint(ahash({"label": "a"}, "nonce-0004"), key=new_key, kid="gov-new"))  # fmt: skip
+    current = await call(
+        rotated,
+        {"label": "a"},
+        "nonce-0004",
+        artifact=mint(ahash({"label": "a"}, "nonce-0004"), key=new_key, kid="gov-new"),
+    )
     assert current.status == "executed"
     assert executions(counter_file) == 3
 
@@ -683,8 +736,10 @@ def test_nonce_retention_must_outlive_max_ttl_plus_twice_the_skew(
     make_runtime: Callable[..., Runtime], retention: int, refused: bool
 ) -> None:
     """An artifact issued one skew ahead stays valid until expires_at + skew: 2 skews past max_ttl."""
-    overrides: dict[str, Any] = {"nonce": {"retention_seconds": retention},
-                                 "approvals": {"max_ttl_seconds": 300, "clock_skew_seconds": 60}}  # fmt: skip
+    overrides: dict[str, Any] = {
+        "nonce": {"retention_seconds": retention},
+        "approvals": {"max_ttl_seconds": 300, "clock_skew_seconds": 60},
+    }
     if refused:
         with pytest.raises(ConfigError, match=r"nonce.retention_seconds .* must exceed .*\(420\)"):
             make_runtime(**overrides)
@@ -700,9 +755,12 @@ def test_nonce_retention_must_outlive_max_ttl_plus_twice_the_skew(
 def test_serve_refuses_to_start_with_exit_2_and_one_line(tmp_path: Path, env: dict[str, str]) -> None:
     outcome = subprocess.run(
         [sys.executable, "-m", "openexec_mcp", "serve"],
-        env=server_env(tmp_path / "state", OPENEXEC_MODE="clawshield", **env), stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=server_env(tmp_path / "state", OPENEXEC_MODE="clawshield", **env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert outcome.returncode == 2, outcome.stderr
     assert outcome.stdout == "" and "Traceback" not in outcome.stderr
     assert len(outcome.stderr.strip().splitlines()) == 1

@@ -57,7 +57,9 @@ async def test_forty_slow_sync_handlers_of_one_tenant_do_not_starve_other_tenant
         async with anyio.create_task_group() as tasks:
 
             async def call_slow(n: int) -> None:
-                results.append(await runtime.gate.call("slow", {"label": str(n), "nonce": f"nonce-slow-{n:04d}"}, TENANT_A))
+                results.append(
+                    await runtime.gate.call("slow", {"label": str(n), "nonce": f"nonce-slow-{n:04d}"}, TENANT_A)
+                )
 
             for n in range(45):
                 tasks.start_soon(call_slow, n)
@@ -93,7 +95,9 @@ async def test_waves_of_timed_out_sync_handlers_cannot_grow_threads_without_boun
             async with anyio.create_task_group() as tasks:
 
                 async def call(n: int, wave: int = wave) -> None:
-                    answer = await runtime.gate.call("stuck", {"label": "x", "nonce": f"nonce-w{wave}-{n:04d}"}, TENANT_A)
+                    answer = await runtime.gate.call(
+                        "stuck", {"label": "x", "nonce": f"nonce-w{wave}-{n:04d}"}, TENANT_A
+                    )
                     codes.append(status(answer))
 
                 for n in range(10):

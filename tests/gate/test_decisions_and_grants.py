@@ -39,8 +39,9 @@ def code(answer: Answer) -> str | None:
     return None if error is None else str(error["code"])
 
 
-async def call(runtime: Runtime, payload: dict[str, Any], nonce: str, *, artifact: Any = None,
-               action: str = "count") -> Answer:  # fmt: skip
+async def call(
+    runtime: Runtime, payload: dict[str, Any], nonce: str, *, artifact: Any = None, action: str = "count"
+) -> Answer:
     ctx = CallContext(tenant_id=TENANT, run_id="run-grants", approval_artifact=artifact)
     answer = await runtime.gate.call(action, {**payload, "nonce": nonce}, ctx)
     assert isinstance(answer, Answer)
@@ -57,10 +58,16 @@ def store_grant(runtime: Runtime, grant: dict[str, Any]) -> None:
     """What ``POST /grants`` stores once the grant checks out."""
     _, verified = runtime.gate.approver.verify_grant(grant, tenant_id=TENANT, now=utc_now())
     stored = StoredGrant(
-        grant_id=grant["grant_id"], tenant_id=grant["tenant_id"], artifact=canonicalize(grant).decode(),
-        max_uses=grant["max_uses"], uses=0, expires_at=format_timestamp(verified.expires_at),
-        keep_until=format_timestamp(verified.expires_at), submitted_at=format_timestamp(utc_now()), revoked_at=None,
-    )  # fmt: skip
+        grant_id=grant["grant_id"],
+        tenant_id=grant["tenant_id"],
+        artifact=canonicalize(grant).decode(),
+        max_uses=grant["max_uses"],
+        uses=0,
+        expires_at=format_timestamp(verified.expires_at),
+        keep_until=format_timestamp(verified.expires_at),
+        submitted_at=format_timestamp(utc_now()),
+        revoked_at=None,
+    )
     assert runtime.store.add_grant(stored)
 
 
@@ -120,8 +127,9 @@ async def test_expired_reject_no_longer_blocks_and_a_fresh_request_opens(clawshi
 async def test_reject_reason_over_500_characters_is_malformed(clawshield: Runtime) -> None:
     proposed = await call(clawshield, {"label": "a"}, "nonce-r4")
     action_hash = proposed.envelope["approval_request"]["action_hash"]
-    answer = await call(clawshield, {"label": "a"}, "nonce-r4", artifact=mint(action_hash, decision="reject",
-                                                                                reason="x" * 501))  # fmt: skip
+    answer = await call(
+        clawshield, {"label": "a"}, "nonce-r4", artifact=mint(action_hash, decision="reject", reason="x" * 501)
+    )
     assert code(answer) == "approval_malformed"
     unknown = await call(clawshield, {"label": "a"}, "nonce-r4", artifact=mint(action_hash, decision="maybe"))
     assert code(unknown) == "approval_malformed"
@@ -148,10 +156,16 @@ async def test_grant_approves_max_uses_calls_then_is_exhausted_and_receipts_coun
     assert (first.status, second.status) == ("executed", "executed")
     approvals = [body_of(answer.envelope)["approval"] for answer in (first, second)]
     assert approvals == [
-        {"method": "grant", "approval_id": grant["grant_id"], "kid": GOV_KID, "issued_by": ISSUER,
-         "artifact_hash": sha256_hex(canonicalize(grant)), "use": use}
+        {
+            "method": "grant",
+            "approval_id": grant["grant_id"],
+            "kid": GOV_KID,
+            "issued_by": ISSUER,
+            "artifact_hash": sha256_hex(canonicalize(grant)),
+            "use": use,
+        }
         for use in (1, 2)
-    ]  # fmt: skip
+    ]
     assert_verifies(clawshield, second)
     third = await call(clawshield, {"label": "c"}, "nonce-g3")
     assert (third.status, code(third)) == ("denied", "approval_grant_exhausted")
@@ -192,10 +206,12 @@ async def test_grant_of_another_tenant_or_too_long_a_lifetime_is_refused_at_stor
         (mint_grant(["*"], tenant_id="other"), "approval_tenant_mismatch"),
         (mint_grant(["*"], ttl_seconds=28800 + 3600), "approval_ttl_too_long"),
         ({**mint_grant(["*"]), "max_uses": 0}, "approval_malformed"),
-        (tamper(mint_grant(["*"]), max_uses=99) | {"signature": mint_grant(["*"])["signature"]},
-         "approval_bad_signature"),
+        (
+            tamper(mint_grant(["*"]), max_uses=99) | {"signature": mint_grant(["*"])["signature"]},
+            "approval_bad_signature",
+        ),
         (mint_grant(["*"], when="args.("), "approval_malformed"),
-    ):  # fmt: skip
+    ):
         with pytest.raises(ApprovalError) as caught:
             clawshield.gate.approver.verify_grant(grant, tenant_id=TENANT, now=utc_now())
         assert caught.value.code == expected
@@ -236,7 +252,8 @@ async def test_reject_in_the_tools_call_meta_is_approval_rejected_over_mcp(claws
         proposed = (await client.call_tool("count", {"label": "m", "nonce": "nonce-meta"})).structured_content
         assert proposed is not None
         reject = mint(proposed["approval_request"]["action_hash"], decision="reject", reason="over MCP")
-        result = await client.call_tool("count", {"label": "m", "nonce": "nonce-meta"},
-                                        meta={"dev.openexec/approval": reject})  # fmt: skip
+        result = await client.call_tool(
+            "count", {"label": "m", "nonce": "nonce-meta"}, meta={"dev.openexec/approval": reject}
+        )
         assert result.is_error and result.structured_content is not None
         assert result.structured_content["error"]["code"] == "approval_rejected"

@@ -114,9 +114,12 @@ async def test_accept_executes_once_with_a_client_attested_approval(
 @pytest.mark.parametrize("era", ERAS)
 @pytest.mark.parametrize("answer", ["decline", "cancel"])
 async def test_decline_or_cancel_is_approval_declined_and_the_handler_never_runs(
-    mcp_server: MCPServer[Any], eliciting: Runtime, counter_file: Path, era: str,
+    mcp_server: MCPServer[Any],
+    eliciting: Runtime,
+    counter_file: Path,
+    era: str,
     answer: Literal["decline", "cancel"],
-) -> None:  # fmt: skip
+) -> None:
     async with Client(mcp_server, mode=era, elicitation_callback=User(answer)) as client:
         result = await client.call_tool("count", {"nonce": "nonce-0001"})
     envelope = envelope_of(result)

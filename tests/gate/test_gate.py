@@ -28,7 +28,9 @@ def body_of(envelope: dict[str, Any]) -> dict[str, Any]:
     return json.loads(base64.b64decode(envelope["receipt"]["payload"]))
 
 
-async def test_new_nonce_runs_handler_once_and_returns_receipt(make_runtime: Callable[..., Runtime], counter_file: Path):
+async def test_new_nonce_runs_handler_once_and_returns_receipt(
+    make_runtime: Callable[..., Runtime], counter_file: Path
+):
     runtime = make_runtime()
     answer = await runtime.gate.call("count", {"label": "a", "nonce": "nonce-0001"}, CTX)
     assert answer.status == "executed"
@@ -37,13 +39,20 @@ async def test_new_nonce_runs_handler_once_and_returns_receipt(make_runtime: Cal
     body = body_of(answer.envelope)
     assert body["status"] == "executed"
     assert body["seq"] == 0 and body["prev"] is None
-    assert body["approval"] == {"method": "auto", "approval_id": None, "kid": None, "issued_by": None,
-                                "artifact_hash": None}
+    assert body["approval"] == {
+        "method": "auto",
+        "approval_id": None,
+        "kid": None,
+        "issued_by": None,
+        "artifact_hash": None,
+    }
     assert body["policy_hash"] == runtime.policy.policy_hash
     assert body["tenant_id"] == "default" and body["run_id"] == "run-1" and body["nonce"] == "nonce-0001"
 
 
-async def test_same_nonce_same_call_is_replayed_without_running(make_runtime: Callable[..., Runtime], counter_file: Path):
+async def test_same_nonce_same_call_is_replayed_without_running(
+    make_runtime: Callable[..., Runtime], counter_file: Path
+):
     runtime = make_runtime()
     first = await runtime.gate.call("count", {"label": "a", "nonce": "nonce-0001"}, CTX)
     again = await runtime.gate.call("count", {"label": "a", "nonce": "nonce-0001"}, CTX)
@@ -147,8 +156,16 @@ async def test_call_cut_off_by_restart_is_indeterminate_and_never_rerun(
     action_hash = _hash("count", {"label": "a"}, "nonce-crash")
     # The durable 'started' claim of a call whose process then died (the handler never finished).
     runtime.store.claim_nonce(
-        NonceClaim(tenant_id="default", nonce="nonce-crash", action="count", action_hash=action_hash,
-                   exec_id="e" * 32, run_id="run-1", approval='{"method":"auto"}', started_at="2026-11-21T00:00:00.000Z")
+        NonceClaim(
+            tenant_id="default",
+            nonce="nonce-crash",
+            action="count",
+            action_hash=action_hash,
+            exec_id="e" * 32,
+            run_id="run-1",
+            approval='{"method":"auto"}',
+            started_at="2026-11-21T00:00:00.000Z",
+        )
     )
     runtime.close()
     restarted = make_runtime()
@@ -300,7 +317,9 @@ async def test_async_handler_over_the_timeout_is_failed_with_receipt(make_runtim
     assert again.status == "replayed"  # never re-run
 
 
-async def test_rate_limit_refuses_per_tenant_and_records_nothing(make_runtime: Callable[..., Runtime], counter_file: Path):
+async def test_rate_limit_refuses_per_tenant_and_records_nothing(
+    make_runtime: Callable[..., Runtime], counter_file: Path
+):
     runtime = make_runtime(limits={"rate_limit_per_second": 0.001, "rate_limit_burst": 2})
     results = [await runtime.gate.call("count", {"nonce": f"nonce-{i:04d}"}, CTX) for i in range(3)]
     assert [r.status for r in results] == ["executed", "executed", "denied"]

@@ -76,8 +76,10 @@ def test_a_traversal_is_not_under_the_allowed_prefix_by_string_test_alone() -> N
 
 def test_rules_serialize_in_order_for_the_policy_hash() -> None:
     assert SPEC_EXAMPLE.to_json()[1] == {
-        "actions": ["fs.write_file"], "when": 'args.path.startsWith("/srv/data/tmp/")', "approval": "auto",
-    }  # fmt: skip
+        "actions": ["fs.write_file"],
+        "when": 'args.path.startsWith("/srv/data/tmp/")',
+        "approval": "auto",
+    }
 
 
 def test_resolver_order_rules_then_overrides_then_action_then_mode() -> None:

@@ -32,18 +32,27 @@ def random_call(rng: random.Random, used: list[str]) -> dict[str, Any]:
     """One random call: a fresh nonce mostly, else a used one (a replay or a nonce conflict)."""
     nonce = rng.choice(used) if used and rng.random() < 0.2 else f"audit-{rng.getrandbits(48):012x}"
     used.append(nonce)
-    action, payload = rng.choice([
-        ("echo", {"n": rng.randint(0, 3)}), ("add", {"a": rng.randint(0, 9), "b": rng.random()}),
-        ("count", {"label": "audit"}), ("boom", {}), ("add", {"a": "not a number", "b": 1}),
-    ])  # fmt: skip
+    action, payload = rng.choice(
+        [
+            ("echo", {"n": rng.randint(0, 3)}),
+            ("add", {"a": rng.randint(0, 9), "b": rng.random()}),
+            ("count", {"label": "audit"}),
+            ("boom", {}),
+            ("add", {"a": "not a number", "b": 1}),
+        ]
+    )
     return {"action": action, "payload": payload, "nonce": nonce, "run_id": f"audit-run-{rng.randint(0, 2)}"}
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_an_auditor_holding_only_the_public_key_checks_history_and_inclusion(
-    seed: int, make_runtime: Callable[..., Runtime], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch, state_dir: Path,
-) -> None:  # fmt: skip
+    seed: int,
+    make_runtime: Callable[..., Runtime],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    state_dir: Path,
+) -> None:
     rng = random.Random(seed)
     runtime = make_runtime()
     app = build_http_app(runtime, host="127.0.0.1", port=8000)
@@ -91,14 +100,29 @@ async def test_an_auditor_holding_only_the_public_key_checks_history_and_inclusi
     for index, (note, answer) in enumerate(zip(kept, proofs, strict=True)):
         (tmp_path / f"old-{index}.txt").write_text(note)
         (tmp_path / f"proof-{index}.json").write_text(json.dumps(answer))
-        code, out = cli("ledger", "consistency", str(tmp_path / f"old-{index}.txt"), str(tmp_path / "newest.txt"),
-                        "--proof", str(tmp_path / f"proof-{index}.json"), "--public-key", str(keys_file))  # fmt: skip
+        code, out = cli(
+            "ledger",
+            "consistency",
+            str(tmp_path / f"old-{index}.txt"),
+            str(tmp_path / "newest.txt"),
+            "--proof",
+            str(tmp_path / f"proof-{index}.json"),
+            "--public-key",
+            str(keys_file),
+        )
         assert code == 0, out
     for envelope in envelopes:
         (tmp_path / "receipt.json").write_text(json.dumps(envelope))
         (tmp_path / "proof.txt").write_text(inclusion[envelope["exec_id"]])
-        code, out = cli("receipt", "verify", str(tmp_path / "receipt.json"), "--public-key", str(keys_file),
-                        "--proof", str(tmp_path / "proof.txt"))  # fmt: skip
+        code, out = cli(
+            "receipt",
+            "verify",
+            str(tmp_path / "receipt.json"),
+            "--public-key",
+            str(keys_file),
+            "--proof",
+            str(tmp_path / "proof.txt"),
+        )
         assert code == 0, out
         assert f"size={newest.size}" in out
     monkeypatch.setenv("OPENEXEC_STATE_DIR", str(state_dir))

@@ -26,9 +26,15 @@ def verify_args(case: Path) -> list[str]:
     expected = json.loads((case / "expected.json").read_text())
     witnesses = [arg for line in (case / "witnesses.txt").read_text().splitlines() for arg in ("--witness", line)]
     return [
-        "bundle", "verify", str(case / "bundle.json"), "--public-key", str(case / "public_key.pem"), *witnesses,
-        "--quorum", str(expected["quorum"]),
-    ]  # fmt: skip
+        "bundle",
+        "verify",
+        str(case / "bundle.json"),
+        "--public-key",
+        str(case / "public_key.pem"),
+        *witnesses,
+        "--quorum",
+        str(expected["quorum"]),
+    ]
 
 
 def test_there_are_passing_and_failing_bundle_cases_for_each_attack() -> None:
@@ -70,8 +76,13 @@ def test_the_independent_verifier_agrees_on_the_cosignatures(name: str) -> None:
 def test_a_bundle_verifies_in_a_subprocess_and_unreadable_input_exits_2(tmp_path: Path) -> None:
     case = CONFORMANCE / "bundles" / "witnessed_pass"
     args = verify_args(case)
-    completed = subprocess.run([sys.executable, "-m", "openexec_mcp", *args], capture_output=True, text=True,
-                               timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    completed = subprocess.run(
+        [sys.executable, "-m", "openexec_mcp", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert completed.returncode == 0, completed
     garbage = tmp_path / "bundle.json"
     garbage.write_text("{not json")
@@ -81,7 +92,10 @@ def test_a_bundle_verifies_in_a_subprocess_and_unreadable_input_exits_2(tmp_path
 
 def test_the_committed_bundle_cases_are_what_the_generator_makes() -> None:
     completed = subprocess.run(
-        [sys.executable, str(CONFORMANCE / "make_bundle_cases.py"), "--check"], capture_output=True, text=True,
-        timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [sys.executable, str(CONFORMANCE / "make_bundle_cases.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr

@@ -23,9 +23,14 @@ CASES = sorted(path for path in (CONFORMANCE / "receipts").iterdir() if path.is_
 
 def verify_args(case: Path) -> list[str]:
     return [
-        "receipt", "verify", str(case / "receipt.json"), "--public-key", str(case / "public_key.pem"),
-        "--proof", str(case / "proof.txt"),
-    ]  # fmt: skip
+        "receipt",
+        "verify",
+        str(case / "receipt.json"),
+        "--public-key",
+        str(case / "public_key.pem"),
+        "--proof",
+        str(case / "proof.txt"),
+    ]
 
 
 def test_there_are_passing_and_failing_cases_for_each_attack() -> None:
@@ -35,8 +40,13 @@ def test_there_are_passing_and_failing_cases_for_each_attack() -> None:
     assert sum(name.endswith("_pass") for name in names) >= 4
     for case in CASES:
         assert {path.name for path in case.iterdir()} >= {
-            "receipt.json", "proof.txt", "checkpoint.txt", "public_key.pem", "expected.json", "README.md",
-        }  # fmt: skip
+            "receipt.json",
+            "proof.txt",
+            "checkpoint.txt",
+            "public_key.pem",
+            "expected.json",
+            "README.md",
+        }
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
@@ -57,16 +67,22 @@ def test_conformance_case(case: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_conformance_case_in_a_subprocess(name: str) -> None:
     case = CONFORMANCE / "receipts" / name
     completed = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", *verify_args(case)], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "openexec_mcp", *verify_args(case)],
+        capture_output=True,
+        text=True,
+        timeout=60,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     assert completed.returncode == (0 if name.endswith("_pass") else 1), completed
     assert "Traceback" not in completed.stderr
 
 
 def test_the_committed_cases_are_what_make_cases_generates() -> None:
     completed = subprocess.run(
-        [sys.executable, str(CONFORMANCE / "make_cases.py"), "--check"], capture_output=True, text=True, timeout=60,
+        [sys.executable, str(CONFORMANCE / "make_cases.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr

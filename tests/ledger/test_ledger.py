@@ -140,9 +140,14 @@ def test_proof_text_is_a_tlog_proof_that_verifies_offline() -> None:
 
 @pytest.mark.parametrize(
     ("old", "new", "message"),
-    [(5, 4, "no consistency proof"), (-1, 4, "no consistency proof"), (3, 9, "not inside"), (0, 9, "smaller"),
-     (9, 9, "smaller")],
-)  # fmt: skip
+    [
+        (5, 4, "no consistency proof"),
+        (-1, 4, "no consistency proof"),
+        (3, 9, "not inside"),
+        (0, 9, "smaller"),
+        (9, 9, "smaller"),
+    ],
+)
 def test_consistency_refuses_sizes_outside_the_ledger(old: int, new: int, message: str) -> None:
     with fresh_store() as (store, _):
         append(store, 8)
@@ -220,9 +225,12 @@ def test_the_gate_reports_every_appended_receipt_to_the_ledger(make_runtime: Cal
     seen: list[int] = []
     runtime.gate.on_append = lambda entry: seen.append(entry.seq)
     made = calls(
-        runtime, ("echo", {"nonce": "ledger-n-1"}), ("echo", {"nonce": "ledger-n-1"}),
-        ("echo", {"x": 1, "nonce": "ledger-n-1"}), ("boom", {"nonce": "ledger-n-2"}),
-    )  # fmt: skip
+        runtime,
+        ("echo", {"nonce": "ledger-n-1"}),
+        ("echo", {"nonce": "ledger-n-1"}),
+        ("echo", {"x": 1, "nonce": "ledger-n-1"}),
+        ("boom", {"nonce": "ledger-n-2"}),
+    )
     assert [envelope["status"] for envelope in made] == ["executed", "replayed", "denied", "failed"]
     assert seen == [0, 1, 2, 3]
 

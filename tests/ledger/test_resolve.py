@@ -46,12 +46,17 @@ def cut_off(
     exec_id = secrets.token_hex(16)
     crashed.store.claim_nonce(
         NonceClaim(
-            tenant_id="default", nonce=nonce, action=action, action_hash=call.action_hash(), exec_id=exec_id,
-            run_id="run-1", approval=canonicalize(dict(AUTO_APPROVAL)).decode(),
+            tenant_id="default",
+            nonce=nonce,
+            action=action,
+            action_hash=call.action_hash(),
+            exec_id=exec_id,
+            run_id="run-1",
+            approval=canonicalize(dict(AUTO_APPROVAL)).decode(),
             started_at=format_timestamp(utc_now()),
             request=call.canonical_bytes().decode() if request == "" else request,
         )
-    )  # fmt: skip
+    )
     crashed.close()
     restarted = make_runtime(actions=MODULES)
     record = restarted.store.get_nonce_by_exec_id(exec_id)
@@ -65,12 +70,17 @@ async def test_mark_failed_records_a_failed_receipt_and_retries_replay_it(
     runtime, exec_id = cut_off(make_runtime, "count", {"label": "x"}, "nonce-0001")
     resolution = await resolve_indeterminate(runtime.gate, exec_id, "mark_failed")
     assert (resolution.status, resolution.error_code, resolution.original_exec_id) == (
-        "failed", "operator_marked_failed", exec_id,
-    )  # fmt: skip
+        "failed",
+        "operator_marked_failed",
+        exec_id,
+    )
     body = body_of(resolution.entry.envelope)
     assert (body["status"], body["error_code"], body["original_exec_id"], body["nonce"]) == (
-        "failed", "operator_marked_failed", exec_id, "nonce-0001",
-    )  # fmt: skip
+        "failed",
+        "operator_marked_failed",
+        exec_id,
+        "nonce-0001",
+    )
     assert body["exec_id"] == resolution.entry.exec_id != exec_id
     assert body["run_id"] == "run-1" and body["result_hash"] is None
 
@@ -132,9 +142,11 @@ async def test_only_an_indeterminate_call_can_be_resolved(make_runtime: Callable
 
 
 def test_the_cli_resolves_once_then_refuses_with_exit_code_2(
-    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch, state_dir: Path,
+    make_runtime: Callable[..., Runtime],
+    monkeypatch: pytest.MonkeyPatch,
+    state_dir: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     runtime, exec_id = cut_off(make_runtime, "count", {"label": "x"}, "nonce-0001")
     runtime.close()
     monkeypatch.setenv("OPENEXEC_STATE_DIR", str(state_dir))

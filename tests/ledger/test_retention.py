@@ -46,9 +46,14 @@ class Clock:
 def gate_with_clock(runtime: Runtime, clock: Clock) -> Gate:
     """The runtime's gate, rebuilt with an injected clock (same store, policy, key and approver)."""
     return Gate(
-        registry=runtime.registry, policy=runtime.policy, store=runtime.store, server_key=runtime.server_key,
-        server_id=runtime.settings.server_id, approver=runtime.gate.approver, clock=clock,
-    )  # fmt: skip
+        registry=runtime.registry,
+        policy=runtime.policy,
+        store=runtime.store,
+        server_key=runtime.server_key,
+        server_id=runtime.settings.server_id,
+        approver=runtime.gate.approver,
+        clock=clock,
+    )
 
 
 def sweeper_with_clock(runtime: Runtime, clock: Clock, retention_seconds: int = 3600) -> NonceSweeper:
@@ -125,9 +130,10 @@ async def test_a_pruned_nonce_cannot_be_replayed_with_its_old_approval(
     make_runtime: Callable[..., Runtime], counter_file: Path
 ) -> None:
     runtime = make_runtime(
-        approvals=approvals_config(), policy={"actions": {"count": {"approval": "signed"}}},
+        approvals=approvals_config(),
+        policy={"actions": {"count": {"approval": "signed"}}},
         nonce={"retention_seconds": 3600},
-    )  # fmt: skip
+    )
     clock = Clock(utc_now())
     gate = gate_with_clock(runtime, clock)
     payload: dict[str, Any] = {"label": "pay"}
@@ -172,9 +178,11 @@ async def test_an_artifact_issued_within_the_skew_in_the_future_cannot_run_twice
 
 
 async def test_ledger_prune_nonces_deletes_only_what_is_past_the_horizon(
-    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch, state_dir: Path,
+    make_runtime: Callable[..., Runtime],
+    monkeypatch: pytest.MonkeyPatch,
+    state_dir: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     runtime = make_runtime()
     past = gate_with_clock(runtime, Clock(utc_now() - timedelta(days=3)))
     await past.call("echo", {"msg": "old", "nonce": "nonce-old-1"}, CTX)
@@ -208,12 +216,16 @@ async def test_a_running_replica_records_a_dead_replicas_calls_on_its_sweep(
         dead = open_store(url)  # another replica, which then dies holding a started call
         dead.claim_nonce(
             NonceClaim(
-                tenant_id="default", nonce="nonce-orphan", action="count", action_hash=compute_action_hash(
-                    "count", {}, "nonce-orphan"), exec_id="d" * 32, run_id="run-dead",
+                tenant_id="default",
+                nonce="nonce-orphan",
+                action="count",
+                action_hash=compute_action_hash("count", {}, "nonce-orphan"),
+                exec_id="d" * 32,
+                run_id="run-dead",
                 approval='{"approval_id":null,"artifact_hash":null,"issued_by":null,"kid":null,"method":"auto"}',
                 started_at="2026-11-21T00:00:00.000Z",
             )
-        )  # fmt: skip
+        )
         ctx = CallContext(tenant_id="default", run_id="run-1")
         before = await survivor.gate.call("count", {"nonce": "nonce-orphan"}, ctx)
         assert before.envelope["error"]["code"] == "in_progress"

@@ -63,9 +63,13 @@ def mint(
     """Return a fresh signed artifact approving ``action_hash`` once for ``tenant_id``."""
     issued = (now or datetime.now(UTC)) - timedelta(seconds=5)
     fields: dict[str, Any] = {
-        "approval_id": "ap-" + secrets.token_hex(8), "action_hash": action_hash, "issued_by": ISSUER,
-        "issued_at": iso(issued), "expires_at": iso(issued + timedelta(seconds=ttl_seconds)), "tenant_id": tenant_id,
-    }  # fmt: skip
+        "approval_id": "ap-" + secrets.token_hex(8),
+        "action_hash": action_hash,
+        "issued_by": ISSUER,
+        "issued_at": iso(issued),
+        "expires_at": iso(issued + timedelta(seconds=ttl_seconds)),
+        "tenant_id": tenant_id,
+    }
     if kid is not None:
         fields["kid"] = kid
     fields.update(extra)
@@ -93,9 +97,14 @@ def mint_grant(
 
     issued = (now or datetime.now(UTC)) - timedelta(seconds=5)
     fields: dict[str, Any] = {
-        "grant_id": "gr-" + secrets.token_hex(8), "tenant_id": tenant_id, "issued_by": ISSUER,
-        "issued_at": iso(issued), "expires_at": iso(issued + timedelta(seconds=ttl_seconds)), "kid": kid,
-        "actions": actions, "max_uses": max_uses,
-    }  # fmt: skip
+        "grant_id": "gr-" + secrets.token_hex(8),
+        "tenant_id": tenant_id,
+        "issued_by": ISSUER,
+        "issued_at": iso(issued),
+        "expires_at": iso(issued + timedelta(seconds=ttl_seconds)),
+        "kid": kid,
+        "actions": actions,
+        "max_uses": max_uses,
+    }
     fields.update(extra)
     return sign_grant(fields, key)

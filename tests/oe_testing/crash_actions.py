@@ -18,8 +18,12 @@ from openexec_mcp import action
 from openexec_mcp.faults import unsafe_fault_point
 
 
-@action(name="upsert_then_crash", title="Idempotent write, then the in_handler fault point", destructive=False,
-        idempotent=True)  # fmt: skip
+@action(
+    name="upsert_then_crash",
+    title="Idempotent write, then the in_handler fault point",
+    destructive=False,
+    idempotent=True,
+)
 def upsert_then_crash(payload: CountIn) -> CountOut:
     """An idempotent action (safe to re-run by an operator): record one execution, then die if armed."""
     result = base.count.handler(payload)

@@ -36,8 +36,12 @@ def main(argv: list[str]) -> int:
         def submit(old: int, proof: list[bytes], note: str) -> int:
             return client.post(url + "/add-checkpoint", content=format_add_checkpoint(old, proof, note)).status_code
 
-        probe = client.post(url + "/add-checkpoint", content=format_add_checkpoint(0, [], sign_checkpoint(
-            origin, 1, root_from_leaves([leaf_hash(b"probe")]), key)))  # fmt: skip
+        probe = client.post(
+            url + "/add-checkpoint",
+            content=format_add_checkpoint(
+                0, [], sign_checkpoint(origin, 1, root_from_leaves([leaf_hash(b"probe")]), key)
+            ),
+        )
         size = int(probe.text) if probe.status_code == 409 else 0
         forged = [leaf_hash(f"forged receipt {i}".encode()) for i in range(size + 5)]
         answers = {

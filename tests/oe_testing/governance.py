@@ -20,9 +20,14 @@ from oe_testing.http_server import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 APPROVER_TOKEN = "approver-token-for-tests-only-0123456789"
 
 
@@ -62,9 +67,14 @@ def governance_config(path: Path, *, notify: str = "", tenants: str = '["*"]') -
 
 @contextmanager
 def governance_server(
-    root: Path, key: Path, servers: list[str], config: Path, env: dict[str, str] | None = None,
-    poll_seconds: float = 0.5, extra_args: tuple[str, ...] = (),
-) -> Iterator[GovernanceProcess]:  # fmt: skip
+    root: Path,
+    key: Path,
+    servers: list[str],
+    config: Path,
+    env: dict[str, str] | None = None,
+    poll_seconds: float = 0.5,
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[GovernanceProcess]:
     """Start ``openexec-mcp governance serve`` on a free loopback port; stop it on exit."""
     port = free_port()
     log = root / f"governance-{port}.log"
@@ -72,10 +82,28 @@ def governance_server(
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENEXEC_", "CLAWSHIELD_"))}
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "openexec_mcp", "governance", "serve", "--config", str(config), "--key", str(key),
-             "--port", str(port), "--poll-seconds", str(poll_seconds), *server_args, *extra_args],
-            env={**base_env, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=handle,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "openexec_mcp",
+                "governance",
+                "serve",
+                "--config",
+                str(config),
+                "--key",
+                str(key),
+                "--port",
+                str(port),
+                "--poll-seconds",
+                str(poll_seconds),
+                *server_args,
+                *extra_args,
+            ],
+            env={**base_env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=handle,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 30

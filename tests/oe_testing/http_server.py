@@ -66,7 +66,9 @@ def running_http_server(env: dict[str, str], root: Path, *extra_args: str) -> It
     from oe_testing.processes import http_server  # processes imports this module
 
     with http_server(env, root, *extra_args) as server:
-        yield HttpServer(server.base_url, Path(env["OPENEXEC_STATE_DIR"]), Path(env["OPENEXEC_TEST_COUNTER"]), server.log)
+        yield HttpServer(
+            server.base_url, Path(env["OPENEXEC_STATE_DIR"]), Path(env["OPENEXEC_TEST_COUNTER"]), server.log
+        )
 
 
 def app_client(runtime: Runtime) -> httpx.AsyncClient:

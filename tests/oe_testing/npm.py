@@ -55,8 +55,11 @@ def npm_package(spec: str) -> Path:
         try:
             completed = subprocess.run(
                 [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error", spec],
-                capture_output=True, text=True, timeout=INSTALL_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                timeout=INSTALL_TIMEOUT_SECONDS,
+                stdin=subprocess.DEVNULL,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             unavailable(f"npm install {spec} did not finish ({type(exc).__name__})")
         if completed.returncode != 0 or not (package_dir / "package.json").exists():

@@ -67,9 +67,13 @@ class ThrowawayCluster:
     def _script(self, command: str) -> str:
         env = {**os.environ, "OPENEXEC_PG_DIR": str(self.directory), "OPENEXEC_PG_PORT": str(self.port)}
         completed = subprocess.run(
-            ["bash", str(REPO / ".ci" / "postgres.sh"), command], env=env, capture_output=True, text=True,
-            timeout=120, check=False,
-        )  # fmt: skip
+            ["bash", str(REPO / ".ci" / "postgres.sh"), command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if completed.returncode != 0:
             raise RuntimeError(f".ci/postgres.sh {command} failed: {completed.stderr.strip()[-500:]}")
         return completed.stdout

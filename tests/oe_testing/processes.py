@@ -56,10 +56,24 @@ def http_server(env: dict[str, str], root: Path, *extra_args: str, name: str = "
     log = root / f"{name}-{port}.log"
     with log.open("wb") as log_handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "openexec_mcp", "serve", "--transport", "http", "--host", "127.0.0.1",
-             "--port", str(port), *extra_args],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_handle,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "openexec_mcp",
+                "serve",
+                "--transport",
+                "http",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *extra_args,
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_handle,
+        )
         try:
             base_url = f"http://127.0.0.1:{port}"
             wait_until_ready(base_url, process, log)
@@ -78,9 +92,13 @@ class CliResult:
 def run_cli(env: dict[str, str], *args: str) -> CliResult:
     """Run ``openexec-mcp ARGS`` to completion."""
     completed = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", *args], env=env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "openexec_mcp", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     return CliResult(completed.returncode, completed.stdout, completed.stderr)
 
 

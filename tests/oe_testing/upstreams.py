@@ -67,8 +67,10 @@ def http_upstream(counter_dir: Path, *, legacy_only: bool = False, port: int | N
     with log.open("wb") as handle:
         process = subprocess.Popen(
             [sys.executable, *server_args(counter_dir, legacy_only=legacy_only), "--http", str(port)],
-            stdout=handle, stderr=subprocess.STDOUT, env={"PYTHONPATH": str(TESTS_DIR), "PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={"PYTHONPATH": str(TESTS_DIR), "PATH": "/usr/bin:/bin"},
+        )
     try:
         wait_for_port(port)
         yield HttpUpstream(process, port, log)

@@ -23,11 +23,27 @@ RECEIPT_PAYLOAD_TYPE = "application/vnd.openexec.receipt+json"
 # SPEC §7, receipt body fields of version 1.
 RECEIPT_BODY_FIELDS = frozenset(
     {
-        "v", "exec_id", "seq", "prev", "log_id", "tenant_id", "action", "action_hash", "nonce", "run_id",
-        "status", "error_code", "approval", "result_hash", "original_exec_id", "policy_hash", "started_at",
-        "finished_at", "server",
+        "v",
+        "exec_id",
+        "seq",
+        "prev",
+        "log_id",
+        "tenant_id",
+        "action",
+        "action_hash",
+        "nonce",
+        "run_id",
+        "status",
+        "error_code",
+        "approval",
+        "result_hash",
+        "original_exec_id",
+        "policy_hash",
+        "started_at",
+        "finished_at",
+        "server",
     }
-)  # fmt: skip
+)
 
 # SPEC v2 §11: nonce_source on every new receipt, upstream on upstream calls; older receipts lack both.
 OPTIONAL_BODY_FIELDS = frozenset({"nonce_source", "upstream"})

@@ -108,8 +108,11 @@ def test_a_postgres_outage_fails_calls_cleanly_and_the_server_recovers_by_itself
     finally:
         store.close()
     assert [(b["action"], b["status"]) for b in bodies] == [
-        ("count", "executed"), ("count", "executed"), ("hold", "denied"), ("hold", "indeterminate"),
+        ("count", "executed"),
+        ("count", "executed"),
         ("hold", "denied"),
-    ]  # fmt: skip
+        ("hold", "indeterminate"),
+        ("hold", "denied"),
+    ]
     audit = run_cli(env, "ledger", "verify")
     assert audit.code == 0 and audit.stdout.startswith("OK 5 receipts"), audit

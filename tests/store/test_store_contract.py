@@ -56,32 +56,52 @@ HASH_B = "b" * 64
 
 def indeterminate_factory(record: NonceRecord) -> ReceiptFactory:
     return receipt_factory(
-        exec_id=record.exec_id, status="indeterminate", tenant_id=record.tenant_id, run_id=record.run_id,
-        action=record.action, nonce=record.nonce, action_hash=record.action_hash,
-    )  # fmt: skip
+        exec_id=record.exec_id,
+        status="indeterminate",
+        tenant_id=record.tenant_id,
+        run_id=record.run_id,
+        action=record.action,
+        nonce=record.nonce,
+        action_hash=record.action_hash,
+    )
 
 
 def make_claim(
     nonce: str = "nonce-1", *, tenant_id: str = "tenant-a", action_hash: str = HASH_A, approval_id: str | None = None
 ) -> NonceClaim:
     return NonceClaim(
-        tenant_id=tenant_id, nonce=nonce, action="echo", action_hash=action_hash, exec_id=secrets.token_hex(16),
-        run_id="run-1", approval='{"method":"auto"}', started_at="2025-01-01T00:00:00.000Z",
+        tenant_id=tenant_id,
+        nonce=nonce,
+        action="echo",
+        action_hash=action_hash,
+        exec_id=secrets.token_hex(16),
+        run_id="run-1",
+        approval='{"method":"auto"}',
+        started_at="2025-01-01T00:00:00.000Z",
         approval_id=approval_id,
-    )  # fmt: skip
+    )
 
 
 def executed(result: str = '{"ok":true}') -> Outcome:
     return Outcome("executed", result, "c" * 64, None, None, "2025-01-01T00:00:01.000Z")
 
 
-def make_request(action_hash: str = HASH_A, *, tenant_id: str = "tenant-a", created_at: str = "2025-01-01T00:00:00.000Z",
-                 expires_unix: float = 2000.0) -> ApprovalRequest:  # fmt: skip
+def make_request(
+    action_hash: str = HASH_A,
+    *,
+    tenant_id: str = "tenant-a",
+    created_at: str = "2025-01-01T00:00:00.000Z",
+    expires_unix: float = 2000.0,
+) -> ApprovalRequest:
     return ApprovalRequest(
-        request_id=secrets.token_hex(16), tenant_id=tenant_id, action_hash=action_hash,
-        action_request='{"action":"echo"}', created_at=created_at, expires_at="2025-01-01T00:10:00.000Z",
+        request_id=secrets.token_hex(16),
+        tenant_id=tenant_id,
+        action_hash=action_hash,
+        action_request='{"action":"echo"}',
+        created_at=created_at,
+        expires_at="2025-01-01T00:10:00.000Z",
         expires_unix=expires_unix,
-    )  # fmt: skip
+    )
 
 
 def assert_linear(entries: list[LedgerEntry]) -> None:
@@ -252,13 +272,20 @@ def test_finish_records_the_outcome_and_its_receipt_together(store: Store) -> No
     store.claim_nonce(claim)
     entry = store.finish("tenant-a", "nonce-1", executed(), receipt_factory(exec_id=claim.exec_id, status="executed"))
     assert (entry.seq, entry.exec_id, entry.status, entry.run_id, entry.action) == (
-        0, claim.exec_id, "executed", "run-1", "echo",
-    )  # fmt: skip
+        0,
+        claim.exec_id,
+        "executed",
+        "run-1",
+        "echo",
+    )
     record = store.get_nonce("tenant-a", "nonce-1")
     assert record is not None
     assert (record.state, record.status, record.result, record.result_hash) == (
-        "finished", "executed", '{"ok":true}', "c" * 64,
-    )  # fmt: skip
+        "finished",
+        "executed",
+        '{"ok":true}',
+        "c" * 64,
+    )
     assert store.get_entry(claim.exec_id) == entry
     assert_linear(list(store.iter_entries()))
 
@@ -718,7 +745,9 @@ def test_prune_removes_old_finished_records_but_never_started_ones_nor_receipts(
 def test_prune_keeps_a_consumed_approval_until_its_artifact_expired_whatever_happens_to_its_nonce(
     store: Store,
 ) -> None:
-    expired = replace(make_claim("nonce-old", approval_id="approval-old"), approval_keep_until="2025-01-01T00:06:00.000Z")
+    expired = replace(
+        make_claim("nonce-old", approval_id="approval-old"), approval_keep_until="2025-01-01T00:06:00.000Z"
+    )
     # issued_at within the skew in the future: its artifact outlives the nonce record's retention.
     future = replace(
         make_claim("nonce-future", approval_id="approval-future"), approval_keep_until="2025-06-01T00:06:00.000Z"
@@ -779,8 +808,11 @@ def test_fail_indeterminate_records_the_verdict_once_with_its_receipt(backend: B
     record = store.get_nonce("tenant-a", "nonce-1")
     assert record is not None
     assert (record.state, record.status, record.error_code, record.exec_id) == (
-        "finished", "failed", "operator_marked_failed", decision,
-    )  # fmt: skip
+        "finished",
+        "failed",
+        "operator_marked_failed",
+        decision,
+    )
     # Decided once: a second verdict on the same call, or on a call that is not indeterminate, writes nothing.
     again = secrets.token_hex(16)
     assert store.fail_indeterminate("tenant-a", "nonce-1", claim.exec_id, again, verdict, receipt_factory()) is None
@@ -1009,10 +1041,16 @@ def make_grant(grant_id: str = "gr-1", *, max_uses: int = 2, tenant_id: str = "t
     from openexec_mcp.store.grants import StoredGrant
 
     return StoredGrant(
-        grant_id=grant_id, tenant_id=tenant_id, artifact=json.dumps({"grant_id": grant_id}), max_uses=max_uses, uses=0,
-        expires_at="2999-01-01T00:00:00.000Z", keep_until="2999-01-01T00:00:00.000Z",
-        submitted_at="2025-01-01T00:00:00.000Z", revoked_at=None,
-    )  # fmt: skip
+        grant_id=grant_id,
+        tenant_id=tenant_id,
+        artifact=json.dumps({"grant_id": grant_id}),
+        max_uses=max_uses,
+        uses=0,
+        expires_at="2999-01-01T00:00:00.000Z",
+        keep_until="2999-01-01T00:00:00.000Z",
+        submitted_at="2025-01-01T00:00:00.000Z",
+        revoked_at=None,
+    )
 
 
 def test_grant_use_is_consumed_with_the_nonce_claim_and_numbered(store: Store) -> None:
@@ -1051,6 +1089,7 @@ def test_racing_claims_on_a_one_use_grant_win_exactly_once(backend: Backend) -> 
     stores = [backend.open() for _ in range(2)]
     stores[0].add_grant(make_grant("gr-race", max_uses=1))
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda i: stores[i % 2].claim_nonce_with_grant(make_claim(f"n-{i}"), "gr-race"),
-                                range(8)))  # fmt: skip
+        results = list(
+            pool.map(lambda i: stores[i % 2].claim_nonce_with_grant(make_claim(f"n-{i}"), "gr-race"), range(8))
+        )
     assert sorted(str(r) for r in results).count("1") == 1

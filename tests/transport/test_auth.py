@@ -152,9 +152,14 @@ async def test_health_and_ready_stay_open_without_a_token(http: httpx.AsyncClien
 
 
 GUARDED = [
-    ("GET", "/"), ("GET", "/version"), ("GET", "/keys"), ("POST", "/execute"), ("POST", "/receipts/verify"),
-    ("GET", "/approvals"), ("POST", "/approvals"),
-]  # fmt: skip
+    ("GET", "/"),
+    ("GET", "/version"),
+    ("GET", "/keys"),
+    ("POST", "/execute"),
+    ("POST", "/receipts/verify"),
+    ("GET", "/approvals"),
+    ("POST", "/approvals"),
+]
 BAD_CREDENTIALS = {
     "missing": {},
     "wrong": bearer(WRONG),
@@ -172,8 +177,9 @@ async def test_guarded_route_without_a_valid_token_is_401(
 ) -> None:
     before = executions(server.counter)
     body = {"action": "count", "payload": {}, "nonce": fresh_nonce()} if path == "/execute" else {}
-    response = await http.request(method, path, json=body if method == "POST" else None,
-                                  headers=BAD_CREDENTIALS[credentials])  # fmt: skip
+    response = await http.request(
+        method, path, json=body if method == "POST" else None, headers=BAD_CREDENTIALS[credentials]
+    )
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"].startswith("Bearer")
     assert executions(server.counter) == before
@@ -228,8 +234,11 @@ async def test_post_approvals_needs_the_approve_scope(http: httpx.AsyncClient) -
     assert refused.json()["error"]["code"] == "forbidden"
     accepted = await http.post("/approvals", json=artifact, headers=bearer(BOB))
     assert accepted.status_code == 201
-    assert accepted.json() == {"approval_id": artifact["approval_id"], "action_hash": artifact["action_hash"],
-                               "stored": True}  # fmt: skip
+    assert accepted.json() == {
+        "approval_id": artifact["approval_id"],
+        "action_hash": artifact["action_hash"],
+        "stored": True,
+    }
     again = await http.post("/approvals", json=artifact, headers=bearer(BOB))
     assert (again.status_code, again.json()["stored"]) == (200, False)
 
@@ -289,8 +298,9 @@ async def test_approval_flow_is_scoped_to_the_tenant(http: httpx.AsyncClient, se
     proposed = await execute(http, ALICE, {"label": "a"}, nonce, action="count")
     assert (proposed.status_code, proposed.json()["error"]["code"]) == (403, "approval_required")
     request = proposed.json()["approval_request"]
-    submitted = await http.post("/approvals", json=mint(request["action_hash"], tenant_id="tenant-a"),
-                                headers=bearer(ALICE))  # fmt: skip
+    submitted = await http.post(
+        "/approvals", json=mint(request["action_hash"], tenant_id="tenant-a"), headers=bearer(ALICE)
+    )
     assert submitted.status_code == 201
     done = await execute(http, ALICE, {"label": "a"}, nonce, action="count")
     assert (done.status_code, done.json()["status"]) == (200, "executed")
@@ -308,8 +318,9 @@ async def test_tenant_as_inbox_approval_neither_leaks_to_nor_blocks_tenant_b(htt
     nonce = fresh_nonce()
     proposed = await execute(http, ALICE, {"label": "same"}, nonce, action="count")
     request = proposed.json()["approval_request"]
-    submitted = await http.post("/approvals", json=mint(request["action_hash"], tenant_id="tenant-a"),
-                                headers=bearer(ALICE))  # fmt: skip
+    submitted = await http.post(
+        "/approvals", json=mint(request["action_hash"], tenant_id="tenant-a"), headers=bearer(ALICE)
+    )
     assert submitted.status_code == 201
     other = await execute(http, BOB, {"label": "same"}, nonce, action="count")
     assert "tenant-a" not in other.text
@@ -344,8 +355,11 @@ async def test_get_approvals_lists_only_the_callers_tenants_requests(http: httpx
         answer = await http.get("/approvals", headers=bearer(token))
         assert answer.status_code == 200
         listed[token] = answer.json()["approval_requests"]
-    for token, tenant, mine, theirs in ((ALICE, "tenant-a", nonce_a, nonce_b), (READER, "tenant-a", nonce_a, nonce_b),
-                                        (BOB, "tenant-b", nonce_b, nonce_a)):  # fmt: skip
+    for token, tenant, mine, theirs in (
+        (ALICE, "tenant-a", nonce_a, nonce_b),
+        (READER, "tenant-a", nonce_a, nonce_b),
+        (BOB, "tenant-b", nonce_b, nonce_a),
+    ):
         assert {item["tenant_id"] for item in listed[token]} == {tenant}
         nonces = {item["action_request"]["nonce"] for item in listed[token]}
         assert mine in nonces and theirs not in nonces
@@ -364,8 +378,12 @@ async def test_governance_cli_lists_and_approves_with_a_bearer_token(
     def cli(*args: str, token: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "openexec_mcp", *args, "--server", server.base_url],
-            env={**env, "OPENEXEC_TOKEN": token}, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            env={**env, "OPENEXEC_TOKEN": token},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     # Bob's approver sees only tenant-b's inbox, so cannot approve Alice's call by its id.
     refused = cli("approve", request_id, "--key", str(key), "--kid", GOV_KID, "--yes", token=BOB)
@@ -414,8 +432,11 @@ async def test_sdk_client_on_mcp_without_a_valid_token_cannot_call_tools(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("era", ERAS)
-@pytest.mark.parametrize(("token", "tenant"), [(ALICE, "tenant-a"), (RUNNER, "tenant-a"), (BOB, "tenant-b")],
-                         ids=["alice", "execute-only", "bob"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("token", "tenant"),
+    [(ALICE, "tenant-a"), (RUNNER, "tenant-a"), (BOB, "tenant-b")],
+    ids=["alice", "execute-only", "bob"],
+)
 async def test_sdk_client_on_mcp_with_the_right_token_runs_as_its_tenant(
     server: HttpServer, keys_document: dict[str, Any], era: str, token: str, tenant: str
 ) -> None:
@@ -437,8 +458,9 @@ async def test_sse_without_a_valid_token_cannot_connect(server: HttpServer, toke
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("token", "status"), [(None, 401), (WRONG, 401), (READER, 403)],
-                         ids=["missing", "wrong", "no-execute-scope"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("token", "status"), [(None, 401), (WRONG, 401), (READER, 403)], ids=["missing", "wrong", "no-execute-scope"]
+)
 async def test_sse_routes_answer_401_or_403_to_bad_tokens(
     http: httpx.AsyncClient, token: str | None, status: int
 ) -> None:
@@ -510,10 +532,24 @@ async def test_legacy_verify_of_another_tenants_exec_id_answers_like_an_unknown_
 def test_public_bind_without_tokens_refuses_to_start(tmp_path: Path) -> None:
     env = server_env(tmp_path / "state")
     outcome = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", "serve", "--transport", "http", "--host", "0.0.0.0",
-         "--port", str(free_port())],
-        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "openexec_mcp",
+            "serve",
+            "--transport",
+            "http",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert outcome.returncode == 2
     lines = outcome.stderr.strip().splitlines()
     assert len(lines) == 1 and "0.0.0.0" in lines[0] and "tokens" in lines[0]

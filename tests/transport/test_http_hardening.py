@@ -147,10 +147,22 @@ async def test_refusal_summary_and_tool_descriptions_are_plain_text_for_models(
 
 @pytest.mark.parametrize(
     ("host", "loopback"),
-    [("127.0.0.1", True), ("127.0.0.2", True), ("127.255.0.9", True), ("::1", True), ("0:0:0:0:0:0:0:1", True),
-     ("[::1]", True), ("localhost", True), ("::ffff:127.0.0.1", True), ("0.0.0.0", False), ("10.0.0.1", False),
-     ("::", False), ("example.com", False), ("128.0.0.1", False)],
-)  # fmt: skip
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("127.255.0.9", True),
+        ("::1", True),
+        ("0:0:0:0:0:0:0:1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("::ffff:127.0.0.1", True),
+        ("0.0.0.0", False),
+        ("10.0.0.1", False),
+        ("::", False),
+        ("example.com", False),
+        ("128.0.0.1", False),
+    ],
+)
 def test_loopback_is_decided_by_address_not_spelling(host: str, loopback: bool) -> None:
     from openexec_mcp.transport.http.guards import is_loopback
 
@@ -171,8 +183,12 @@ def test_cross_site_page_cannot_drive_a_server_bound_to_another_loopback_spellin
     with TestClient(app, base_url=base) as http:  # runs the lifespan: /mcp is served
         body = {"action": "count", "payload": {}, "nonce": nonce()}
         if path == "/mcp":
-            body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                    "params": {"name": "count", "arguments": {"nonce": nonce()}}}  # fmt: skip
+            body = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "tools/call",
+                "params": {"name": "count", "arguments": {"nonce": nonce()}},
+            }
         rebound = http.post(path, json=body, headers={**mcp_headers, "host": "evil.example"})
         cross_site = http.post(path, json=body, headers={**mcp_headers, "origin": "http://evil.example"})
         health = http.get("/health", headers={"host": "evil.example"})
@@ -187,9 +203,14 @@ def test_cross_site_page_cannot_drive_a_server_bound_to_another_loopback_spellin
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/ledger/checkpoint"), ("GET", "/ledger/proof/" + "f" * 32), ("POST", "/receipts/verify"),
-     ("GET", "/approvals"), ("POST", "/approvals")],
-)  # fmt: skip
+    [
+        ("GET", "/ledger/checkpoint"),
+        ("GET", "/ledger/proof/" + "f" * 32),
+        ("POST", "/receipts/verify"),
+        ("GET", "/approvals"),
+        ("POST", "/approvals"),
+    ],
+)
 async def test_flood_of_read_and_approval_requests_is_rate_limited_per_client(
     make_runtime: Callable[..., Runtime], method: str, path: str
 ) -> None:
@@ -218,14 +239,19 @@ def tokens_config(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 INIT = {
-    "jsonrpc": "2.0", "id": 0, "method": "initialize",
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
-}  # fmt: skip
+}
 
 
 def open_session(http: httpx.Client, url: str, token: str) -> httpx.Response:
-    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json",
-               "authorization": f"Bearer {token}"}  # fmt: skip
+    headers = {
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+        "authorization": f"Bearer {token}",
+    }
     return http.post(url, content=json.dumps(INIT), headers=headers)
 
 
@@ -240,9 +266,12 @@ def test_one_token_opening_sessions_cannot_lock_other_tenants_out_of_mcp(tmp_pat
 
 TRICKLES = {
     "headers": (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"X-Slow: 1\r\n"),
-    "body": (b"POST /execute HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-             b"Content-Length: 100000\r\n\r\n{", b" "),
-}  # fmt: skip
+    "body": (
+        b"POST /execute HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000\r\n\r\n{",
+        b" ",
+    ),
+}
 
 
 @pytest.mark.parametrize("part", list(TRICKLES))

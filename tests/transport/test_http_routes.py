@@ -500,9 +500,15 @@ async def test_made_up_exec_id_is_never_valid(
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[]", b"{}", b'{"payloadType":"application/vnd.openexec.receipt+json"}',
-     b'{"exec_id":"x","result":null}', b'{"k":1,"k":1}'],
-)  # fmt: skip
+    [
+        b"not json",
+        b"[]",
+        b"{}",
+        b'{"payloadType":"application/vnd.openexec.receipt+json"}',
+        b'{"exec_id":"x","result":null}',
+        b'{"k":1,"k":1}',
+    ],
+)
 async def test_malformed_verify_request_is_never_valid(
     http: httpx.AsyncClient, two_receipts: list[dict[str, Any]], body: bytes
 ) -> None:

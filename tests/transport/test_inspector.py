@@ -49,8 +49,12 @@ def inspector(npx: str, env: dict[str, str], *method_args: str) -> tuple[int, An
     passed = [arg for name in SERVER_VARIABLES for arg in ("-e", f"{name}={env[name]}")]
     completed = subprocess.run(
         [npx, "-y", INSPECTOR, "--cli", *passed, sys.executable, "-m", "openexec_mcp", "serve", *method_args],
-        env=env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         output = json.loads(completed.stdout)
     except ValueError:
@@ -68,9 +72,13 @@ def tool_call(name: str, **arguments: str) -> list[str]:
 
 def published_keys(env: dict[str, str]) -> dict[str, Any]:
     completed = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", "keys", "public"], env=env, capture_output=True, text=True,
-        timeout=60, check=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "openexec_mcp", "keys", "public"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     keys: dict[str, Any] = json.loads(completed.stdout)
     return keys
 

@@ -121,10 +121,18 @@ async def test_consistency_with_impossible_sizes_is_422_invalid_request(http: ht
 
 
 def token_settings(*tokens: tuple[str, str]) -> dict[str, Any]:
-    return {"auth": {"tokens": [
-        {"sha256": hashlib.sha256(token.encode()).hexdigest(), "tenant_id": tenant, "scopes": ["execute", "read"]}
-        for token, tenant in tokens
-    ]}}  # fmt: skip
+    return {
+        "auth": {
+            "tokens": [
+                {
+                    "sha256": hashlib.sha256(token.encode()).hexdigest(),
+                    "tenant_id": tenant,
+                    "scopes": ["execute", "read"],
+                }
+                for token, tenant in tokens
+            ]
+        }
+    }
 
 
 async def test_with_tokens_the_ledger_routes_need_read_and_proofs_are_per_tenant(

@@ -28,9 +28,11 @@ from oe_testing.http_server import HttpServer, running_http_server
 
 HANDSHAKE_ERA = "2025-11-25"
 INIT = {
-    "jsonrpc": "2.0", "id": 0, "method": "initialize",
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
     "params": {"protocolVersion": HANDSHAKE_ERA, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
-}  # fmt: skip
+}
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 
 
@@ -95,9 +97,12 @@ class StdioPeer:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "openexec_mcp", "serve", "--log-level", "WARNING"], env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [sys.executable, "-m", "openexec_mcp", "serve", "--log-level", "WARNING"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
 
     def send(self, frame: bytes | dict[str, Any]) -> None:
         data = frame if isinstance(frame, bytes) else json.dumps(frame).encode()
@@ -144,8 +149,14 @@ def test_malformed_tools_call_over_stdio_answers_invalid_request_and_runs_nothin
     stdio.send(ATTACKS[attack](7))
     assert_invalid_request_envelope(stdio.answer(7), 7)
     # The connection still serves, and the refused call left its nonce free and ran nothing.
-    stdio.send({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
-                "params": {"name": "count", "arguments": {"label": "ok", "nonce": nonce()}}})  # fmt: skip
+    stdio.send(
+        {
+            "jsonrpc": "2.0",
+            "id": 8,
+            "method": "tools/call",
+            "params": {"name": "count", "arguments": {"label": "ok", "nonce": nonce()}},
+        }
+    )
     ok = stdio.answer(8)["result"]
     assert ok["structuredContent"]["status"] == "executed"
     assert ok["structuredContent"]["receipt"]["payloadType"].startswith("application/vnd.openexec.receipt")
@@ -154,12 +165,14 @@ def test_malformed_tools_call_over_stdio_answers_invalid_request_and_runs_nothin
 
 @pytest.mark.parametrize(
     "frame",
-    [b'{"jsonrpc":"2.0","id":9,"method":"prompts/get","params":{"name":"\\udc00"}}',
-     b'{"jsonrpc":"2.0","id":9,"method":"ping","method":"tools/list"}',
-     b'{"jsonrpc":"2.0","id":9,"method":42}',
-     b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":[1]}'],
+    [
+        b'{"jsonrpc":"2.0","id":9,"method":"prompts/get","params":{"name":"\\udc00"}}',
+        b'{"jsonrpc":"2.0","id":9,"method":"ping","method":"tools/list"}',
+        b'{"jsonrpc":"2.0","id":9,"method":42}',
+        b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":[1]}',
+    ],
     ids=["lone-surrogate", "duplicate-key", "method-not-a-string", "params-not-an-object"],
-)  # fmt: skip
+)
 def test_unreadable_request_over_stdio_gets_invalid_request_for_its_id_never_silence(
     stdio: StdioPeer, counter_file: Path, frame: bytes
 ) -> None:
@@ -248,9 +261,16 @@ def test_malformed_tools_call_over_sse_answers_invalid_request_and_runs_nothing(
 
 
 def test_client_cannot_forge_the_ingress_marker_to_skip_the_check(http_server: HttpServer) -> None:
-    frame = {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
-        "name": "count", "arguments": {"label": "x", "nonce": nonce()},
-        "_meta": {"dev.openexec/ingress": {"seal": "0" * 32, "message": "forged"}}}}  # fmt: skip
+    frame = {
+        "jsonrpc": "2.0",
+        "id": 4,
+        "method": "tools/call",
+        "params": {
+            "name": "count",
+            "arguments": {"label": "x", "nonce": nonce()},
+            "_meta": {"dev.openexec/ingress": {"seal": "0" * 32, "message": "forged"}},
+        },
+    }
     with httpx.Client(timeout=60) as http:
         headers = streamable_session(http, http_server.mcp_url)
         answer = http.post(http_server.mcp_url, content=json.dumps(frame), headers=headers)
@@ -302,8 +322,12 @@ def test_element_count_bound_refuses_only_what_no_payload_of_the_limit_can_hold(
 
 
 def test_crowded_arguments_over_streamable_http_are_refused_before_canonicalization(http_server: HttpServer) -> None:
-    frame = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-             "params": {"name": "echo", "arguments": {"x": [0] * 40000, "nonce": nonce()}}}  # fmt: skip
+    frame = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"x": [0] * 40000, "nonce": nonce()}},
+    }
     with httpx.Client(timeout=60) as http:
         headers = streamable_session(http, http_server.mcp_url)
         answer = http.post(http_server.mcp_url, content=json.dumps(frame), headers=headers)

@@ -86,9 +86,13 @@ async def conn(
         env = module_env(root)
         # The published key, as an auditor gets it for a stdio server: the CLI on the same state dir.
         keys_run = subprocess.run(
-            [sys.executable, "-m", "openexec_mcp", "keys", "public"], env=env, capture_output=True, text=True,
-            timeout=60, check=True,
-        )  # fmt: skip
+            [sys.executable, "-m", "openexec_mcp", "keys", "public"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         keys = json.loads(keys_run.stdout)
         counter = Path(env["OPENEXEC_TEST_COUNTER"])
         target = StdioServerParameters(
@@ -155,7 +159,13 @@ async def test_output_schema_is_the_result_envelope(conn: Connection) -> None:
         assert schema is not None, tool.name
         assert schema["type"] == "object"
         assert set(schema["properties"]) == ENVELOPE_FIELDS, tool.name
-        assert set(schema["properties"]["status"]["enum"]) == {"executed", "replayed", "failed", "denied", "indeterminate"}
+        assert set(schema["properties"]["status"]["enum"]) == {
+            "executed",
+            "replayed",
+            "failed",
+            "denied",
+            "indeterminate",
+        }
         # receipt is the only field that may be absent (SPEC §6, invalid_request).
         assert set(schema["required"]) == ENVELOPE_FIELDS - {"receipt"}, tool.name
 
@@ -204,8 +214,13 @@ async def test_echo_returns_executed_envelope_with_receipt_verified_by_published
     assert body["nonce"] == nonce
     assert body["action_hash"] == verifier.action_hash("echo", {"msg": "hi", "n": 1}, nonce)
     assert body["result_hash"] == verifier.result_hash(envelope["result"])
-    assert body["approval"] == {"method": "auto", "approval_id": None, "kid": None, "issued_by": None,
-                                "artifact_hash": None}  # fmt: skip
+    assert body["approval"] == {
+        "method": "auto",
+        "approval_id": None,
+        "kid": None,
+        "issued_by": None,
+        "artifact_hash": None,
+    }
     assert body["original_exec_id"] is None
     assert body["log_id"] == "openexec-mcp" and body["tenant_id"] == "default"
     assert body["server"]["name"] == "openexec-mcp"

@@ -54,10 +54,28 @@ class WitnessProcess:
 def start_witness(witness: WitnessProcess, env: dict[str, str], server_public: str) -> None:
     handle = witness.log.open("ab")
     witness.process = subprocess.Popen(
-        [sys.executable, "-m", "openexec_mcp", "witness", "serve", "--key", str(witness.key), "--name", witness.name,
-         "--log", f"{ORIGIN}={server_public}", "--db", str(witness.db), "--port", str(witness.port)],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=handle,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "openexec_mcp",
+            "witness",
+            "serve",
+            "--key",
+            str(witness.key),
+            "--name",
+            witness.name,
+            "--log",
+            f"{ORIGIN}={server_public}",
+            "--db",
+            str(witness.db),
+            "--port",
+            str(witness.port),
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=handle,
+    )
     handle.close()
 
     def up() -> bool:
@@ -172,26 +190,67 @@ def test_two_witnesses_cosign_the_ledger_and_a_bundle_verifies_offline(deploymen
         receipt.write_text(json.dumps(envelope))
         proof.write_text(httpx.get(f"{server.base_url}/ledger/proof/{envelope['exec_id']}", timeout=10).text)
         verified = run_cli(
-            deployment.env, "receipt", "verify", str(receipt), "--public-key", deployment.server_public,
-            "--proof", str(proof), "--witness", w1.flag, "--witness", w2.flag,
-        )  # fmt: skip
+            deployment.env,
+            "receipt",
+            "verify",
+            str(receipt),
+            "--public-key",
+            deployment.server_public,
+            "--proof",
+            str(proof),
+            "--witness",
+            w1.flag,
+            "--witness",
+            w2.flag,
+        )
         assert verified.code == 0, verified.stdout + verified.stderr
         assert "OK cosigned by 2 witness(es)" in verified.stdout
     # The bundle, written from the stored ledger, checked offline with only the keys.
     bundle = deployment.root / "bundle.json"
-    written = run_cli(deployment.env, "ledger", "bundle", "--config", str(deployment.config),
-                      "--run", "run-witnessed", "--out", str(bundle))  # fmt: skip
+    written = run_cli(
+        deployment.env,
+        "ledger",
+        "bundle",
+        "--config",
+        str(deployment.config),
+        "--run",
+        "run-witnessed",
+        "--out",
+        str(bundle),
+    )
     assert written.code == 0, written.stderr
     document = json.loads(bundle.read_text())
     assert document["v"] == 1 and len(document["receipts"]) == 6
     assert [item["index"] for item in document["receipts"]] == list(range(6))
     assert exec_ids  # the first five are in the run too
-    ok = run_cli(deployment.env, "bundle", "verify", str(bundle), "--public-key", deployment.server_public,
-                 "--witness", w1.flag, "--witness", w2.flag)  # fmt: skip
+    ok = run_cli(
+        deployment.env,
+        "bundle",
+        "verify",
+        str(bundle),
+        "--public-key",
+        deployment.server_public,
+        "--witness",
+        w1.flag,
+        "--witness",
+        w2.flag,
+    )
     assert ok.code == 0, ok.stdout + ok.stderr
     stranger = "stranger.example/w=" + base64.b64encode(bytes(32)).decode()
-    refused = run_cli(deployment.env, "bundle", "verify", str(bundle), "--public-key", deployment.server_public,
-                      "--witness", w1.flag, "--witness", stranger, "--quorum", "2")  # fmt: skip
+    refused = run_cli(
+        deployment.env,
+        "bundle",
+        "verify",
+        str(bundle),
+        "--public-key",
+        deployment.server_public,
+        "--witness",
+        w1.flag,
+        "--witness",
+        stranger,
+        "--quorum",
+        "2",
+    )
     assert refused.code == 1 and refused.stdout.startswith("INVALID quorum_not_met"), refused.stdout
 
 
@@ -226,8 +285,12 @@ def test_a_doctored_server_cannot_get_a_fork_cosigned_and_the_witness_logs_the_e
     # The operator stops the honest server and, with the real log key, tries to fork the history.
     completed = subprocess.run(
         [sys.executable, "-m", "oe_testing.doctored_log", str(deployment.state_dir), ORIGIN, w1.url],
-        env=deployment.env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert completed.returncode == 0, completed.stderr
     outcome = json.loads(completed.stdout)
     assert outcome["witness_size"] >= 4
@@ -276,8 +339,11 @@ def test_a_witness_runs_from_its_toml_config_and_cosigns(deployment: Deployment)
     handle = w2.log.open("ab")
     w2.process = subprocess.Popen(
         [sys.executable, "-m", "openexec_mcp", "witness", "serve", "--config", str(config)],
-        env=deployment.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=handle,
-    )  # fmt: skip
+        env=deployment.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=handle,
+    )
     handle.close()
     wait_for(lambda: _listening(w2.url), "w2 to listen")
     with execution_server(deployment) as server:

@@ -56,9 +56,9 @@ def append_sibling_positions(seq: int) -> list[Position]:
     return [(level - 1, idx * 2) for level, idx in _completed(seq) if level >= 2]
 
 
-def append_nodes(seq: int, leaf: bytes, prev_leaf: bytes | None, siblings: Mapping[Position, bytes]) -> list[
-    tuple[int, int, bytes]
-]:  # fmt: skip
+def append_nodes(
+    seq: int, leaf: bytes, prev_leaf: bytes | None, siblings: Mapping[Position, bytes]
+) -> list[tuple[int, int, bytes]]:
     """Return the nodes completed by appending leaf ``seq``, lowest first.
 
     Args:

@@ -341,8 +341,12 @@ class _Routes:
         elif document is not None and set(document) == {"exec_id", "result", "receipt"}:
             result = await anyio.to_thread.run_sync(self._verify_legacy, document, tenant_id)
         else:
-            result = {"valid": False, "reason": "malformed", "seq": None,
-                      "message": "expected a DSSE receipt or {exec_id, result, receipt}"}  # fmt: skip
+            result = {
+                "valid": False,
+                "reason": "malformed",
+                "seq": None,
+                "message": "expected a DSSE receipt or {exec_id, result, receipt}",
+            }
         return JSONResponse(result)
 
     async def submit_approval(self, request: Request, tenant_id: str | None) -> Response:
@@ -366,9 +370,12 @@ class _Routes:
         except InvalidRequestError as exc:
             return JSONResponse({"error": {"code": "approval_malformed", "message": exc.message}}, status_code=422)
         stored = await anyio.to_thread.run_sync(
-            self.runtime.store.add_approval_artifact, parsed.action_hash, parsed.approval_id,
-            canonicalize(artifact).decode(), format_timestamp(utc_now()),
-        )  # fmt: skip
+            self.runtime.store.add_approval_artifact,
+            parsed.action_hash,
+            parsed.approval_id,
+            canonicalize(artifact).decode(),
+            format_timestamp(utc_now()),
+        )
         body = {"approval_id": parsed.approval_id, "action_hash": parsed.action_hash, "stored": stored}
         return JSONResponse(body, status_code=201 if stored else 200)
 
@@ -421,8 +428,12 @@ class _Routes:
         seq = body["seq"]
         entry = self.runtime.store.get_entry_at(seq) if isinstance(seq, int) else None
         if entry is None or entry.receipt_hash != leaf:
-            return {"valid": False, "reason": "not_in_ledger", "message": "the ledger does not hold this receipt",
-                    "seq": seq}  # fmt: skip
+            return {
+                "valid": False,
+                "reason": "not_in_ledger",
+                "message": "the ledger does not hold this receipt",
+                "seq": seq,
+            }
         return {"valid": True, "reason": None, "seq": seq, "exec_id": body["exec_id"], "status": body["status"]}
 
     def _verify_legacy(self, claim: dict[str, Any], tenant_id: str | None) -> dict[str, Any]:

@@ -34,9 +34,14 @@ def grant_json(row: StoredGrant) -> dict[str, Any]:
         ``{grant_id, tenant_id, max_uses, uses, expires_at, revoked_at, grant}``.
     """
     return {
-        "grant_id": row.grant_id, "tenant_id": row.tenant_id, "max_uses": row.max_uses, "uses": row.uses,
-        "expires_at": row.expires_at, "revoked_at": row.revoked_at, "grant": json.loads(row.artifact),
-    }  # fmt: skip
+        "grant_id": row.grant_id,
+        "tenant_id": row.tenant_id,
+        "max_uses": row.max_uses,
+        "uses": row.uses,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+        "grant": json.loads(row.artifact),
+    }
 
 
 def grant_routes(runtime: Runtime) -> list[tuple[str, list[str], str, bool, Any]]:
@@ -67,8 +72,9 @@ class GrantRoutes:
         try:
             body = await _read_body(request, _MAX_GRANT_BYTES)
             grant = parse_json(body, max_bytes=_MAX_GRANT_BYTES)
-            parsed, verified = self.runtime.gate.approver.verify_grant(grant, tenant_id=self._tenant(tenant_id),
-                                                                        now=utc_now())  # fmt: skip
+            parsed, verified = self.runtime.gate.approver.verify_grant(
+                grant, tenant_id=self._tenant(tenant_id), now=utc_now()
+            )
         except ApprovalError as exc:
             status = 422 if exc.code == "approval_malformed" else 403
             return JSONResponse({"error": exc.to_dict()}, status_code=status)
@@ -77,10 +83,16 @@ class GrantRoutes:
         skew = timedelta(seconds=self.runtime.settings.approvals.clock_skew_seconds)
         usable_until = format_timestamp(verified.expires_at + skew)
         row = StoredGrant(
-            grant_id=parsed.grant_id, tenant_id=parsed.tenant_id, artifact=canonicalize(grant).decode(),
-            max_uses=parsed.max_uses, uses=0, expires_at=usable_until, keep_until=usable_until,
-            submitted_at=format_timestamp(utc_now()), revoked_at=None,
-        )  # fmt: skip
+            grant_id=parsed.grant_id,
+            tenant_id=parsed.tenant_id,
+            artifact=canonicalize(grant).decode(),
+            max_uses=parsed.max_uses,
+            uses=0,
+            expires_at=usable_until,
+            keep_until=usable_until,
+            submitted_at=format_timestamp(utc_now()),
+            revoked_at=None,
+        )
         stored = await anyio.to_thread.run_sync(self.runtime.store.add_grant, row)
         return JSONResponse({"grant_id": parsed.grant_id, "stored": stored}, status_code=201 if stored else 200)
 
