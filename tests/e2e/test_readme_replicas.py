@@ -82,10 +82,12 @@ def test_the_readme_replica_and_operator_commands_work_as_written(tmp_path: Path
         assert [answer["status"] for answer in answers] == ["executed", "replayed"]
         assert "OK 2 receipts verified" in done.stdout
 
-        # A replica dies mid-call; the next start records the call indeterminate.
+        # A replica dies mid-call; the next start records the call indeterminate. The call has a
+        # side effect: a read-only one commits once, after its handler, so a crash loses only a read.
         env["OPENEXEC_CONFIG"] = str(config_file)
+        env["OPENEXEC_ACTIONS__MODULES"] = '["oe_testing.actions"]'
         headers = {"authorization": f"Bearer {token}"}
-        body = {"action": "echo", "payload": {"msg": "cut"}, "nonce": "rep-cut-0001"}
+        body = {"action": "count", "payload": {"label": "cut"}, "nonce": "rep-cut-0001"}
         with http_server({**env, "OPENEXEC_UNSAFE_FAULTS": "before_finish"}, tmp_path, name="doomed") as doomed:
             with pytest.raises(httpx.TransportError):
                 httpx.post(doomed.base_url + "/execute", json=body, headers=headers, timeout=30)
