@@ -68,6 +68,7 @@ def test(args: list[str]) -> int:
     steps = [
         ("ruff", [str(BIN / "ruff"), "check", "openexec_mcp", "actions", "tests", "bench", "dev.py"]),
         ("pyright", [str(BIN / "pyright")]),  # strict for the package; tests and bench too (pyproject)
+        ("import-linter", [str(BIN / "lint-imports"), "--no-cache"]),  # the layers and the pure core (pyproject)
     ]
     for name, command in steps:
         print(f"dev.py: {name}", file=sys.stderr, flush=True)

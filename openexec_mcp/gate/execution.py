@@ -10,9 +10,10 @@ happens into an :class:`Execution`, the outcome to record:
   the claim);
 - :class:`~openexec_mcp.errors.OutcomeUnknownError` → sent without an answer: ``indeterminate``.
 
-Workers are bounded per action (``limits.handler_concurrency``): sync handlers run on threads of
-their own limiter, never on the one store I/O uses, and a thread abandoned after a timeout keeps
-its slot until it really ends, so abandoned threads cannot grow without bound.
+Workers are bounded per action (``limits.handler_concurrency``): sync handlers run on a pool of
+daemon threads of their own (:class:`_Workers`), never on the threads store I/O uses, and a thread
+abandoned after a timeout keeps its place in the pool until it really ends, so abandoned threads
+cannot grow without bound: an action has at most ``handler_concurrency`` handler threads, ever.
 :meth:`HandlerRunner.admit` is asked at admission (step 0): an action whose workers are all busy
 is refused before anything is recorded. Calls that share a nonce never reach a handler but the
 first, so they are never counted.
@@ -20,15 +21,18 @@ first, so they are never counted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 
 import anyio
-import anyio.to_thread
 from pydantic import BaseModel
 
 from openexec_mcp.core.canonical import check_json_value, sha256_hex
@@ -73,21 +77,53 @@ class Execution:
     error: OpenExecError | None
 
 
-class Reservation:
-    """One worker slot of an action, taken at admission and given back exactly once."""
+class _Workers:
+    """A bounded pool of daemon threads for one action's sync handlers.
 
-    def __init__(self, release: Callable[[], None]) -> None:
-        self._release = release
+    At most ``capacity`` threads exist; a job waits in the queue until one is free. A thread that
+    runs a handler abandoned after its timeout stays taken until the handler returns, which is
+    the point: abandoned work cannot make the pool grow. Daemon threads never hold up the exit of
+    the process (a stuck handler cannot block a shutdown).
+    """
+
+    def __init__(self, name: str, capacity: int) -> None:
+        self._name = name
+        self._capacity = capacity
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._done = False
+        self._threads = 0
+        self._idle = 0
+        self.busy = 0
+        """Handlers running now (abandoned ones included)."""
 
-    def release(self) -> None:
-        """Give the slot back (idempotent; safe from any thread)."""
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Queue ``fn``; its future can be cancelled until a thread takes it."""
+        future: Future[Any] = Future()
+        self._jobs.put((future, fn))
         with self._lock:
-            if self._done:
-                return
-            self._done = True
-        self._release()
+            if self._idle == 0 and self._threads < self._capacity:
+                self._threads += 1
+                threading.Thread(target=self._work, name=f"openexec-handler-{self._name}", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            future, fn = self._jobs.get()
+            with self._lock:
+                self._idle -= 1
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while queued: its call timed out before it ran
+            with self._lock:
+                self.busy += 1
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # delivered to the awaiting call, which decides
+                future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self.busy -= 1
 
 
 class HandlerRunner:
@@ -106,14 +142,13 @@ class HandlerRunner:
         self._max_result_bytes = limits["max_result_bytes"]
         self._capacity = limits.get("handler_concurrency", 16)
         self._clock = clock
-        self._busy: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._workers: dict[str, _Workers] = {}
+        self._async_busy: dict[str, int] = {}
 
     def busy(self, action: str) -> int:
-        """Return how many workers of ``action`` are running (abandoned threads included)."""
-        with self._lock:
-            return self._busy.get(action, 0)
+        """Return how many handlers of ``action`` are running (abandoned threads included)."""
+        workers = self._workers.get(action)
+        return self._async_busy.get(action, 0) + (workers.busy if workers is not None else 0)
 
     def admit(self, action: Action) -> None:
         """Refuse a call of ``action`` when every worker is busy (step 0).
@@ -125,16 +160,6 @@ class HandlerRunner:
         if self.busy(action.name) >= self._capacity:
             raise ActionSaturatedError(f"action {action.name!r} has {self._capacity} calls running; retry later")
 
-    def _slot(self, action: Action) -> Reservation:
-        with self._lock:
-            self._busy[action.name] = self._busy.get(action.name, 0) + 1
-
-        def release() -> None:
-            with self._lock:
-                self._busy[action.name] -= 1
-
-        return Reservation(release)
-
     async def run(self, action: Action, argument: Any) -> Execution:
         """Run ``action``'s handler on its parsed argument (step 5); never raises for the handler's sake.
 
@@ -145,24 +170,14 @@ class HandlerRunner:
             action: The action.
             argument: What :meth:`~openexec_mcp.registry.Action.parse_payload` returned.
         """
-        release = self._slot(action).release
         try:
             with anyio.fail_after(self._timeout_seconds):
                 if action.is_async:
-                    try:
-                        output = await action.handler(argument)
-                    finally:
-                        release()
+                    output = await self._run_async(action, argument)
                 else:
-                    body = _then(action.handler, argument, release)
-                    try:
-                        output = await anyio.to_thread.run_sync(
-                            body, abandon_on_cancel=True, limiter=self._limiter(action)
-                        )
-                    except BaseException:
-                        if not body.started:  # timed out waiting for a thread: it never runs
-                            release()
-                        raise
+                    future = self._pool(action).submit(partial(action.handler, argument))
+                    # Cancelling the wrapper cancels a job still queued; a running one is abandoned.
+                    output = await asyncio.wrap_future(future)
             result = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
             result_bytes = check_json_value(result, max_depth=self._max_depth, max_bytes=self._max_result_bytes)
         except NotSentError as exc:
@@ -185,11 +200,18 @@ class HandlerRunner:
         outcome = Outcome("executed", result_bytes.decode(), sha256_hex(result_bytes), None, None, self._finished_at())
         return Execution("executed", outcome, result, None)
 
-    def _limiter(self, action: Action) -> anyio.CapacityLimiter:
-        limiter = self._limiters.get(action.name)
-        if limiter is None:
-            limiter = self._limiters[action.name] = anyio.CapacityLimiter(self._capacity)
-        return limiter
+    async def _run_async(self, action: Action, argument: Any) -> Any:
+        self._async_busy[action.name] = self._async_busy.get(action.name, 0) + 1
+        try:
+            return await action.handler(argument)
+        finally:
+            self._async_busy[action.name] -= 1
+
+    def _pool(self, action: Action) -> _Workers:
+        workers = self._workers.get(action.name)
+        if workers is None:
+            workers = self._workers[action.name] = _Workers(action.name, self._capacity)
+        return workers
 
     def _failed(self, error: ExecutionError, result: Any = None) -> Execution:
         if result is None:
@@ -208,20 +230,3 @@ class HandlerRunner:
 
     def _finished_at(self) -> str:
         return format_timestamp(self._clock())
-
-
-class _then:
-    """A thread body that runs the handler and then gives its slot back, whatever happens."""
-
-    def __init__(self, handler: Callable[[Any], Any], argument: Any, release: Callable[[], None]) -> None:
-        self._handler = handler
-        self._argument = argument
-        self._release = release
-        self.started = False
-
-    def __call__(self) -> Any:
-        self.started = True
-        try:
-            return self._handler(self._argument)
-        finally:
-            self._release()
