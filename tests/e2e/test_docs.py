@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import types
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -142,9 +143,13 @@ def test_every_cli_exit_code_is_in_the_cli_reference() -> None:
 def config_keys(model: type[BaseModel] = Settings, prefix: str = "") -> Iterator[str]:
     """Yield every dotted config key; tables of free names (``[toolsets]``) as ``toolsets.NAME``."""
     for name, info in model.model_fields.items():
-        key = prefix + name
+        key = prefix + (info.alias or name)
         annotation = info.annotation
         origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+        models = [arg for arg in args if inspect.isclass(arg) and issubclass(arg, BaseModel)]
+        if origin in (typing.Union, types.UnionType) and models:  # an optional table: `X | None`
+            yield key
+            annotation, origin, args = models[0], None, typing.get_args(models[0])
         if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
             yield from config_keys(annotation, key + ".")
         elif origin is list and args and inspect.isclass(args[0]) and issubclass(args[0], BaseModel):
