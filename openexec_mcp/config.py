@@ -1,9 +1,18 @@
-"""Settings: one pydantic-settings model fed by a TOML file and ``OPENEXEC_*`` variables (SPEC §9).
+"""Settings: one pydantic-settings model fed by a TOML file and environment variables (SPEC §9).
 
-Precedence, highest first: explicit overrides (CLI flags), ``OPENEXEC_*`` environment variables
-(nested with ``__``, e.g. ``OPENEXEC_STORAGE__URL``), the seed's ``CLAWSHIELD_*`` variables, the
-TOML file (``--config FILE`` or ``OPENEXEC_CONFIG``), then defaults. Unknown keys are errors, so a
-typo never silently weakens the policy. ``config.example.toml`` documents every key.
+Sources, highest precedence first, each a pydantic-settings source:
+
+1. explicit overrides (CLI flags: the init arguments);
+2. ``OPENEXEC_*`` environment variables, nested with ``__`` (``OPENEXEC_STORAGE__URL``);
+3. the seed's ``CLAWSHIELD_*`` variables (:class:`ClawshieldEnvSource`);
+4. the TOML file (``--config FILE`` or ``OPENEXEC_CONFIG``), named by the ``config_file`` init
+   argument, so no state lives outside one ``Settings(...)`` call;
+5. defaults.
+
+Unknown keys are errors, so a typo never silently weakens the policy. Rules across tables (SPEC
+§4: ``nonce.retention_seconds > approvals.max_ttl_seconds + 2 × clock_skew_seconds``; SPEC §5:
+HMAC secrets of at least 32 bytes) are start-up errors too. ``config.example.toml`` documents
+every key.
 """
 
 from __future__ import annotations
@@ -12,14 +21,34 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
-from openexec_mcp.errors import ConfigError
+from openexec_mcp.builtins.config import HttpRequestSettings, SendEmailSettings
+from openexec_mcp.core.clock import parse_rfc3339
+from openexec_mcp.errors import ConfigError, MalformedInputError
 
-__all__ = ["ApprovalKeySettings", "AuthToken", "Settings", "default_state_dir", "load_settings"]
+__all__ = [
+    "HMAC_MIN_SECRET_BYTES",
+    "ApprovalKeySettings",
+    "AuthToken",
+    "ClawshieldEnvSource",
+    "Settings",
+    "default_state_dir",
+    "load_settings",
+]
+
+HMAC_MIN_SECRET_BYTES = 32
+"""Shortest HMAC approval secret, in bytes (SPEC §5; the same bound as the keyring's)."""
 
 ApprovalPolicy = Literal["auto", "signed", "elicit", "deny"]
 
@@ -45,10 +74,29 @@ class StorageSettings(_Section):
     process crash, may lose the last commits on power loss."""
 
 
+BuiltinName = Literal["http_request", "send_email"]
+
+
 class ActionsSettings(_Section):
-    """``[actions]``: extra modules that register actions when imported."""
+    """``[actions]``: extra modules that register actions when imported, and the opt-in built-ins."""
 
     modules: list[str] = Field(default_factory=list[str])
+    builtins: list[BuiltinName] = Field(default_factory=list[BuiltinName])
+    """The real actions of SPEC §12 to register; each needs its table below."""
+    http_request: HttpRequestSettings | None = None
+    send_email: SendEmailSettings | None = None
+
+    @model_validator(mode="after")
+    def _tables_match_builtins(self) -> ActionsSettings:
+        # Fail closed both ways: a listed action without its table has no allow list, and a table
+        # that is not listed is an operator believing an action is configured that is not served.
+        for name in ("http_request", "send_email"):
+            table = getattr(self, name)
+            if name in self.builtins and table is None:
+                raise ValueError(f"actions.builtins lists {name!r} but the [actions.{name}] table is missing")
+            if table is not None and name not in self.builtins:
+                raise ValueError(f"[actions.{name}] is configured but {name!r} is not in actions.builtins")
+        return self
 
 
 class ActionPolicySettings(_Section):
@@ -106,6 +154,31 @@ class ApprovalKeySettings(_Section):
     not_after: datetime | None = None
     revoked: bool = False
 
+    @field_validator("not_before", "not_after", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        # One parser for every timestamp (core.clock): RFC 3339 with Z or an offset. TOML's own
+        # offset date-times arrive as aware datetimes; naive ones and numbers are refused.
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                return parse_rfc3339(value)
+            except MalformedInputError as exc:
+                raise ValueError(exc.message) from None
+        if isinstance(value, datetime) and value.utcoffset() is not None:
+            return value
+        raise ValueError("expected an RFC 3339 timestamp with 'Z' or an offset, e.g. 2026-11-21T10:00:00Z")
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        # A short shared secret is brute-forced online by any caller that may execute: each guess
+        # is one call answered approval_bad_signature. The length, never the value, is reported.
+        if secret is not None and len(secret.get_secret_value().encode("utf-8")) < HMAC_MIN_SECRET_BYTES:
+            raise ValueError(f"an HMAC secret needs at least {HMAC_MIN_SECRET_BYTES} bytes")
+        return secret
+
 
 class ApprovalsSettings(_Section):
     """``[approvals]``: artifact verification (SPEC §5)."""
@@ -128,6 +201,12 @@ class McpSettings(_Section):
     """How long a sealed ``requestState`` stays valid, in seconds."""
     shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
     """On SIGTERM, in-flight calls get this long to finish before the process exits, in seconds."""
+    max_sessions: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Streamable-HTTP sessions open at once, all tenants together (handshake era)."""
+    max_sessions_per_tenant: int = Field(default=100, ge=1, le=1_000_000)
+    """Sessions one tenant (one token's ``tenant_id``) may hold open at once; more answer 503."""
+    session_idle_seconds: int = Field(default=1800, ge=10, le=86400)
+    """A session with no request in flight for this long is closed, in seconds."""
 
     @field_validator("request_state_keys")
     @classmethod
@@ -135,6 +214,21 @@ class McpSettings(_Section):
         if any(len(key.get_secret_value().encode("utf-8")) < 32 for key in keys):
             raise ValueError("each request-state key needs at least 32 bytes")
         return keys
+
+
+class HttpSettings(_Section):
+    """``[http]``: the HTTP listener (SPEC §8)."""
+
+    request_read_timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    """A request whose headers and body have not all arrived this long after it began (or after
+    the previous answer on the connection) is closed, in seconds."""
+    keep_alive_seconds: float = Field(default=5, gt=0, le=3600)
+    """An idle keep-alive connection is closed after this long, in seconds."""
+    rate_limit_per_second: float | None = Field(default=None, ge=0, le=1e6)
+    """Requests per second per tenant (per client address without tokens) on the read and
+    approval routes; ``None``: ``limits.rate_limit_per_second``; 0 turns it off."""
+    rate_limit_burst: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Requests allowed at once on those routes; ``None``: ``limits.rate_limit_burst``."""
 
 
 class WitnessSettings(_Section):
@@ -199,7 +293,10 @@ class Settings(BaseSettings):
     approvals: ApprovalsSettings = ApprovalsSettings()
     auth: AuthSettings = AuthSettings()
     mcp: McpSettings = McpSettings()
+    http: HttpSettings = HttpSettings()
     ledger: LedgerSettings = LedgerSettings()
+    config_file: Path | None = Field(default=None, exclude=True)
+    """The TOML file these settings were read from (an init argument, never a TOML key)."""
 
     @classmethod
     def settings_customise_sources(
@@ -210,23 +307,35 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Order the sources: overrides, environment, TOML file (see the module docstring)."""
-        toml_file = _CONFIG_FILE.get("path")
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        """Order the sources: overrides, ``OPENEXEC_*``, ``CLAWSHIELD_*``, TOML (module docstring)."""
+        init_kwargs: dict[str, Any] = cast("InitSettingsSource", init_settings).init_kwargs  # pyright: ignore[reportUnknownMemberType]
+        toml_file: Path | None = init_kwargs.get("config_file")
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_file) if toml_file else None
+        clawshield = ClawshieldEnvSource(settings_cls, toml)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, clawshield]
+        if toml is not None:
+            sources.append(toml)
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _retention_outlives_approvals(self) -> Settings:
+        # SPEC §4: a nonce record must outlive every approval that could still execute it. An
+        # artifact issued up to one skew in the future stays valid until expires_at + skew, so
+        # the record must outlast max_ttl + 2 x skew, or a pruned nonce lets the call run again.
+        approvals = self.approvals
+        needed = approvals.max_ttl_seconds + 2 * approvals.clock_skew_seconds
+        if self.nonce.retention_seconds <= needed:
+            raise ValueError(
+                f"nonce.retention_seconds ({self.nonce.retention_seconds}) must exceed approvals.max_ttl_seconds"
+                f" + 2 x approvals.clock_skew_seconds ({needed})"
+            )
+        return self
 
     def storage_url(self) -> str:
         """Return ``storage.url``, defaulting to ``openexec.db`` in ``state_dir`` (absolute)."""
         if self.storage.url:
             return self.storage.url
         return "sqlite:///" + str((self.state_dir / "openexec.db").absolute())
-
-
-# pydantic-settings builds sources inside the class; the TOML path is handed over through this
-# module-level slot, set only for the duration of one load_settings() call.
-_CONFIG_FILE: dict[str, Path | None] = {"path": None}
 
 
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
@@ -247,43 +356,65 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     toml_path = Path(path) if path else None
     if toml_path is not None and not toml_path.is_file():
         raise ConfigError(f"config file not found: {toml_path}")
-    env_overrides = _clawshield_environment()
-    if "tenant_id" in env_overrides and "OPENEXEC_TENANT_ID" not in os.environ:
-        overrides.setdefault("tenant_id", env_overrides["tenant_id"])
-    _CONFIG_FILE["path"] = toml_path
     try:
-        settings = Settings(**overrides)
+        return Settings(**overrides, config_file=toml_path)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
     except ValueError as exc:  # TOML syntax errors
         raise ConfigError(f"cannot read config file {toml_path}: {exc}") from None
-    finally:
-        _CONFIG_FILE["path"] = None
-    if env_overrides.get("keys"):
-        keys = [*settings.approvals.keys, *env_overrides["keys"]]
-        settings = settings.model_copy(update={"approvals": settings.approvals.model_copy(update={"keys": keys})})
-    return settings
 
 
-def _clawshield_environment() -> dict[str, Any]:
-    """Read the seed's ``CLAWSHIELD_*`` variables (SPEC §9)."""
-    result: dict[str, Any] = {}
-    keys: list[ApprovalKeySettings] = []
-    if public_key := os.environ.get("CLAWSHIELD_PUBLIC_KEY"):
-        keys.append(ApprovalKeySettings(kid="clawshield", alg="ed25519", public_key=public_key, issuers=["clawshield"]))
-    if secret := os.environ.get("CLAWSHIELD_SECRET_KEY"):
-        keys.append(
-            ApprovalKeySettings(kid="clawshield", alg="hmac-sha256", secret=SecretStr(secret), issuers=["clawshield"])
-        )
-    if keys:
-        result["keys"] = keys
-    if tenant := os.environ.get("CLAWSHIELD_TENANT_ID"):
-        result["tenant_id"] = tenant
-    return result
+class ClawshieldEnvSource(PydanticBaseSettingsSource):
+    """The seed's ``CLAWSHIELD_*`` variables as a settings source (SPEC §9).
+
+    ``CLAWSHIELD_PUBLIC_KEY`` (Ed25519, PEM or raw 32 bytes base64) and ``CLAWSHIELD_SECRET_KEY``
+    (HMAC, the UTF-8 bytes of the value, at least 32) each add a keyring entry with kid and issuer
+    ``clawshield`` after the TOML file's ``[[approvals.keys]]`` (a key list given by a higher
+    source, ``OPENEXEC_APPROVALS__KEYS`` or an explicit override, replaces the whole list, as
+    every list does in pydantic-settings); ``CLAWSHIELD_TENANT_ID`` sets ``tenant_id``. A variable
+    that is set but empty is a start-up error: in clawshield mode it would otherwise configure no
+    key while the operator believes one is set.
+
+    Args:
+        settings_cls: The settings class.
+        toml: The TOML source whose keys the entries are appended to, or ``None``.
+
+    Raises:
+        ConfigError: When called, a ``CLAWSHIELD_*`` variable is set but empty.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], toml: PydanticBaseSettingsSource | None) -> None:
+        super().__init__(settings_cls)
+        self._toml = toml
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` builds the whole mapping (pydantic-settings' abstract hook)."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        """Return ``{"tenant_id"?, "approvals"?: {"keys": [...]}}`` from the environment."""
+        for name in ("CLAWSHIELD_PUBLIC_KEY", "CLAWSHIELD_SECRET_KEY", "CLAWSHIELD_TENANT_ID"):
+            if name in os.environ and not os.environ[name].strip():
+                raise ConfigError(f"{name} is set but empty; unset it or give it a value")
+        keys: list[dict[str, Any]] = []
+        if public_key := os.environ.get("CLAWSHIELD_PUBLIC_KEY"):
+            keys.append({"kid": "clawshield", "alg": "ed25519", "public_key": public_key, "issuers": ["clawshield"]})
+        if secret := os.environ.get("CLAWSHIELD_SECRET_KEY"):
+            if len(secret.encode("utf-8")) < HMAC_MIN_SECRET_BYTES:
+                raise ConfigError(f"CLAWSHIELD_SECRET_KEY needs at least {HMAC_MIN_SECRET_BYTES} bytes")
+            keys.append({"kid": "clawshield", "alg": "hmac-sha256", "secret": secret, "issuers": ["clawshield"]})
+        result: dict[str, Any] = {}
+        if keys:
+            configured: list[Any] = self._toml().get("approvals", {}).get("keys", []) if self._toml is not None else []
+            result["approvals"] = {"keys": [*configured, *keys]}
+        if tenant := os.environ.get("CLAWSHIELD_TENANT_ID"):
+            result["tenant_id"] = tenant
+        return result
 
 
 def _one_line(exc: ValidationError) -> str:
     error = exc.errors()[0]
-    location = ".".join(str(part) for part in error["loc"]) or "config"
+    location = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"invalid config: {location}: {error['msg']}{more}"
+    return f"invalid config: {location + ': ' if location else ''}{message}{more}"

@@ -8,7 +8,7 @@ server warns at start when it is set.
 Points: ``after_claim`` (the nonce is durably ``started``), ``in_handler`` (the handler is
 running), ``before_finish`` (the handler returned; outcome not yet committed),
 ``after_finish`` (outcome and receipt committed; answer not yet sent), ``in_checkpoint`` (a
-checkpoint is signed and not yet stored).
+checkpoint is signed and not yet stored), ``in_server_key`` (half of a new server key written).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Final
 
 __all__ = ["FAULT_POINTS", "unsafe_fault_point", "unsafe_faults_enabled"]
 
-FAULT_POINTS: Final = frozenset({"after_claim", "in_handler", "before_finish", "after_finish", "in_checkpoint"})
+FAULT_POINTS: Final = frozenset(
+    {"after_claim", "in_handler", "before_finish", "after_finish", "in_checkpoint", "in_server_key"}
+)
 _ENABLED: Final = frozenset(
     name.strip() for name in os.environ.get("OPENEXEC_UNSAFE_FAULTS", "").split(",") if name.strip()
 )

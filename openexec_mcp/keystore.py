@@ -1,14 +1,18 @@
 """The server's Ed25519 key on disk (SPEC §7).
 
-Generated on first start into ``<state_dir>/server_key.pem`` (PKCS#8 PEM, unencrypted, mode 0600,
-written atomically with ``O_EXCL`` so two processes starting together cannot both write one);
-loaded on every later start. The public key is published at ``GET /keys`` and by
-``openexec-mcp keys public``.
+Generated on first start into ``<state_dir>/server_key.pem`` (PKCS#8 PEM, unencrypted, mode 0600);
+loaded on every later start. Two processes may start together on a fresh state directory: each
+writes its key completely into a private temporary file (``O_EXCL``, 0600, fsynced) and hard-links
+it into place with :func:`os.link`, which fails if the name exists. The name therefore appears
+only with a whole key behind it; the loser deletes its temporary file and loads the winner's key.
+The public key is published at ``GET /keys`` and by ``openexec-mcp keys public``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
 from openexec_mcp.core.encoding import b64encode
 from openexec_mcp.core.receipt import ServerKey
 from openexec_mcp.errors import ConfigError
+from openexec_mcp.faults import unsafe_fault_point
 
 __all__ = ["SERVER_KEY_FILENAME", "load_or_create_server_key", "load_server_key", "public_keys_document"]
 
@@ -40,16 +45,41 @@ def load_or_create_server_key(state_dir: Path) -> ServerKey:
     if not path.exists():
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         pem = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process won the race; load its key below
-        else:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-                handle.flush()
-                os.fsync(handle.fileno())
+        _publish_once(path, pem)
     return load_server_key(path)
+
+
+def _publish_once(path: Path, data: bytes) -> None:
+    """Make ``path`` hold ``data`` unless it exists already; never visible half-written.
+
+    Raises:
+        ConfigError: The directory cannot hold the file (permissions, no hard links).
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+            unsafe_fault_point("in_server_key")  # crash tests: a writer killed mid-write
+            handle.write(data[len(data) // 2 :])
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won the race: use its key
+            os.link(temporary, path)
+        _fsync_directory(path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write server key {path}: {exc.strerror}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_server_key(path: Path) -> ServerKey:

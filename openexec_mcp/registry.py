@@ -221,19 +221,22 @@ class Registry(Mapping[str, Action]):
         return len(self._actions)
 
 
-def load_registry(modules: Iterable[str] = (), *, builtins: bool = True, plugins: bool = True) -> Registry:
+def load_registry(
+    modules: Iterable[str] = (), *, builtins: bool = True, plugins: bool = True, extra: Iterable[Action] = ()
+) -> Registry:
     """Import action modules and collect their actions.
 
     Args:
         modules: Importable module names (config ``actions.modules``).
         builtins: Include every module of the top-level ``actions`` package.
         plugins: Include the ``openexec_mcp.actions`` entry points.
+        extra: Actions built from config (the opt-in real actions of SPEC §12).
 
     Raises:
         ConfigError: A module cannot be imported, an entry point does not name actions, or two
             actions share a name.
     """
-    found: list[Action] = []
+    found: list[Action] = list(extra)
     names = list(modules)
     if builtins:
         package = _import("actions")

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from openexec_mcp.builtins import build_builtin_actions
 from openexec_mcp.config import Settings
 from openexec_mcp.core.clock import utc_now
 from openexec_mcp.core.receipt import ServerKey
@@ -121,7 +122,8 @@ def build_runtime(
         ConfigError: Invalid actions, policy, toolset or server key.
         StoreUnavailableError: The store cannot be opened.
     """
-    registry = registry if registry is not None else load_registry(settings.actions.modules)
+    if registry is None:
+        registry = load_registry(settings.actions.modules, extra=build_builtin_actions(settings))
     policy = build_policy(settings, registry, toolset=toolset)
     keyring = build_keyring(settings)  # fail closed on a bad key before anything opens
     store = open_store(settings.storage_url(), sqlite_synchronous=settings.storage.sqlite_synchronous, clock=utc_now)

@@ -13,6 +13,7 @@ import pytest
 TESTS_DIR = Path(__file__).parent
 sys.path.insert(0, str(TESTS_DIR))  # makes oe_testing importable, as servers see it via PYTHONPATH
 
+from openexec_mcp.builtins import build_builtin_actions  # noqa: E402
 from openexec_mcp.config import Settings, load_settings  # noqa: E402
 from openexec_mcp.registry import Action, Registry, load_registry  # noqa: E402
 from openexec_mcp.runtime import Runtime, build_runtime  # noqa: E402
@@ -59,7 +60,11 @@ def make_runtime(make_settings: Callable[..., Settings]) -> Iterator[Callable[..
     def make(registry_actions: list[Action] | None = None, toolset: str | None = None, **overrides: Any) -> Runtime:
         overrides.setdefault("actions", {"modules": ["oe_testing.actions"]})
         settings = make_settings(**overrides)
-        registry = Registry(registry_actions) if registry_actions is not None else load_registry(settings.actions.modules)
+        registry = (
+            Registry(registry_actions)
+            if registry_actions is not None
+            else load_registry(settings.actions.modules, extra=build_builtin_actions(settings))
+        )
         runtime = build_runtime(settings, toolset=toolset, registry=registry)
         made.append(runtime)
         return runtime

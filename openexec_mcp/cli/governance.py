@@ -1,9 +1,11 @@
-"""The approver's side (SPEC §5, §9): governance keys, the inbox, minting artifacts.
+"""The approver's side (SPEC §5, §9, §13): the inbox and minting artifacts.
 
-``keys generate`` writes a governance Ed25519 key pair; ``approvals list`` shows pending
-approval requests; ``approve`` shows the approver the exact action and payload, mints an artifact
-bound to its action_hash, signs it with the governance key and submits it. The server never
-loads these private keys: they stay with the approver.
+``approvals list`` shows pending approval requests; ``approve`` shows the approver the exact
+action request, recomputes its action_hash itself (SPEC §3) and refuses when the server's differs,
+mints an artifact bound to that hash, the request's tenant and the server's audience, signs it
+with the governance key and submits it. The server is not trusted to say what is being approved:
+a doctored answer can make ``approve`` refuse, never sign another call. The server never loads
+these private keys: they stay with the approver (``keys generate`` makes them).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import sys
 from datetime import timedelta
@@ -20,31 +23,18 @@ from urllib.parse import quote
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-    load_pem_private_key,
-)
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from openexec_mcp.core.action import compute_action_hash, parse_nonce
 from openexec_mcp.core.approval import sign_approval
+from openexec_mcp.core.canonical import json_object
 from openexec_mcp.core.clock import format_timestamp, utc_now
-from openexec_mcp.core.encoding import b64encode
-from openexec_mcp.core.receipt import kid_for_public_key
-from openexec_mcp.errors import ConfigError
+from openexec_mcp.core.display import escape_text, render_payload_lines
+from openexec_mcp.errors import ConfigError, OpenExecError
 
-__all__ = ["register_approvals", "register_approve", "register_keys_generate"]
+__all__ = ["register_approvals", "register_approve"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-
-
-def register_keys_generate(keys_sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``keys generate``."""
-    generate = keys_sub.add_parser("generate", parents=[common], help="write a governance Ed25519 key pair")
-    generate.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the key files")
-    generate.add_argument("--kid", help="key id to configure (default: derived from the public key)")
-    generate.set_defaults(run=run_keys_generate)
 
 
 def register_approvals(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -84,29 +74,6 @@ def _client_options() -> argparse.ArgumentParser:
     return options
 
 
-def run_keys_generate(args: argparse.Namespace) -> int:
-    """Write ``governance.key`` (PKCS#8 PEM, 0600) and ``governance.pub`` (base64 raw) into DIR."""
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    private_path, public_path = out / "governance.key", out / "governance.pub"
-    if private_path.exists():
-        raise ConfigError(f"{private_path} exists; refusing to overwrite a key")
-    key = Ed25519PrivateKey.generate()
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    public_path.write_text(b64encode(raw) + "\n")
-    kid = args.kid or "gov-" + kid_for_public_key(raw)
-    print(f"wrote {private_path} (private, 0600: keep it with the approver) and {public_path}")
-    print("\nadd to the server's config:\n")
-    print(
-        f'[[approvals.keys]]\nkid = "{kid}"\nalg = "ed25519"\npublic_key = "{b64encode(raw)}"\nissuers = ["clawshield"]'
-    )
-    print(f"\nor set CLAWSHIELD_PUBLIC_KEY={b64encode(raw)}  (kid 'clawshield', issuer 'clawshield')")
-    return 0
-
-
 def run_approvals_list(args: argparse.Namespace) -> int:
     """Print the pending approval requests, every page of ``GET /approvals``, as previews.
 
@@ -133,24 +100,35 @@ def run_approvals_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class ApprovalRefused(Exception):
+    """``approve`` will not sign: what the server shows is not what would be signed (exit 1)."""
+
+
 def run_approve(args: argparse.Namespace) -> int:
-    """Show the exact call, mint and sign the artifact, submit it (SPEC §5)."""
+    """Show the exact call, check it, mint and sign the artifact, submit it (SPEC §5, §13).
+
+    Exit 0 signed (and submitted), 1 refused (a mismatch, or the approver said no), 2 usage.
+    """
     if bool(args.request_id) == bool(args.action_hash):
         raise ConfigError("give exactly one of REQUEST_ID or --action-hash")
     private_key = _load_private_key(args.key)
-    if args.request_id:
-        item = _fetch_request(args, args.request_id)
-        action_hash, tenant = item["action_hash"], args.tenant or item["tenant_id"]
-        request = item["action_request"]
-        print(f"action:      {request.get('action')}", file=sys.stderr)
-        print(f"payload:     {json.dumps(request.get('payload'), indent=2, sort_keys=True)}", file=sys.stderr)
-        print(f"nonce:       {request.get('nonce')}", file=sys.stderr)
-    else:
-        if not args.tenant:
-            raise ConfigError("--action-hash needs --tenant (the tenant_id of the call)")
-        action_hash, tenant = args.action_hash, args.tenant
-        print("approving a call that was never proposed: you see only its hash", file=sys.stderr)
-    print(f"action_hash: {action_hash}\ntenant:      {tenant}\nvalid for:   {args.ttl} s", file=sys.stderr)
+    try:
+        if args.request_id:
+            action_hash, tenant = _show_request(args)
+        else:
+            if not args.tenant:
+                raise ConfigError("--action-hash needs --tenant (the tenant_id of the call)")
+            if not re.fullmatch(r"[0-9a-f]{64}", args.action_hash):
+                raise ConfigError("--action-hash must be 64 lowercase hex characters (SPEC §3)")
+            action_hash, tenant = args.action_hash, args.tenant
+            print("approving a call that was never proposed: you see only its hash", file=sys.stderr)
+        audience = _audience(args)
+    except ApprovalRefused as exc:
+        print(f"openexec-mcp: refusing to sign: {exc}", file=sys.stderr)
+        return 1
+    print(f"action_hash: {action_hash}\ntenant:      {escape_text(tenant)}", file=sys.stderr)
+    print(f"audience:    {escape_text(audience) if audience else 'any server (no audience)'}", file=sys.stderr)
+    print(f"valid for:   {args.ttl} s", file=sys.stderr)
     if not args.yes:
         if not sys.stdin.isatty():
             raise ConfigError("refusing to approve without a terminal; pass --yes to confirm non-interactively")
@@ -165,7 +143,6 @@ def run_approve(args: argparse.Namespace) -> int:
     }  # fmt: skip
     if args.kid:  # without a kid the server uses its only configured key (SPEC §5)
         fields["kid"] = args.kid
-    audience = args.audience or (None if args.no_submit else _server_id(args))
     if audience:
         fields["audience"] = audience
     artifact = sign_approval(fields, private_key)
@@ -175,10 +152,67 @@ def run_approve(args: argparse.Namespace) -> int:
     if not args.no_submit:
         answer = _client(args).post("/approvals", json=artifact)
         if answer.status_code not in (200, 201):
-            print(f"openexec-mcp: the server refused the artifact: {answer.text}", file=sys.stderr)
+            print(f"openexec-mcp: the server refused the artifact: {escape_text(answer.text[:500])}", file=sys.stderr)
             return 1
         print(f"submitted approval {artifact['approval_id']} for action_hash {action_hash}", file=sys.stderr)
     return 0
+
+
+def _show_request(args: argparse.Namespace) -> tuple[str, str]:
+    """Fetch the pending request, show every member escaped, and return (action_hash, tenant).
+
+    The hash signed is the one recomputed here from the action request shown (SPEC §3), never
+    the server's; the tenant is the request's, and ``--tenant`` must agree with it.
+
+    Raises:
+        ApprovalRefused: The request is malformed, its action_hash is not the hash of its action
+            request, or its tenant is not ``--tenant``.
+    """
+    item = _fetch_request(args, args.request_id)
+    request: Any = item.get("action_request")
+    served_hash, tenant = item.get("action_hash"), item.get("tenant_id")
+    if not isinstance(request, dict) or set(request) != {"action", "payload", "nonce"}:  # pyright: ignore[reportUnknownArgumentType]
+        raise ApprovalRefused("the server's action request is not {action, payload, nonce}")
+    action, payload, nonce = request["action"], request["payload"], request["nonce"]  # pyright: ignore[reportUnknownVariableType]
+    if not isinstance(action, str) or not isinstance(payload, dict) or not isinstance(tenant, str) or not tenant:
+        raise ApprovalRefused("the server's approval request has a malformed action, payload or tenant_id")
+    try:
+        recomputed = compute_action_hash(action, payload, parse_nonce(nonce))  # pyright: ignore[reportUnknownArgumentType]
+    except OpenExecError as exc:
+        raise ApprovalRefused(f"the server's action request cannot be hashed: {exc.message}") from None
+    print(f'action:      "{escape_text(action)}"', file=sys.stderr)
+    print("payload:", file=sys.stderr)
+    for line in render_payload_lines(payload):  # every member, every character, escaped
+        print(f"  {line}", file=sys.stderr)
+    print(f'nonce:       "{escape_text(str(nonce))}"', file=sys.stderr)  # pyright: ignore[reportUnknownArgumentType]
+    if served_hash != recomputed:
+        raise ApprovalRefused(
+            f"the server says action_hash {str(served_hash)[:64]!r} but the action request shown hashes to "
+            f"{recomputed}: what it shows is not what would be approved"
+        )
+    if args.tenant and args.tenant != tenant:
+        raise ApprovalRefused(f"the request is for tenant {escape_text(tenant)!r}, not --tenant {args.tenant!r}")
+    return recomputed, tenant
+
+
+def _audience(args: argparse.Namespace) -> str | None:
+    """Return the audience to sign for: ``--audience``, checked against the server's server_id.
+
+    Raises:
+        ApprovalRefused: The server names another server_id than ``--audience``, or, when the
+            artifact is submitted, it names none and ``--audience`` is not given.
+    """
+    if args.no_submit:
+        return args.audience
+    server_id = _server_id(args)
+    if args.audience and server_id is not None and server_id != args.audience:
+        raise ApprovalRefused(
+            f"the server at {args.server} says it is {escape_text(server_id)!r}, not --audience {args.audience!r}"
+        )
+    audience = args.audience or server_id
+    if not audience:
+        raise ApprovalRefused(f"{args.server} does not say its server_id; pass --audience SERVER_ID")
+    return audience
 
 
 def _load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -220,14 +254,24 @@ def _fetch_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _fetch_request(args: argparse.Namespace, request_id: str) -> dict[str, Any]:
-    """Return one pending request with its whole action request (``GET /approvals/{request_id}``)."""
+    """Return one pending request with its whole action request (``GET /approvals/{request_id}``).
+
+    Raises:
+        ConfigError: The server cannot be reached, knows no such request, or refuses (exit 2).
+        ApprovalRefused: The answer is not a JSON object for that request (exit 1).
+    """
     answer = _get(args, f"/approvals/{quote(request_id, safe='')}")
     if answer.status_code == 404:
         raise ConfigError(f"no pending approval request {request_id!r} (expired or already executed?)")
     if answer.status_code != 200:
-        detail = f"{answer.status_code}: {answer.text[:200]}"
+        detail = f"{answer.status_code}: {escape_text(answer.text[:200])}"
         raise ConfigError(f"GET {args.server}/approvals/{request_id} answered {detail}")
-    item: dict[str, Any] = answer.json()
+    try:
+        item = json_object(answer.json())
+    except ValueError:
+        item = None
+    if item is None or item.get("request_id") != request_id:
+        raise ApprovalRefused(f"the server's answer is not the approval request {request_id!r}")
     return item
 
 

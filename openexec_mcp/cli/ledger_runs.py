@@ -153,7 +153,9 @@ def run_replay(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     public_keys = trusted_public_keys(args, settings)
-    registry = load_registry(settings.actions.modules)
+    from openexec_mcp.builtins import build_builtin_actions
+
+    registry = load_registry(settings.actions.modules, extra=build_builtin_actions(settings))
     store = open_configured_store(settings)
     progress = Progress("replay", None)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import sys
@@ -42,13 +41,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         grace = settings.mcp.shutdown_grace_seconds
         if args.transport == "stdio":
+            from openexec_mcp.transport.ingress import IngressCheck
+
             # stdio callers are the local user: the configured tenant, no tokens.
-            mcp_server = build_mcp_server(runtime.gate, tenant_for=lambda _ctx: settings.tenant_id)
-            anyio.run(_serve_stdio, mcp_server, runtime.gate, grace, _exit_now(runtime))
+            ingress = IngressCheck(runtime.policy.limits["max_payload_bytes"])
+            mcp_server = build_mcp_server(runtime.gate, tenant_for=lambda _ctx: settings.tenant_id, ingress=ingress)
+            anyio.run(_serve_stdio, mcp_server, ingress, runtime.gate, grace, _exit_now(runtime))
         else:
             import uvicorn
 
             from openexec_mcp.transport.http.app import build_http_app
+            from openexec_mcp.transport.http.deadline import read_deadline_protocol
 
             gate = runtime.gate
 
@@ -90,7 +93,15 @@ def run(args: argparse.Namespace) -> int:
             app = build_http_app(runtime, host=args.host, port=args.port)
             logger.info("serving HTTP on http://%s:%d (MCP at /mcp, SSE at /sse)", args.host, args.port)
             config = uvicorn.Config(
-                app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=grace
+                app,
+                host=args.host,
+                port=args.port,
+                log_level="warning",
+                timeout_graceful_shutdown=grace,
+                # h11 with a read deadline: a client trickling its request is closed (issue 9).
+                http=read_deadline_protocol(settings.http.request_read_timeout_seconds),
+                timeout_keep_alive=max(1, round(settings.http.keep_alive_seconds)),
+                h11_max_incomplete_event_size=64 * 1024,  # request line + headers, in bytes
             )
             DrainingServer(config).run()
     finally:
@@ -102,7 +113,9 @@ _ANSWER_FLUSH_SECONDS = 0.5
 """After a stdio drain: time for the SDK's writer to put the last answers on stdout, in seconds."""
 
 
-async def _serve_stdio(mcp_server: Any, gate: Any, grace_seconds: float, exit_now: Callable[[], None]) -> None:
+async def _serve_stdio(
+    mcp_server: Any, ingress: Any, gate: Any, grace_seconds: float, exit_now: Callable[[], None]
+) -> None:
     """Serve MCP over stdio until EOF, or until SIGTERM/SIGINT after draining running calls.
 
     After the drain the process ends through ``exit_now`` (close the store, ``os._exit``): the
@@ -116,7 +129,9 @@ async def _serve_stdio(mcp_server: Any, gate: Any, grace_seconds: float, exit_no
     async with anyio.create_task_group() as tasks:
 
         async def serve() -> None:
-            await mcp_server.run_stdio_async()
+            from openexec_mcp.transport.stdio import run_stdio
+
+            await run_stdio(mcp_server, ingress)
             tasks.cancel_scope.cancel()
 
         tasks.start_soon(serve)
@@ -144,11 +159,9 @@ def check_bind_address(settings: Settings, host: str) -> None:
     Raises:
         ConfigError: ``host`` is not loopback and ``[[auth.tokens]]`` is empty.
     """
+    from openexec_mcp.transport.http.guards import is_loopback
+
     if settings.auth.tokens:
         return
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise ConfigError(f"refusing to bind {host} without [[auth.tokens]]; bind 127.0.0.1 or configure tokens")

@@ -24,15 +24,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from openexec_mcp.core.canonical import canonicalize, sha256_hex
+from openexec_mcp.core.clock import parse_rfc3339, shift
 from openexec_mcp.core.encoding import b64decode_strict, b64encode, pae
 from openexec_mcp.core.keyring import Keyring, KeyringEntry
+from openexec_mcp.core.receipt import ReceiptApproval
 from openexec_mcp.errors import (
     ApprovalActionMismatchError,
     ApprovalAudienceMismatchError,
@@ -70,11 +72,6 @@ MAX_FIELD_CHARS: Final = 256
 """Longest accepted ``approval_id``, ``issued_by``, ``tenant_id``, ``audience`` or ``kid``."""
 
 _ACTION_HASH: Final = re.compile(r"\A[0-9a-f]{64}\Z")
-# RFC 3339 §5.6 date-time. [0-9], not \d, which would also match non-ASCII digits.
-_RFC3339: Final = re.compile(
-    r"\A([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
-    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))\Z"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,15 +127,23 @@ class VerifiedApproval:
     artifact_hash: str
     expires_at: datetime
 
-    def to_receipt_json(self) -> dict[str, str]:
+    def to_receipt_approval(self) -> ReceiptApproval:
         """Return the receipt's ``approval`` object for a signed approval (SPEC §7)."""
-        return {
-            "method": "signed",
-            "approval_id": self.approval_id,
-            "kid": self.kid,
-            "issued_by": self.issued_by,
-            "artifact_hash": self.artifact_hash,
-        }
+        return ReceiptApproval(
+            method="signed", approval_id=self.approval_id, kid=self.kid, issued_by=self.issued_by,
+            artifact_hash=self.artifact_hash,
+        )  # fmt: skip
+
+    def to_receipt_json(self) -> dict[str, Any]:
+        """Return :meth:`to_receipt_approval` as its JSON object."""
+        return self.to_receipt_approval().to_json()
+
+    def consumed_until(self, clock_skew_seconds: int) -> datetime:
+        """Return how long the consumed ``approval_id`` must be kept: ``expires_at`` + skew (SPEC §4).
+
+        Saturates at the latest datetime instead of overflowing.
+        """
+        return shift(self.expires_at, clock_skew_seconds)
 
 
 def approval_signing_input(artifact_fields: Mapping[str, Any]) -> bytes:
@@ -305,7 +310,6 @@ def verify_approval(
     if clock_skew_seconds < 0 or max_ttl_seconds <= 0:
         raise ValueError("clock_skew_seconds must be >= 0 and max_ttl_seconds > 0")
     now = now.astimezone(UTC)
-    skew = timedelta(seconds=clock_skew_seconds)
 
     # (1): parse; nothing below reads a member that was not checked here.
     artifact = parse_approval_artifact(artifact_obj)
@@ -327,12 +331,12 @@ def verify_approval(
     if artifact.audience is not None and artifact.audience != audience:
         raise ApprovalAudienceMismatchError(f"artifact audience {_quote(artifact.audience)} does not match this server")
     # (7): not issued in the future.
-    if artifact.issued_at > now + skew:
+    if artifact.issued_at > shift(now, clock_skew_seconds):
         raise ApprovalNotYetValidError(
             f"artifact issued_at {_iso(artifact.issued_at)} is more than {clock_skew_seconds} s after now ({_iso(now)})"
         )
     # (8): not expired, and not older than the nonce-retention horizon.
-    if now > artifact.expires_at + skew:
+    if now > shift(artifact.expires_at, clock_skew_seconds):
         raise ApprovalExpiredError(
             f"artifact expired at {_iso(artifact.expires_at)} (now {_iso(now)}, clock skew {clock_skew_seconds} s)"
         )
@@ -362,26 +366,10 @@ def verify_approval(
 
 
 def _parse_timestamp(name: str, text: str) -> datetime:
-    match = _RFC3339.match(text)
-    if match is None:
-        raise ApprovalMalformedError(
-            f"approval artifact {name} must be an RFC 3339 timestamp with 'Z' or an offset, e.g. 2026-11-21T10:00:00Z"
-        )
-    year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
-    # Sub-microsecond digits are dropped; a datetime cannot hold them.
-    microsecond = int(((match.group(7) or "") + "000000")[:6])
-    sign, offset_hours, offset_minutes = match.group(8, 9, 10)
     try:
-        tz = UTC
-        if sign is not None:
-            offset = timedelta(hours=int(offset_hours), minutes=int(offset_minutes))
-            if int(offset_minutes) > 59:
-                raise ValueError("offset minutes out of range")
-            tz = timezone(-offset if sign == "-" else offset)
-        # A leap second (:60) is refused here: datetime cannot represent it.
-        return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=tz).astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise ApprovalMalformedError(f"approval artifact {name} is not a valid date and time") from None
+        return parse_rfc3339(text)
+    except MalformedInputError as exc:
+        raise ApprovalMalformedError(f"approval artifact {name}: {exc.message}") from None
 
 
 def _iso(moment: datetime) -> str:

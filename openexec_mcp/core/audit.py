@@ -25,7 +25,6 @@ report the first failure in ``seq`` order (see :mod:`openexec_mcp.ledger.checkpo
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import re
 from collections.abc import Mapping
@@ -36,13 +35,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from openexec_mcp.core.canonical import MAX_SAFE_INTEGER, json_object, loads_canonical
-from openexec_mcp.core.encoding import pae
-from openexec_mcp.core.receipt import (
-    RECEIPT_BODY_FIELDS,
-    RECEIPT_BODY_OPTIONAL_FIELDS,
-    RECEIPT_PAYLOAD_TYPE,
-    verify_receipt,
-)
+from openexec_mcp.core.encoding import b64decode_strict, pae
+from openexec_mcp.core.receipt import RECEIPT_PAYLOAD_TYPE, has_receipt_body_fields, verify_receipt
 from openexec_mcp.core.tlog.merkle import MerkleFrontier
 from openexec_mcp.errors import MalformedInputError, VerificationError
 
@@ -55,8 +49,6 @@ _HEAD: Final = '{"payload":"'
 _MIDDLE: Final = f'","payloadType":"{RECEIPT_PAYLOAD_TYPE}","signatures":[{{"keyid":"'
 _SIG: Final = '","sig":"'
 _TAIL: Final = '"}]}'
-_ZERO_LOW_BITS: Final = {"==": frozenset("AQgw"), "=": frozenset("AEIMQUYcgkosw048")}
-_FIELDS: Final = frozenset(RECEIPT_BODY_FIELDS)
 
 # Matches only the RFC 8785 text of a v1 body as the gate writes it: keys in sorted order, strings of
 # printable ASCII that need no escaping (so a group holds the value itself), a non-negative integer
@@ -66,7 +58,8 @@ _SN: Final = rf"(?:{_S}|null)"
 _BODY: Final = re.compile(
     rf'\{{"action":{_S},"action_hash":{_S},"approval":(?:null|(\{{)"approval_id":{_SN},"artifact_hash":{_SN},'
     rf'"issued_by":{_SN},"kid":{_SN},"method":{_S}\}}),"error_code":{_SN},"exec_id":{_S},"finished_at":{_S},'
-    rf'"log_id":{_S},"nonce":{_S},"original_exec_id":{_SN},"policy_hash":{_S},"prev":{_SN},"result_hash":{_SN},'
+    rf'"log_id":{_S},"nonce":{_S},(?:"nonce_source":{_S},)?"original_exec_id":{_SN},"policy_hash":{_S},'
+    rf'"prev":{_SN},"result_hash":{_SN},'
     rf'"run_id":{_S},"seq":(0|[1-9][0-9]{{0,15}}),"server":\{{"name":{_S},"version":{_S}\}},'
     rf'"started_at":{_S},"status":{_S},"tenant_id":{_S},"v":1\}}'
 )
@@ -80,18 +73,21 @@ def parse_body_fast(payload: bytes) -> dict[str, Any] | None:
     if not payload.isascii():
         return None
     match = _BODY.fullmatch(payload.decode("ascii"))
-    if match is None or int(match[19]) > MAX_SAFE_INTEGER:
+    if match is None or int(match[20]) > MAX_SAFE_INTEGER:
         return None
     g = match.groups()
     approval = (
         {"approval_id": g[3], "artifact_hash": g[4], "issued_by": g[5], "kid": g[6], "method": g[7]} if g[2] else None
     )
-    return {
+    body: dict[str, Any] = {
         "action": g[0], "action_hash": g[1], "approval": approval, "error_code": g[8], "exec_id": g[9],
-        "finished_at": g[10], "log_id": g[11], "nonce": g[12], "original_exec_id": g[13], "policy_hash": g[14],
-        "prev": g[15], "result_hash": g[16], "run_id": g[17], "seq": int(g[18]),
-        "server": {"name": g[19], "version": g[20]}, "started_at": g[21], "status": g[22], "tenant_id": g[23], "v": 1,
+        "finished_at": g[10], "log_id": g[11], "nonce": g[12], "original_exec_id": g[14], "policy_hash": g[15],
+        "prev": g[16], "result_hash": g[17], "run_id": g[18], "seq": int(g[19]),
+        "server": {"name": g[20], "version": g[21]}, "started_at": g[22], "status": g[23], "tenant_id": g[24], "v": 1,
     }  # fmt: skip
+    if g[13] is not None:  # a receipt of SPEC v2 (every body written since carries nonce_source)
+        body["nonce_source"] = g[13]
+    return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,16 +115,11 @@ class SignatureJob:
 
 
 def _b64_canonical(text: str) -> bytes | None:
-    # Standard alphabet with padding, and the one spelling of the value (the bits after the last
-    # byte are zero); None sends the row to the general path, which names the problem.
+    # None sends the row to the general path, which names the problem.
     try:
-        value = binascii.a2b_base64(text, strict_mode=True)
-    except binascii.Error:
+        return b64decode_strict(text)
+    except MalformedInputError:
         return None
-    padding = "==" if text.endswith("==") else "=" if text.endswith("=") else ""
-    if padding and text[-len(padding) - 1] not in _ZERO_LOW_BITS[padding]:
-        return None
-    return value
 
 
 class LedgerAuditor:
@@ -230,9 +221,7 @@ class LedgerAuditor:
             except MalformedInputError:
                 return None
             body = json_object(parsed)
-            if not canonical or body is None or body.get("v") != 1:
-                return None
-            if _FIELDS ^ (body.keys() - RECEIPT_BODY_OPTIONAL_FIELDS):
+            if not canonical or body is None or not has_receipt_body_fields(body) or body["v"] != 1:
                 return None
         return body, SignatureJob(seq, public_key, signature, pae(RECEIPT_PAYLOAD_TYPE, payload))
 

@@ -38,6 +38,7 @@ __all__ = [
     "json_object",
     "loads_canonical",
     "parse_json",
+    "parse_json_strict",
     "sha256_hex",
 ]
 
@@ -99,15 +100,41 @@ def parse_json(data: bytes | str, *, max_depth: int = DEFAULT_MAX_DEPTH, max_byt
         MalformedInputError: Invalid UTF-8 or JSON, a duplicate key, NaN/Infinity, an integer out of
             range, a lone surrogate, excessive depth, or excessive size.
     """
+    # Whitespace can make the raw text larger than the canonical form; allow for it, but never
+    # parse something unboundedly larger than the limit.
+    value = parse_json_strict(data, max_raw_bytes=4 * max_bytes + 1024)
+    check_json_value(value, max_depth=max_depth, max_bytes=max_bytes)
+    return value
+
+
+def parse_json_strict(data: bytes | str, *, max_raw_bytes: int) -> Any:
+    """Parse untrusted JSON text, refusing what a lenient parser would silently change (SPEC §2).
+
+    The raw-bytes half of :func:`parse_json`, without the canonical-size and integer-range checks,
+    for whole protocol messages (a JSON-RPC frame) whose parts are checked later where they are
+    hashed. Refuses a duplicate object key (a lenient parser keeps the last one), NaN or
+    ±Infinity (including a literal that overflows to infinity), a lone surrogate in a string or
+    key, nesting too deep for the parser, and raw input over ``max_raw_bytes`` (checked before
+    any parsing, so the cost is bounded by the caller's limit).
+
+    Args:
+        data: UTF-8 bytes (no BOM) or text, untrusted.
+        max_raw_bytes: Maximum raw size, in bytes (text: in UTF-8 bytes, counted as characters
+            first, a lower bound).
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        MalformedInputError: Any of the above, or invalid UTF-8 or JSON.
+    """
+    if len(data) > max_raw_bytes:
+        raise MalformedInputError(f"JSON text is {len(data)} bytes; the limit is {max_raw_bytes}")
     if isinstance(data, bytes):
-        # Whitespace can make the raw text larger than the canonical form; allow for it, but
-        # never parse something unboundedly larger than the limit.
-        if len(data) > 4 * max_bytes + 1024:
-            raise MalformedInputError(f"JSON body is {len(data)} bytes; the limit is {max_bytes}")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise MalformedInputError("JSON body is not valid UTF-8") from None
+            raise MalformedInputError("JSON text is not valid UTF-8") from None
     else:
         text = data
     try:
@@ -120,11 +147,36 @@ def parse_json(data: bytes | str, *, max_depth: int = DEFAULT_MAX_DEPTH, max_byt
     except MalformedInputError:
         raise
     except RecursionError:
-        raise MalformedInputError(f"JSON nesting deeper than {max_depth}") from None
+        raise MalformedInputError("JSON nesting too deep") from None
     except ValueError as exc:
         raise MalformedInputError(f"invalid JSON: {exc}") from None
-    check_json_value(value, max_depth=max_depth, max_bytes=max_bytes)
+    # In bytes, a lone surrogate can only come from a \uD800-style escape (UTF-8 has none).
+    if not isinstance(data, bytes) or "\\u" in text:
+        _reject_lone_surrogates(value)
     return value
+
+
+def _reject_lone_surrogates(value: Any) -> None:
+    # Iterative, like _check_depth: a hostile value never exhausts the interpreter stack.
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _check_string(item)
+        elif isinstance(item, dict):
+            for key, child in item.items():  # pyright: ignore[reportUnknownVariableType]
+                _check_string(key)  # pyright: ignore[reportUnknownArgumentType]
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)  # pyright: ignore[reportUnknownArgumentType]
+
+
+def _check_string(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedInputError("string contains a lone surrogate") from None
 
 
 class _NotFast(Exception):

@@ -3,21 +3,25 @@
 DSSE (https://github.com/secure-systems-lab/dsse, protocol.md) signs
 ``PAE(type, body) = "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`` where ``LEN`` is the
 ASCII decimal byte length; SPEC §5 and §7 use it for approval artifacts and receipts alike.
+
+:func:`b64decode_strict` is the package's only base64 decoder: signatures, receipt payloads,
+public keys, checkpoint notes and proofs all go through it, so "strict" means one thing.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import re
 from typing import Final
 
 from openexec_mcp.errors import MalformedInputError
 
 __all__ = ["b64decode_strict", "b64encode", "pae"]
 
-_STANDARD: Final = re.compile(r"\A[A-Za-z0-9+/]*={0,2}\Z")
-_URLSAFE: Final = re.compile(r"\A[A-Za-z0-9_-]*={0,2}\Z")
+_URLSAFE_TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
+_STANDARD_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+# The value of each base64 character, to check that the bits after the last byte are zero.
+_VALUE: Final = {char: index for index, char in enumerate(_STANDARD_ALPHABET)}
 
 
 def pae(payload_type: str, body: bytes) -> bytes:
@@ -44,8 +48,9 @@ def b64decode_strict(text: str) -> bytes:
 
     Args:
         text: Untrusted text. Mixing the two alphabets, whitespace, characters outside the
-            alphabet, misplaced padding, or non-zero trailing bits are all refused, so one byte
-            string has exactly one accepted spelling per alphabet (with or without padding).
+            alphabet, misplaced or excess padding, an impossible length, or non-zero trailing
+            bits are all refused, so one byte string has exactly one accepted spelling per
+            alphabet (with or without padding).
 
     Returns:
         The decoded bytes.
@@ -55,24 +60,29 @@ def b64decode_strict(text: str) -> bytes:
     """
     if not isinstance(text, str):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise MalformedInputError("base64 value must be a string")
-    if _STANDARD.match(text):
-        alphabet = b"+/"
-    elif _URLSAFE.match(text):
-        alphabet = b"-_"
-    else:
-        raise MalformedInputError("base64 value has a character outside the alphabet")
-    stripped = text.rstrip("=")
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise MalformedInputError("base64 value has a character outside the alphabet") from None
+    if (b"-" in raw or b"_" in raw) and (b"+" in raw or b"/" in raw):
+        raise MalformedInputError("base64 value mixes the standard and URL-safe alphabets")
+    standard = raw.translate(_URLSAFE_TO_STANDARD)
+    stripped = standard.rstrip(b"=")
+    padding = len(standard) - len(stripped)
     if len(stripped) % 4 == 1:
         raise MalformedInputError("base64 value has an impossible length")
-    if text != stripped and len(text) % 4 != 0:
+    if padding and (padding > 2 or len(standard) % 4 != 0):
         raise MalformedInputError("base64 value has misplaced padding")
-    padded = stripped + "=" * (-len(stripped) % 4)
+    padded = stripped + b"=" * (-len(stripped) % 4)
     try:
-        decoded = base64.b64decode(padded, altchars=alphabet, validate=True)
-    except binascii.Error as exc:
-        raise MalformedInputError(f"base64 value does not decode: {exc}") from None
+        # strict_mode refuses characters outside the alphabet (whitespace included) and padding
+        # anywhere but at the end.
+        decoded = binascii.a2b_base64(padded, strict_mode=True)
+    except binascii.Error:
+        raise MalformedInputError("base64 value has a character outside the alphabet") from None
     # Refuse non-canonical encodings (non-zero unused bits), which would let two spellings decode
-    # to the same bytes.
-    if base64.b64encode(decoded, altchars=alphabet).decode("ascii").rstrip("=") != stripped:
+    # to the same bytes: 2 leftover characters carry 4 unused bits, 3 carry 2.
+    leftover = len(stripped) % 4
+    if leftover and _VALUE[stripped[-1]] & (0x0F if leftover == 2 else 0x03):
         raise MalformedInputError("base64 value has non-zero trailing bits")
     return decoded

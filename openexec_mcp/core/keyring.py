@@ -7,7 +7,8 @@ artifact cannot choose how it is checked (no algorithm confusion). Two algorithm
   Keys that could let one signature verify for many messages are refused when loaded: the
   small-order points (whose order divides 8, canonical or not), any non-canonical encoding, and
   anything that does not decode to a curve point (RFC 8032 §5.1.3).
-- ``hmac-sha256`` (RFC 2104, RFC 4231): the entry holds the shared secret; tags are the full
+- ``hmac-sha256`` (RFC 2104, RFC 4231): the entry holds the shared secret (at least 32 bytes,
+  the output size of SHA-256, RFC 2104 §3); tags are the full
   32 bytes, compared in constant time. Truncated tags are refused.
 
 Several entries may be configured at once so that keys can be rotated: an artifact names its key
@@ -39,6 +40,7 @@ __all__ = [
     "ALGORITHMS",
     "ED25519_PUBLIC_KEY_BYTES",
     "ED25519_SIGNATURE_BYTES",
+    "HMAC_MIN_SECRET_BYTES",
     "HMAC_SHA256_TAG_BYTES",
     "SMALL_ORDER_ENCODINGS",
     "Algorithm",
@@ -52,6 +54,8 @@ ALGORITHMS: Final[frozenset[str]] = frozenset({"ed25519", "hmac-sha256"})
 ED25519_PUBLIC_KEY_BYTES: Final = 32
 ED25519_SIGNATURE_BYTES: Final = 64
 HMAC_SHA256_TAG_BYTES: Final = 32
+HMAC_MIN_SECRET_BYTES: Final = 32
+"""Shortest accepted HMAC secret (SPEC §5): a short secret is brute-forced online through the gate."""
 
 _P: Final = 2**255 - 19
 _D: Final = -121665 * pow(121666, _P - 2, _P) % _P
@@ -137,7 +141,7 @@ class KeyringEntry:
         kid: The key id an artifact names in ``kid``.
         alg: ``"ed25519"`` or ``"hmac-sha256"``; decides how signatures are checked.
         key: For ``ed25519`` the raw 32-byte public key (see :func:`load_ed25519_public_key`);
-            for ``hmac-sha256`` the shared secret bytes (any non-zero length). Never printed.
+            for ``hmac-sha256`` the shared secret bytes (at least 32). Never printed.
         issuers: The ``issued_by`` values this key may sign for; at least one.
         not_before: Optional aware datetime; the key is unusable before it.
         not_after: Optional aware datetime; the key is unusable after it.
@@ -166,8 +170,13 @@ class KeyringEntry:
             raise ConfigError(f"approval key {self.kid!r}: key must be bytes")
         if self.alg == "ed25519":
             _check_ed25519_public_key(self.key)
-        elif not self.key:
-            raise ConfigError(f"approval key {self.kid!r}: the HMAC secret is empty")
+        elif len(self.key) < HMAC_MIN_SECRET_BYTES:
+            # A 2-byte secret falls to an execute-only caller in a few hundred calls, each
+            # answered approval_bad_signature; the length, never the secret, is reported.
+            raise ConfigError(
+                f"approval key {self.kid!r}: the HMAC secret is {len(self.key)} bytes; "
+                f"it must be at least {HMAC_MIN_SECRET_BYTES}"
+            )
         # Configuration hands over lists; keep a frozenset so the entry stays immutable.
         issuers: Any = self.issuers
         if isinstance(issuers, str) or not isinstance(issuers, Iterable):

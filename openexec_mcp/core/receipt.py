@@ -21,6 +21,19 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 
 from openexec_mcp.core.canonical import canonicalize, json_object, loads_canonical
 from openexec_mcp.core.encoding import b64decode_strict, b64encode, pae
+from openexec_mcp.core.receipt_body import (
+    RECEIPT_BODY_FIELDS,
+    RECEIPT_BODY_OPTIONAL_FIELDS,
+    RECEIPT_STATUSES,
+    ApprovalMethod,
+    NonceSource,
+    ReceiptApproval,
+    ReceiptBody,
+    ReceiptStatus,
+    ReceiptUpstream,
+    ServerInfo,
+    has_receipt_body_fields,
+)
 from openexec_mcp.errors import MalformedInputError, VerificationError
 
 __all__ = [
@@ -28,8 +41,16 @@ __all__ = [
     "RECEIPT_BODY_OPTIONAL_FIELDS",
     "RECEIPT_PAYLOAD_TYPE",
     "RECEIPT_STATUSES",
+    "ApprovalMethod",
+    "NonceSource",
+    "ReceiptApproval",
+    "ReceiptBody",
+    "ReceiptStatus",
+    "ReceiptUpstream",
+    "ServerInfo",
     "ServerKey",
     "SignedReceipt",
+    "has_receipt_body_fields",
     "kid_for_public_key",
     "parse_server_public_keys",
     "receipt_hash",
@@ -38,21 +59,7 @@ __all__ = [
 ]
 
 RECEIPT_PAYLOAD_TYPE: Final = "application/vnd.openexec.receipt+json"
-
-RECEIPT_STATUSES: Final = frozenset({"executed", "failed", "denied", "replayed", "indeterminate"})
-
-RECEIPT_BODY_FIELDS: Final = frozenset(
-    {
-        "v", "exec_id", "seq", "prev", "log_id", "tenant_id", "action", "action_hash", "nonce",
-        "run_id", "status", "error_code", "approval", "result_hash", "original_exec_id",
-        "policy_hash", "started_at", "finished_at", "server",
-    }
-)  # fmt: skip
-"""The body fields every receipt has (SPEC §7, version 1)."""
-
-RECEIPT_BODY_OPTIONAL_FIELDS: Final = frozenset({"nonce_source", "upstream"})
-"""Fields SPEC v2 added (§11): ``nonce_source`` on every receipt this version writes, ``upstream``
-on receipts of upstream calls. Receipts written before them lack both and stay valid."""
+# The body types live in receipt_body.py (one list of the SPEC §7 fields) and are re-exported here.
 
 
 def kid_for_public_key(public_raw: bytes) -> str:
@@ -111,25 +118,31 @@ def receipt_hash(envelope: Mapping[str, Any]) -> str:
     return hashlib.sha256(b"\x00" + canonicalize(dict(envelope))).hexdigest()
 
 
-def sign_receipt(body: Mapping[str, Any], key: ServerKey) -> SignedReceipt:
+def sign_receipt(body: ReceiptBody | Mapping[str, Any], key: ServerKey) -> SignedReceipt:
     """Sign a receipt body into a DSSE envelope (SPEC §7).
 
     Args:
-        body: The receipt body; must have exactly :data:`RECEIPT_BODY_FIELDS` (trusted: built by
-            the gate, checked here so a programming error never yields a malformed receipt).
+        body: The receipt body (trusted: built by the gate), preferably typed. A mapping must have
+            the fields of SPEC §7 (checked, so a programming error never yields a malformed
+            receipt) and is signed as it is.
         key: The server key.
 
     Returns:
-        The signed receipt with its canonical bytes and receipt_hash.
+        The signed receipt with its canonical bytes and receipt_hash; ``body`` is its JSON object.
 
     Raises:
-        ValueError: ``body`` does not have exactly the SPEC §7 fields or has an unknown status.
+        ValueError: ``body`` does not have the SPEC §7 fields or has an unknown status.
     """
-    if difference := RECEIPT_BODY_FIELDS.symmetric_difference(set(body) - RECEIPT_BODY_OPTIONAL_FIELDS):
-        raise ValueError(f"receipt body fields differ from SPEC §7: {sorted(difference)}")
-    if body["status"] not in RECEIPT_STATUSES:
-        raise ValueError(f"unknown receipt status {body['status']!r}")
-    payload = canonicalize(dict(body))
+    if isinstance(body, ReceiptBody):
+        json_body = body.to_json()
+    else:
+        if not has_receipt_body_fields(body):
+            difference = (RECEIPT_BODY_FIELDS ^ body.keys()) - RECEIPT_BODY_OPTIONAL_FIELDS
+            raise ValueError(f"receipt body fields differ from SPEC §7: {sorted(difference)}")
+        if body["status"] not in RECEIPT_STATUSES:
+            raise ValueError(f"unknown receipt status {body['status']!r}")
+        json_body = dict(body)
+    payload = canonicalize(json_body)
     signature = key.private_key.sign(pae(RECEIPT_PAYLOAD_TYPE, payload))
     envelope: dict[str, Any] = {
         "payloadType": RECEIPT_PAYLOAD_TYPE,
@@ -137,7 +150,7 @@ def sign_receipt(body: Mapping[str, Any], key: ServerKey) -> SignedReceipt:
         "signatures": [{"keyid": key.kid, "sig": b64encode(signature)}],
     }
     canonical = canonicalize(envelope)
-    return SignedReceipt(body, envelope, canonical, hashlib.sha256(b"\x00" + canonical).hexdigest())
+    return SignedReceipt(json_body, envelope, canonical, hashlib.sha256(b"\x00" + canonical).hexdigest())
 
 
 def verify_receipt(envelope: Any, public_keys: Mapping[str, Ed25519PublicKey]) -> dict[str, Any]:
@@ -148,8 +161,8 @@ def verify_receipt(envelope: Any, public_keys: Mapping[str, Ed25519PublicKey]) -
       2. ``payloadType`` is :data:`RECEIPT_PAYLOAD_TYPE`;
       3. one signature's ``keyid`` names a key in ``public_keys`` and its Ed25519 signature over
          ``PAE(payloadType, payload)`` verifies;
-      4. the payload is a JSON object with exactly the SPEC §7 body fields, ``v == 1``, and it
-         is in canonical (RFC 8785) form.
+      4. the payload is a JSON object with the SPEC §7 body fields (the v2 ``nonce_source`` and
+         ``upstream`` optional), ``v == 1``, and it is in canonical (RFC 8785) form.
 
     Args:
         envelope: The untrusted envelope (parsed JSON).
@@ -205,7 +218,7 @@ def verify_receipt(envelope: Any, public_keys: Mapping[str, Ed25519PublicKey]) -
     except MalformedInputError:
         raise VerificationError("bad_body", "receipt payload is not JSON") from None
     body = json_object(parsed)
-    if body is None or set(body) - RECEIPT_BODY_OPTIONAL_FIELDS != set(RECEIPT_BODY_FIELDS) or body.get("v") != 1:
+    if body is None or not has_receipt_body_fields(body) or body.get("v") != 1:
         raise VerificationError("bad_body", "receipt body does not have the SPEC §7 v1 fields")
     seq = body["seq"] if isinstance(body["seq"], int) else None
     if not canonical:

@@ -15,7 +15,7 @@ import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import anyio.to_thread
@@ -23,7 +23,8 @@ import anyio.to_thread
 from openexec_mcp.config import Settings
 from openexec_mcp.core.approval import VerifiedApproval, verify_approval
 from openexec_mcp.core.canonical import canonicalize, json_object, sha256_hex
-from openexec_mcp.core.clock import format_timestamp
+from openexec_mcp.core.clock import format_timestamp, shift
+from openexec_mcp.core.display import render_action_request
 from openexec_mcp.core.keyring import Keyring, KeyringEntry, load_ed25519_public_key
 from openexec_mcp.errors import (
     ApprovalDeclinedError,
@@ -38,6 +39,8 @@ from openexec_mcp.store.base import ApprovalRequest, Store
 __all__ = [
     "APPROVAL_SCHEMA",
     "AUTO_APPROVAL",
+    "ELICIT_MAX_CHARS",
+    "ELICIT_MAX_VALUE_CHARS",
     "Approved",
     "Approver",
     "Denied",
@@ -59,6 +62,11 @@ APPROVAL_SCHEMA: dict[str, Any] = {
 }
 """The elicitation form: one boolean, true to approve."""
 
+ELICIT_MAX_VALUE_CHARS = 200
+"""Longer string values (and keys) are elided in the elicitation prompt, visibly, with a count."""
+ELICIT_MAX_CHARS = 4000
+"""A call whose prompt would be longer is not elicited (``approval_required``): never a cut list."""
+
 ElicitOutcome = Literal["accept", "decline", "cancel", "unsupported", "input_required"]
 
 
@@ -78,9 +86,10 @@ class Elicitor(Protocol):
 class Approved:
     """The call is approved. ``receipt_approval`` is the receipt's ``approval`` object.
 
-    ``keep_until`` (RFC 3339 UTC) is the artifact's ``expires_at`` + clock skew: pass it as
-    ``NonceClaim.approval_keep_until`` so the consumed ``approval_id`` outlives its nonce record
-    exactly as long as the artifact could be presented again (SPEC §4).
+    ``keep_until`` (RFC 3339 UTC) is the artifact's ``expires_at`` + clock skew (saturated at the
+    last datetime, never overflowing): pass it as ``NonceClaim.approval_keep_until`` so the
+    consumed ``approval_id`` outlives its nonce record exactly as long as the artifact could be
+    presented again (SPEC §4).
     """
 
     receipt_approval: Mapping[str, Any]
@@ -153,8 +162,8 @@ class Approver:
         self._audience = settings.server_id
         self._skew = settings.approvals.clock_skew_seconds
         self._max_ttl = settings.approvals.max_ttl_seconds
-        self._retention = timedelta(seconds=settings.nonce.retention_seconds)
-        self._request_ttl = timedelta(seconds=max(settings.approvals.max_ttl_seconds, 900))
+        self._retention_seconds = settings.nonce.retention_seconds
+        self._request_ttl_seconds = max(settings.approvals.max_ttl_seconds, 900)
         self._max_pending = settings.approvals.max_pending_per_tenant
 
     async def decide(
@@ -188,7 +197,15 @@ class Approver:
         required = {**AUTO_APPROVAL, "method": "signed" if policy == "signed" else "elicitation"}
         if policy == "signed" or elicitor is None:
             return Denied(ApprovalRequiredError("this action needs an approval artifact"), required, open_request=True)
-        message = _elicitation_message(action_request, action_hash)
+        message = render_action_request(
+            action_request, action_hash, max_value_chars=ELICIT_MAX_VALUE_CHARS, max_chars=ELICIT_MAX_CHARS
+        )
+        if message is None:
+            # Never ask a person about a call they cannot see whole.
+            error = ApprovalRequiredError(
+                "the arguments are too large to show for confirmation; submit a signed approval"
+            )
+            return Denied(error, required, open_request=True)
         outcome = await elicitor.confirm(message, action_hash)
         if outcome == "accept":
             evidence = {"action_hash": action_hash, "action": "accept", "content": {"approve": True}}
@@ -207,13 +224,13 @@ class Approver:
         return verify_approval(
             artifact, keyring=self.keyring, action_hash=action_hash, tenant_id=tenant_id, audience=self._audience,
             now=now, clock_skew_seconds=self._skew, max_ttl_seconds=self._max_ttl,
-            min_issued_at=now - self._retention,
+            min_issued_at=shift(now, -self._retention_seconds),
         )  # fmt: skip
 
     async def open_request(self, *, tenant_id: str, action_request: Mapping[str, Any], action_hash: str,
                            now: datetime) -> ApprovalRequest:  # fmt: skip
         """Record (or find) the pending inbox request for this call."""
-        expires = now + self._request_ttl
+        expires = shift(now, self._request_ttl_seconds)
         request = ApprovalRequest(
             request_id=secrets.token_hex(16), tenant_id=tenant_id, action_hash=action_hash,
             action_request=canonicalize(dict(action_request)).decode(), created_at=format_timestamp(now),
@@ -233,10 +250,7 @@ class Approver:
             except ApprovalError as exc:
                 first_error = first_error or exc
                 continue
-            try:
-                keep_until: str | None = format_timestamp(verified.expires_at + timedelta(seconds=self._skew))
-            except OverflowError:  # pragma: no cover - verify refuses such lifetimes first
-                keep_until = None  # kept for good
+            keep_until = format_timestamp(verified.consumed_until(self._skew))
             return Approved(verified.to_receipt_json(), verified.approval_id, keep_until)
         if first_error is None:  # pragma: no cover - candidates is never empty here
             raise ValueError("no candidate artifacts")
@@ -270,13 +284,3 @@ def _presented(artifact: Any) -> dict[str, Any]:
 
     return {"method": "signed", "approval_id": text("approval_id"), "kid": text("kid"),
             "issued_by": text("issued_by"), "artifact_hash": artifact_hash}  # fmt: skip
-
-
-def _elicitation_message(action_request: Mapping[str, Any], action_hash: str) -> str:
-    payload = json.dumps(action_request.get("payload"), ensure_ascii=False, sort_keys=True)
-    if len(payload) > 2000:
-        payload = payload[:2000] + "..."
-    return (
-        f"Approve running '{action_request.get('action')}' once with these arguments?\n{payload}\n"
-        f"(nonce {action_request.get('nonce')}, action_hash {action_hash[:16]}...)"
-    )

@@ -2,9 +2,11 @@
 
 Tokens are configured only as the SHA-256 hex of the token (``[[auth.tokens]]``), each with a
 ``tenant_id`` and scopes (``execute``, ``approve``, ``read``). The token's tenant scopes nonces and
-approvals, so tenant A can never claim, replay or poison tenant B's nonce. The same
-:class:`TokenTable` serves the SDK's ``TokenVerifier`` seam (``/mcp``, ``/sse``, ``/messages/``)
-and the plain routes. ``/health`` and ``/ready`` stay open.
+approvals, so tenant A can never claim, replay or poison tenant B's nonce. :class:`TokenTable` is
+the SDK's ``TokenVerifier``: the SDK's ``BearerAuthBackend`` calls it once per request, app-wide,
+and every route reads the outcome from ``request.user`` (``/mcp``, ``/sse`` and ``/messages/``
+through the SDK, the plain routes through :class:`~openexec_mcp.transport.http.guards.Caller`).
+``/health`` and ``/ready`` stay open.
 """
 
 from __future__ import annotations
@@ -15,12 +17,10 @@ from collections.abc import Sequence
 
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from openexec_mcp.config import AuthToken
 
-__all__ = ["TokenTable", "auth_settings", "require_scope"]
+__all__ = ["TokenTable", "auth_settings"]
 
 
 class TokenTable:
@@ -64,30 +64,3 @@ def auth_settings(host: str, port: int) -> AuthSettings:
         resource_server_url=None,
         required_scopes=["execute"],
     )
-
-
-def require_scope(request: Request, table: TokenTable, scope: str) -> tuple[str | None, Response | None]:
-    """Check the request's bearer token for ``scope``.
-
-    Returns:
-        ``(tenant_id, None)`` when allowed (``tenant_id`` is ``None`` when auth is off), else
-        ``(None, response)`` with a 401 (missing or unknown token) or 403 (scope missing).
-    """
-    if not table:
-        return None, None
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    entry = table.lookup(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
-    if entry is None:
-        return None, JSONResponse(
-            {"error": {"code": "unauthorized", "message": "a valid bearer token is required"}},
-            status_code=401,
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    if scope not in entry.scopes:
-        return None, JSONResponse(
-            {"error": {"code": "forbidden", "message": f"this token lacks the '{scope}' scope"}},
-            status_code=403,
-            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
-        )
-    return entry.tenant_id, None

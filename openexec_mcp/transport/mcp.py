@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -20,12 +21,15 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Extension, MCPServer, RequestStateSecurity
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    INVALID_PARAMS,
     CallToolRequestParams,
     CallToolResult,
     ElicitRequest,
     ElicitRequestFormParams,
     ElicitResult,
+    GetPromptResult,
     InputRequiredResult,
     TextContent,
     ToolAnnotations,
@@ -35,11 +39,12 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from openexec_mcp import __version__
 from openexec_mcp.core.action import parse_run_id
 from openexec_mcp.core.canonical import json_object
-from openexec_mcp.errors import InternalError, OpenExecError
+from openexec_mcp.errors import InvalidRequestError, MalformedInputError
 from openexec_mcp.gate.approvals import APPROVAL_SCHEMA, ElicitOutcome, InputRequired
 from openexec_mcp.gate.envelope import refusal_envelope
 from openexec_mcp.gate.pipeline import Answer, CallContext, Gate, NeedsInput
 from openexec_mcp.registry import Action
+from openexec_mcp.transport.ingress import INGRESS_META, IngressCheck
 from openexec_mcp.transport.schemas import envelope_schema, input_schema
 
 __all__ = [
@@ -50,6 +55,9 @@ __all__ = [
     "McpElicitor",
     "answer_to_result",
     "build_mcp_server",
+    "plain_text",
+    "public_envelope",
+    "summary_line",
 ]
 
 logger = logging.getLogger("openexec_mcp.transport.mcp")
@@ -84,21 +92,28 @@ class GateExtension(Extension):
     Args:
         gate: The gate.
         tenant_for: Returns the tenant of the request (from auth, else the configured tenant).
+        ingress: The raw-bytes check whose sealed ``_meta`` marker means "refuse this call as
+            ``invalid_request``" (SPEC §2, §10; see :mod:`openexec_mcp.transport.ingress`).
     """
 
     identifier = "dev.openexec/gate"
 
-    def __init__(self, gate: Gate, tenant_for: TenantResolver) -> None:
+    def __init__(self, gate: Gate, tenant_for: TenantResolver, ingress: IngressCheck) -> None:
         self._gate = gate
         self._tenant_for = tenant_for
+        self._ingress = ingress
         self._process_run_id = "conn:" + secrets.token_hex(8)
 
     async def intercept_tool_call(
         self, params: CallToolRequestParams, ctx: Any, call_next: Any
     ) -> CallToolResult | InputRequiredResult:
         """Answer the call through the gate; never raise, never call the SDK's tool runner."""
+        meta = _meta_dict(params.meta)
         try:
-            meta = _meta_dict(params.meta)
+            if INGRESS_META in meta:
+                # The raw frame broke SPEC §2 (or a client used our reserved key): nothing ran.
+                sealed = self._ingress.is_sealed(meta[INGRESS_META])
+                raise MalformedInputError(sealed or f"the _meta key {INGRESS_META!r} is reserved")
             call_ctx = CallContext(
                 tenant_id=self._tenant_for(ctx),
                 run_id=_run_id(meta, ctx, self._process_run_id),
@@ -106,18 +121,13 @@ class GateExtension(Extension):
                 elicitor=McpElicitor(params, ctx),
                 meta_nonce=meta.get(NONCE_META),
             )
-            gated = await self._gate.call(params.name, params.arguments or {}, call_ctx)
-            if isinstance(gated, NeedsInput):
-                return _input_required(gated.input_required)
-            answer = gated
-        except OpenExecError as exc:
-            answer = Answer(refusal_envelope(params.name, exc), exc)
-        except Exception:
-            # Fail closed: an unexpected error here means the call was not fully checked.
-            logger.exception("internal error while gating %r", params.name)
-            exc = InternalError("internal error; the call was not executed")
-            answer = Answer(refusal_envelope(params.name, exc), exc)
-        return answer_to_result(answer)
+        except InvalidRequestError as exc:  # the caller's _meta, refused before the gate: nothing recorded
+            return answer_to_result(Answer(refusal_envelope(params.name, exc), exc))
+        # Gate.call never raises: an unexpected error comes back as internal_error with a receipt.
+        gated = await self._gate.call(params.name, params.arguments or {}, call_ctx)
+        if isinstance(gated, NeedsInput):
+            return _input_required(gated.input_required)
+        return answer_to_result(gated)
 
 
 class McpElicitor:
@@ -178,6 +188,7 @@ def build_mcp_server(
     auth: AuthSettings | None = None,
     request_state_keys: Sequence[str] = (),
     request_state_ttl_seconds: int = 600,
+    ingress: IngressCheck | None = None,
 ) -> MCPServer[Any]:
     """Build the MCP server that advertises the exposed actions as guarded tools.
 
@@ -188,19 +199,21 @@ def build_mcp_server(
         auth: The SDK auth settings (required scopes) for the HTTP transports.
         request_state_keys: Shared keys sealing ``requestState`` (replicas); empty: per process.
         request_state_ttl_seconds: Lifetime of a sealed ``requestState``, in seconds.
+        ingress: The raw-bytes check of the transport in front (a new one when ``None``).
     """
+    ingress = ingress if ingress is not None else IngressCheck(gate.policy.limits["max_payload_bytes"])
     security = (
         RequestStateSecurity(keys=list(request_state_keys), ttl=request_state_ttl_seconds, audience=gate.server_id)
         if request_state_keys
         else None
     )
     tools = [_tool_for(action, gate.policy.approvals[action.name]) for action in gate.exposed()]
-    return MCPServer(
+    return _GuardedServer(
         "openexec-mcp",
         version=__version__,
         instructions=INSTRUCTIONS,
         tools=tools,
-        extensions=[GateExtension(gate, tenant_for)],
+        extensions=[GateExtension(gate, tenant_for, ingress)],
         log_level="WARNING",
         token_verifier=token_verifier,
         auth=auth,
@@ -208,9 +221,43 @@ def build_mcp_server(
     )
 
 
+class _GuardedServer(MCPServer[Any]):
+    """``MCPServer`` whose ``prompts/get`` of an unknown prompt is JSON-RPC ``-32602`` (MCP spec, prompts)."""
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Any = None
+    ) -> GetPromptResult | InputRequiredResult:
+        """Answer ``-32602`` for a name no prompt has, else render it as the SDK does."""
+        if name not in {prompt.name for prompt in await self.list_prompts()}:
+            raise MCPError(code=INVALID_PARAMS, message=f"unknown prompt {name[:64]!r}")
+        return await super().get_prompt(name, arguments, context)
+
+
+_PUBLIC_MESSAGES = {
+    "store_unavailable": "the store is unavailable; retry later",
+    "outcome_not_recorded": "the action ran but its outcome could not be recorded",
+}
+"""Fixed client messages for codes whose internal message names the store (SPEC §10)."""
+
+
+def public_envelope(envelope: dict[str, Any]) -> dict[str, Any]:
+    """Return the envelope as a client may see it: no store address or driver text (SPEC §10).
+
+    The full message of a store error is logged by whoever raised it; the client gets the code
+    and a fixed sentence.
+    """
+    error = json_object(envelope.get("error"))
+    if error is None or error.get("code") not in _PUBLIC_MESSAGES:
+        return envelope
+    message = _PUBLIC_MESSAGES[str(error["code"])]
+    if error.get("message") != message:
+        logger.error("%s: %s", error["code"], error.get("message"))
+    return {**envelope, "error": {**error, "message": message}}
+
+
 def answer_to_result(answer: Answer) -> CallToolResult:
     """Return the MCP result: the envelope as ``structuredContent`` plus a one-line summary (SPEC §6)."""
-    envelope = answer.envelope
+    envelope = public_envelope(answer.envelope)
     return CallToolResult(
         content=[TextContent(type="text", text=summary_line(envelope))],
         structured_content=envelope,
@@ -219,14 +266,29 @@ def answer_to_result(answer: Answer) -> CallToolResult:
 
 
 def summary_line(envelope: Mapping[str, Any]) -> str:
-    """Return a one-line summary of an envelope, readable by a model that ignores structured content."""
-    head = f"{envelope['status']} {envelope['action']} exec_id={envelope['exec_id']}"
-    if envelope.get("error"):
-        head += f" error={envelope['error']['code']}: {envelope['error']['message']}"
+    """Return a one-line plain-text summary of an envelope, for a model that ignores structured content.
+
+    Example: ``denied add: invalid_request: ... (nothing was recorded)`` or
+    ``executed echo, exec_id 3f..., result {"echo":...}``. No Python reprs (``None``).
+    """
+    action = envelope.get("action") or "(unknown tool)"
+    head = f"{envelope['status']} {action}"
+    if envelope.get("exec_id"):
+        head += f", exec_id {envelope['exec_id']}"
+    error = envelope.get("error")
+    if error:
+        head += f": {error['code']}: {error['message']}"
+    if envelope.get("receipt_hash") is None:
+        head += " (nothing was recorded)"
     if envelope.get("result") is not None:
         text = json.dumps(envelope["result"], separators=(",", ":"), ensure_ascii=False)
-        head += " result=" + (text if len(text) <= 4000 else text[:4000] + "...")
+        head += ", result " + (text if len(text) <= 4000 else text[:4000] + "...")
     return head.replace("\n", " ")
+
+
+def plain_text(text: str) -> str:
+    """Return a docstring as plain text for a model: reStructuredText inline literals lose their backticks."""
+    return re.sub(r"``([^`]*)``", r"\1", text).replace(":class:", "").replace(":func:", "")
 
 
 def _tool_for(action: Action, approval: str) -> Tool:
@@ -237,7 +299,7 @@ def _tool_for(action: Action, approval: str) -> Tool:
         fn=refuse,
         name=action.name,
         title=action.title,
-        description=action.description,
+        description=plain_text(action.description),
         parameters=input_schema(action),
         fn_metadata=FuncMetadata(arg_model=ArgModelBase, output_schema=envelope_schema(action)),
         is_async=False,

@@ -344,7 +344,9 @@ def test_signature_from_another_key_is_refused() -> None:
 
 
 def test_hmac_signature_under_the_wrong_secret_is_refused() -> None:
-    impostor = KeyringEntry(kid="gov-hmac", alg="hmac-sha256", key=b"guessed secret", issuers=frozenset({"x"}))
+    impostor = KeyringEntry(
+        kid="gov-hmac", alg="hmac-sha256", key=b"a guessed secret, 32 bytes or more", issuers=frozenset({"x"})
+    )
     error = refusal(signed(impostor))
     assert error.code == "approval_bad_signature"
     assert HMAC_SECRET.decode() not in error.message

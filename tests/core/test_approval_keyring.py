@@ -179,7 +179,9 @@ def test_keyring_entry_takes_issuers_from_a_list_and_normalises_windows_to_utc()
 
 
 def test_keyring_entry_repr_never_shows_the_secret() -> None:
-    entry = KeyringEntry(kid="k", alg="hmac-sha256", key=b"super-secret-value", issuers=frozenset({"i"}))
+    entry = KeyringEntry(
+        kid="k", alg="hmac-sha256", key=b"super-secret-value-of-32-bytes-or-more", issuers=frozenset({"i"})
+    )
     assert "super-secret-value" not in repr(entry)
 
 

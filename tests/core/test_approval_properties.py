@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -19,9 +20,7 @@ ED_PUBLIC = ED_KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 HMAC_SECRET = b"property-test-secret-32-bytes-ok"
 
 identifiers = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=24)
-instants = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)
-)
+instants = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC))
 offsets = st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59).map(
     lambda minutes: timezone(timedelta(minutes=minutes))
 )
@@ -135,3 +134,36 @@ def test_over_long_identifiers_are_malformed(length: int) -> None:
         assert error.code == "approval_malformed"
     else:
         raise AssertionError("an over-long approval_id was accepted")
+
+
+ANY_INSTANT = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    issued_at=ANY_INSTANT | st.sampled_from([datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)]),
+    expires_at=ANY_INSTANT | st.sampled_from([datetime.max.replace(tzinfo=UTC)]),
+    now=ANY_INSTANT,
+    skew=st.integers(min_value=0, max_value=3600),
+    retention=st.none() | st.integers(min_value=1, max_value=10**12),
+)
+def test_signed_artifacts_at_the_ends_of_time_raise_only_approval_errors(
+    issued_at: datetime, expires_at: datetime, now: datetime, skew: int, retention: int | None
+) -> None:
+    """No instant a datetime holds, plus any skew, overflows the checks (issue 9: year 9999)."""
+    fields = {
+        "approval_id": "ap-1", "action_hash": "a" * 64, "issued_by": "clawshield", "tenant_id": "t",
+        "issued_at": rfc3339(issued_at, UTC), "expires_at": rfc3339(expires_at, UTC),
+    }  # fmt: skip
+    entry = KeyringEntry(kid="only", alg="ed25519", key=ED_PUBLIC, issuers=frozenset({"clawshield"}))
+    min_issued_at = None
+    if retention is not None:
+        try:
+            min_issued_at = now - timedelta(seconds=retention)
+        except OverflowError:
+            min_issued_at = datetime.min.replace(tzinfo=UTC)
+    with contextlib.suppress(ApprovalError):  # any other exception (OverflowError) fails the test
+        verify_approval(
+            sign_approval(fields, ED_KEY), keyring=Keyring([entry]), action_hash="a" * 64, tenant_id="t",
+            audience="srv", now=now, clock_skew_seconds=skew, max_ttl_seconds=300, min_issued_at=min_issued_at,
+        )  # fmt: skip

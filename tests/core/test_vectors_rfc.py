@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from openexec_mcp.core.keyring import KeyringEntry, load_ed25519_public_key
-from openexec_mcp.errors import ApprovalBadSignatureError
+from openexec_mcp.core.keyring import HMAC_MIN_SECRET_BYTES, KeyringEntry, load_ed25519_public_key
+from openexec_mcp.errors import ApprovalBadSignatureError, ConfigError
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 RFC8032 = json.loads((VECTORS / "rfc8032" / "ed25519.json").read_text(encoding="utf-8"))["tests"]
@@ -48,8 +48,14 @@ def test_rfc8032_ed25519(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", RFC4231, ids=[f"case{case['case']}" for case in RFC4231])
 def test_rfc4231_hmac_sha256(case: dict[str, Any]) -> None:
     key, data, tag = (bytes.fromhex(case[name]) for name in ("key", "data", "hmac_sha256"))
-    entry = KeyringEntry(kid="rfc4231", alg="hmac-sha256", key=key, issuers=frozenset({"rfc"}))
     full = hmac.new(key, data, hashlib.sha256).digest()
+    if len(key) < HMAC_MIN_SECRET_BYTES:
+        # Cases 1-4 and 5 use 4- to 25-byte keys, which SPEC §5 refuses as approval secrets.
+        assert full.startswith(tag)
+        with pytest.raises(ConfigError, match="at least 32"):
+            KeyringEntry(kid="rfc4231", alg="hmac-sha256", key=key, issuers=frozenset({"rfc"}))
+        return
+    entry = KeyringEntry(kid="rfc4231", alg="hmac-sha256", key=key, issuers=frozenset({"rfc"}))
     if "truncated_bits" in case:
         # Test Case 5 publishes only the leftmost 128 bits; SPEC §5 accepts only the full tag.
         assert len(tag) * 8 == case["truncated_bits"] and full.startswith(tag)

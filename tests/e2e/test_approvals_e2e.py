@@ -13,12 +13,16 @@ independent verifier of ``oe_testing.verifier`` and by ``openexec-mcp receipt ve
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +257,141 @@ def test_clawshield_server_does_not_warn_about_demo_mode(deployment: Deployment)
     health = httpx.get(deployment.http.base_url + "/health").json()
     assert (health["mode"], health["signature_verification"], health["warnings"]) == ("clawshield", "on", [])
     assert "DEMO MODE" not in deployment.http.log.read_text()
+
+
+# -- a doctored server (issue 9: approve signed the served hash, not the shown call) ---------------
+
+
+@dataclass
+class Doctored:
+    """A fake openexec-mcp on 127.0.0.1 that serves one approval request of its choosing."""
+
+    base_url: str
+    item: dict[str, Any]
+    posted: list[dict[str, Any]]
+
+
+@contextmanager
+def doctored_server(item: dict[str, Any], server_id: str = "prod-exec") -> Iterator[Doctored]:
+    posted: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _json(self, status: int, document: Any) -> None:
+            data = json.dumps(document).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                self._json(200, {"status": "ok", "server_id": server_id})
+            elif self.path.startswith("/approvals?") or self.path == "/approvals":
+                self._json(200, {"approval_requests": [item], "next_cursor": None})
+            elif self.path == f"/approvals/{item['request_id']}":
+                self._json(200, item)
+            else:
+                self._json(404, {"error": "not found"})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            posted.append(json.loads(self.rfile.read(length)))
+            self._json(201, {"approval_id": posted[-1].get("approval_id")})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Doctored(f"http://127.0.0.1:{server.server_address[1]}", item, posted)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def request_item(action_request: dict[str, Any], action_hash: str, tenant_id: str = "acme") -> dict[str, Any]:
+    return {
+        "request_id": "req-" + uuid.uuid4().hex[:12], "tenant_id": tenant_id, "action_hash": action_hash,
+        "action_request": action_request, "created_at": "2026-11-21T10:00:00.000Z",
+        "expires_at": "2099-11-21T10:15:00.000Z",
+    }  # fmt: skip
+
+
+def approve_against(server: Doctored, governance: Governance, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPENEXEC_", "CLAWSHIELD_"))}
+    return cli(
+        "approve", server.item["request_id"], "--key", str(governance.private_key), "--server", server.base_url,
+        "--yes", *extra, env=env,
+    )  # fmt: skip
+
+
+SHOWN = {"action": "send_email", "payload": {"to": ["team@example.com"], "subject": "lunch"}, "nonce": "nonce-0001"}
+HIDDEN = {
+    "action": "send_email",
+    "payload": {"to": ["attacker@evil.example"], "subject": "lunch"},
+    "nonce": "nonce-0001",
+}
+
+
+def test_approve_refuses_a_doctored_request_whose_served_hash_is_another_calls(governance: Governance) -> None:
+    """The server shows one call and serves the hash of another: nothing is signed or submitted."""
+    served = verifier.action_hash(HIDDEN["action"], HIDDEN["payload"], HIDDEN["nonce"])
+    with doctored_server(request_item(SHOWN, served)) as server:
+        refused = approve_against(server, governance)
+    assert refused.returncode == 1, refused.stderr
+    assert "refusing to sign" in refused.stderr and "is not what would be approved" in refused.stderr
+    assert "team@example.com" in refused.stderr  # what was shown
+    assert server.posted == []
+
+
+def test_approve_signs_the_hash_it_recomputed_for_the_requests_tenant_and_the_servers_audience(
+    governance: Governance,
+) -> None:
+    honest = verifier.action_hash(SHOWN["action"], SHOWN["payload"], SHOWN["nonce"])
+    with doctored_server(request_item(SHOWN, honest)) as server:
+        approved = approve_against(server, governance)
+    assert approved.returncode == 0, approved.stderr
+    (artifact,) = server.posted
+    assert (artifact["action_hash"], artifact["tenant_id"], artifact["audience"]) == (honest, "acme", "prod-exec")
+
+
+def test_approve_refuses_a_tenant_other_than_the_requests(governance: Governance) -> None:
+    honest = verifier.action_hash(SHOWN["action"], SHOWN["payload"], SHOWN["nonce"])
+    with doctored_server(request_item(SHOWN, honest, tenant_id="acme")) as server:
+        refused = approve_against(server, governance, "--tenant", "globex")
+    assert refused.returncode == 1 and "not --tenant 'globex'" in refused.stderr
+    assert server.posted == []
+
+
+def test_approve_refuses_a_server_that_is_not_the_audience_named(governance: Governance) -> None:
+    honest = verifier.action_hash(SHOWN["action"], SHOWN["payload"], SHOWN["nonce"])
+    with doctored_server(request_item(SHOWN, honest), server_id="staging-exec") as server:
+        refused = approve_against(server, governance, "--audience", "prod-exec")
+    assert refused.returncode == 1 and "not --audience 'prod-exec'" in refused.stderr
+    assert server.posted == []
+
+
+def test_approve_refuses_an_action_request_with_extra_members(governance: Governance) -> None:
+    doctored = {**SHOWN, "note": "ignore me"}
+    honest = verifier.action_hash(SHOWN["action"], SHOWN["payload"], SHOWN["nonce"])
+    with doctored_server(request_item(doctored, honest)) as server:
+        refused = approve_against(server, governance)
+    assert refused.returncode == 1 and "{action, payload, nonce}" in refused.stderr
+    assert server.posted == []
+
+
+def test_approve_shows_every_member_and_escapes_bidi_overrides(governance: Governance) -> None:
+    """A padded body cannot push ``to`` out of view, and U+202E cannot reorder what is shown."""
+    payload = {"body": "x" * 5000, "to": ["moc.live@rekcatta\u202e@example.com"]}
+    shown = {"action": "send_email", "payload": payload, "nonce": "nonce-0002"}
+    honest = verifier.action_hash("send_email", payload, "nonce-0002")
+    with doctored_server(request_item(shown, honest)) as server:
+        approved = approve_against(server, governance)
+    assert approved.returncode == 0, approved.stderr
+    assert "x" * 5000 in approved.stderr  # the approver's CLI never elides
+    assert 'to[0]: "moc.live@rekcatta\\u202e@example.com"' in approved.stderr
+    assert "\u202e" not in approved.stderr

@@ -13,6 +13,8 @@ import base64
 import json
 import logging
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import server_env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from mcp import Client
@@ -36,6 +39,7 @@ from oe_testing.approvals import (
     mint,
     tamper,
 )
+from oe_testing.http_server import app_client
 
 from openexec_mcp.core.action import compute_action_hash
 from openexec_mcp.core.canonical import canonicalize, sha256_hex
@@ -288,6 +292,9 @@ REFUSALS: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
     "expired": ("approval_expired", lambda a: tamper(
         a, issued_at=iso(utc_now() - HOUR), expires_at=iso(utc_now() - HOUR + timedelta(minutes=4)))),
     "ttl": ("approval_ttl_too_long", lambda a: tamper(a, expires_at=iso(utc_now() + HOUR))),
+    "expires-9999": ("approval_ttl_too_long", lambda a: tamper(a, expires_at="9999-12-31T23:59:59Z")),
+    "expires-9999-offset": ("approval_malformed", lambda a: tamper(a, expires_at="9999-12-31T23:59:59-01:00")),
+    "issued-year-1": ("approval_expired", lambda a: tamper(a, issued_at="0001-01-01T00:00:00Z")),
     "naive-time": ("approval_malformed", lambda a: tamper(a, expires_at=a["expires_at"].rstrip("Z"))),
     "edited-not-resigned": ("approval_bad_signature", lambda a: {**a, "tenant_id": TENANT + "x"}),
     "not-an-object": ("approval_malformed", lambda a: [a]),
@@ -308,6 +315,41 @@ async def test_refused_artifact_is_denied_with_its_code_and_the_corrected_retry_
     retry = await call(clawshield, {"label": "a"}, "nonce-0001", artifact=good)
     assert retry.status == "executed"
     assert executions(counter_file) == 1
+
+
+async def test_artifact_expiring_at_the_end_of_year_9999_is_ttl_too_long_on_record_not_internal_error(
+    clawshield: Runtime, counter_file: Path
+) -> None:
+    """expires_at + skew once overflowed datetime: internal_error, no receipt (issue 9)."""
+    good = mint(ahash({"label": "a"}, "nonce-0001"), audience=clawshield.settings.server_id)
+    forever = tamper(good, expires_at="9999-12-31T23:59:59Z")
+    denied = await call(clawshield, {"label": "a"}, "nonce-0001", artifact=forever)
+    assert (denied.status, code(denied)) == ("denied", "approval_ttl_too_long")
+    body = assert_verifies(clawshield, denied)
+    assert (body["status"], body["error_code"]) == ("denied", "approval_ttl_too_long")
+    assert body["approval"]["artifact_hash"] == artifact_hash(forever)
+    assert executions(counter_file) == 0
+    assert clawshield.store.get_nonce(TENANT, "nonce-0001") is None
+
+
+async def test_artifact_expiring_in_year_9999_over_http_execute_is_a_403_envelope_with_a_receipt(
+    clawshield: Runtime, counter_file: Path
+) -> None:
+    good = mint(ahash({"label": "a"}, "nonce-0001"), audience=clawshield.settings.server_id)
+    forever = tamper(good, expires_at="9999-12-31T23:59:59Z")
+    async with app_client(clawshield) as client:
+        answer = await client.post(
+            "/execute", json={"action": "count", "payload": {"label": "a"}, "nonce": "nonce-0001",
+                              "approval_artifact": forever},
+        )  # fmt: skip
+    envelope = answer.json()
+    assert (answer.status_code, envelope["status"], envelope["error"]["code"]) == (
+        403, "denied", "approval_ttl_too_long",
+    )  # fmt: skip
+    assert verifier.verify_envelope(envelope, public_keys_document(clawshield.server_key))["error_code"] == (
+        "approval_ttl_too_long"
+    )
+    assert executions(counter_file) == 0
 
 
 async def test_artifact_for_tenant_a_used_by_tenant_b_is_tenant_mismatch(
@@ -527,7 +569,7 @@ async def test_hmac_key_from_clawshield_secret_key_approves_end_to_end(
     assert code(ed) == "approval_bad_signature"
     # A tag under another secret, re-signed correctly in every other way, is refused too.
     forged_entry = type(HMAC_ENTRY)(
-        kid="clawshield", alg="hmac-sha256", key=b"guessed secret", issuers=frozenset({ISSUER})
+        kid="clawshield", alg="hmac-sha256", key=b"a guessed secret, 32 bytes or more", issuers=frozenset({ISSUER})
     )
     forged = await call(runtime, {"label": "b"}, "nonce-0002",
                         artifact=mint(ahash({"label": "b"}, "nonce-0002"), key=forged_entry, kid="clawshield"))  # fmt: skip
@@ -592,6 +634,79 @@ def test_weak_or_unreadable_approval_key_fails_closed_at_start(
         make_runtime(
             mode="clawshield", approvals={"keys": [{"kid": "weak", "alg": "ed25519", "public_key": public_key}]}
         )
+
+
+# -- start-up refusals of issue 9 -------------------------------------------------------------------
+
+
+def test_two_byte_hmac_secret_in_config_fails_closed_at_start(make_runtime: Callable[..., Runtime]) -> None:
+    """A 2-byte secret was brute-forced online in 430 calls by a caller that may only execute."""
+    with pytest.raises(ConfigError, match="at least 32 bytes") as raised:
+        make_runtime(mode="clawshield", approvals={"keys": [{"kid": "k", "alg": "hmac-sha256", "secret": "zq"}]})
+    assert "zq" not in raised.value.message
+
+
+def test_31_byte_hmac_secret_fails_closed_and_32_bytes_start(make_runtime: Callable[..., Runtime]) -> None:
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        make_runtime(mode="clawshield", approvals={"keys": [{"kid": "k", "alg": "hmac-sha256", "secret": "s" * 31}]})
+    runtime = make_runtime(
+        mode="clawshield", approvals={"keys": [{"kid": "k", "alg": "hmac-sha256", "secret": "s" * 32}]}
+    )
+    assert len(runtime.gate.approver.keyring) == 1
+
+
+@pytest.mark.parametrize("value", ["zq", ""], ids=["two-bytes", "empty"])
+def test_short_or_empty_clawshield_secret_key_fails_closed_at_start(
+    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """An empty CLAWSHIELD_SECRET_KEY configured no key while /health said verification was on."""
+    monkeypatch.setenv("CLAWSHIELD_SECRET_KEY", value)
+    with pytest.raises(ConfigError, match="CLAWSHIELD_SECRET_KEY") as raised:
+        make_runtime(mode="clawshield")
+    assert (value or "\x00") not in raised.value.message.replace("CLAWSHIELD_SECRET_KEY", "")
+
+
+@pytest.mark.parametrize("not_after", ["2027-11-01T00:00:00", "2027-11-01", 1700000000], ids=["naive", "date", "unix"])
+def test_key_window_that_is_not_rfc3339_with_an_offset_fails_closed_at_start(
+    make_runtime: Callable[..., Runtime], not_after: Any
+) -> None:
+    """Timestamps go through the one RFC 3339 parser (core.clock): a naive one means nothing."""
+    key = {"kid": GOV_KID, "alg": "ed25519", "public_key": GOV_PUBLIC_B64, "issuers": [ISSUER], "not_after": not_after}
+    with pytest.raises(ConfigError, match="RFC 3339"):
+        make_runtime(mode="clawshield", approvals={"keys": [key]})
+
+
+@pytest.mark.parametrize(
+    ("retention", "refused"), [(300 + 2 * 60, True), (300 + 60 + 1, True), (300 + 2 * 60 + 1, False)]
+)
+def test_nonce_retention_must_outlive_max_ttl_plus_twice_the_skew(
+    make_runtime: Callable[..., Runtime], retention: int, refused: bool
+) -> None:
+    """An artifact issued one skew ahead stays valid until expires_at + skew: 2 skews past max_ttl."""
+    overrides: dict[str, Any] = {"nonce": {"retention_seconds": retention},
+                                 "approvals": {"max_ttl_seconds": 300, "clock_skew_seconds": 60}}  # fmt: skip
+    if refused:
+        with pytest.raises(ConfigError, match=r"nonce.retention_seconds .* must exceed .*\(420\)"):
+            make_runtime(**overrides)
+    else:
+        assert make_runtime(**overrides).settings.nonce.retention_seconds == retention
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"CLAWSHIELD_SECRET_KEY": "zq"}, {"CLAWSHIELD_SECRET_KEY": ""}, {"OPENEXEC_NONCE__RETENTION_SECONDS": "420"}],
+    ids=["two-byte-secret", "empty-secret", "retention-one-skew-short"],
+)
+def test_serve_refuses_to_start_with_exit_2_and_one_line(tmp_path: Path, env: dict[str, str]) -> None:
+    outcome = subprocess.run(
+        [sys.executable, "-m", "openexec_mcp", "serve"],
+        env=server_env(tmp_path / "state", OPENEXEC_MODE="clawshield", **env), stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert outcome.returncode == 2, outcome.stderr
+    assert outcome.stdout == "" and "Traceback" not in outcome.stderr
+    assert len(outcome.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "state" / "openexec.db").exists()  # nothing was opened
 
 
 @pytest.mark.parametrize(

@@ -322,3 +322,66 @@ async def test_client_without_elicitation_over_streamable_http_gets_approval_req
     assert (envelope["status"], envelope["error"]["code"]) == ("denied", "approval_required")
     assert envelope["approval_request"] is not None
     assert http_counter() == 0
+
+
+# -- what the person is shown (issue 9: a padded body hid ``to``; bidi overrides passed through) ----
+
+
+@pytest.fixture
+def eliciting_echo(make_runtime: Callable[..., Runtime]) -> Runtime:
+    return make_runtime(policy={"actions": {"echo": {"approval": "elicit"}}})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("era", ERAS)
+async def test_padded_body_cannot_hide_the_recipient_from_the_elicitation_prompt(
+    eliciting_echo: Runtime, era: str
+) -> None:
+    """Sorted keys put ``body`` before ``to``; 5,000 characters of padding once pushed ``to`` out."""
+    user = User("decline")
+    server = build_mcp_server(eliciting_echo.gate, tenant_for=lambda _ctx: "default")
+    payload = {"body": "Hello team, " + "x" * 5000, "to": "attacker@evil.example", "nonce": "nonce-0001"}
+    async with Client(server, mode=era, elicitation_callback=user) as client:
+        envelope = envelope_of(await client.call_tool("echo", payload))
+    assert (envelope["status"], envelope["error"]["code"]) == ("denied", "approval_declined")
+    (asked,) = user.asked
+    assert 'to: "attacker@evil.example"' in asked.message
+    # The long value is elided visibly, saying how much, outside the quotes where no value can forge it.
+    assert "characters elided)..." in asked.message and "x" * 1000 not in asked.message
+    assert "Hello team, " in asked.message
+    action_hash = compute_action_hash("echo", {k: v for k, v in payload.items() if k != "nonce"}, "nonce-0001")
+    assert action_hash in asked.message  # the whole hash, not a prefix
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("era", ERAS)
+async def test_bidi_overrides_and_controls_are_shown_escaped_in_the_elicitation_prompt(
+    eliciting_echo: Runtime, era: str
+) -> None:
+    user = User("decline")
+    server = build_mcp_server(eliciting_echo.gate, tenant_for=lambda _ctx: "default")
+    sneaky = "moc.live@rekcatta\u202e\u2066@example.com\u200f\x1b[2K\x85"
+    async with Client(server, mode=era, elicitation_callback=user) as client:
+        await client.call_tool("echo", {"to": sneaky, "n\u202ete": 1, "nonce": "nonce-0001"})
+    (asked,) = user.asked
+    for hidden in ("\u202e", "\u2066", "\u200f", "\x1b", "\x85"):
+        assert hidden not in asked.message
+    assert '"moc.live@rekcatta\\u202e\\u2066@example.com\\u200f\\u001b[2K\\u0085"' in asked.message
+    assert '"n\\u202ete": 1' in asked.message
+
+
+@pytest.mark.anyio
+async def test_payload_too_large_to_show_is_not_elicited_but_approval_required(
+    eliciting_echo: Runtime, counter_file: Path
+) -> None:
+    """Hundreds of members cannot all fit a prompt: the user is not asked about a part of the call."""
+    user = User("accept")
+    server = build_mcp_server(eliciting_echo.gate, tenant_for=lambda _ctx: "default")
+    payload: dict[str, Any] = {f"field_{index:03d}": "y" * 50 for index in range(300)}
+    async with Client(server, mode="legacy", elicitation_callback=user) as client:
+        envelope = envelope_of(await client.call_tool("echo", {**payload, "nonce": "nonce-0001"}))
+    assert (envelope["status"], envelope["error"]["code"]) == ("denied", "approval_required")
+    assert envelope["approval_request"] is not None  # an approver can still sign it
+    assert envelope["result"] is None and user.asked == []
+    assert eliciting_echo.store.get_nonce("default", "nonce-0001") is None
+    assert body_of(envelope)["error_code"] == "approval_required"

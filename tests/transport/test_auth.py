@@ -474,8 +474,34 @@ async def test_mcp_call_needing_approval_is_scoped_to_the_tokens_tenant(server: 
 
 def test_demo_mode_server_warns_on_stderr_and_in_health(server: HttpServer) -> None:
     assert "DEMO MODE" in server.log.read_text()
-    health = httpx.get(server.base_url + "/health").json()
+    health = httpx.get(server.base_url + "/health", headers=bearer(READER)).json()
     assert health["mode"] == "demo" and health["warnings"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("credentials", [None, WRONG, RUNNER], ids=["anonymous", "wrong-token", "no-read-scope"])
+async def test_health_without_a_read_token_is_liveness_only_and_hides_the_ledger_size(
+    http: httpx.AsyncClient, credentials: str | None
+) -> None:
+    await execute(http, ALICE, {"msg": "x"}, fresh_nonce())
+    answer = await http.get("/health", headers=bearer(credentials))
+    assert answer.status_code == 200 and answer.json() == {"status": "ok"}
+    detail = (await http.get("/health", headers=bearer(READER))).json()
+    assert detail["status"] == "ok" and detail["ledger_size"] >= 1 and "policy_hash" in detail
+
+
+@pytest.mark.anyio
+async def test_legacy_verify_of_another_tenants_exec_id_answers_like_an_unknown_one(http: httpx.AsyncClient) -> None:
+    done = (await execute(http, ALICE, {"msg": "mine"}, fresh_nonce())).json()
+    claim = {"exec_id": done["exec_id"], "result": done["result"], "receipt": done["receipt_hash"]}
+    own = (await http.post("/receipts/verify", json=claim, headers=bearer(ALICE))).json()
+    assert own["valid"] is True
+    unknown = {"exec_id": "f" * 32, "result": done["result"], "receipt": done["receipt_hash"]}
+    expected = (await http.post("/receipts/verify", json=unknown, headers=bearer(CAROL))).json()
+    for probe in (claim, {**claim, "receipt": "0" * 64}, {**claim, "result": {"other": 1}}):
+        answer = await http.post("/receipts/verify", json=probe, headers=bearer(CAROL))
+        assert answer.status_code == 200 and answer.json() == expected
+    assert expected == {"valid": False, "reason": "unknown_exec_id", "seq": None}
 
 
 # -- bind address ----------------------------------------------------------------------------------

@@ -1,8 +1,12 @@
 """The HTTP surface of SPEC §8, in the same process and Starlette app as the MCP HTTP transports.
 
 ``build_http_app`` serves the plain routes below, streamable HTTP MCP at ``/mcp`` and legacy SSE
-MCP at ``/sse`` + ``/messages/``. Handlers never let an exception reach the client: every
-refusal is a JSON body with a stable code.
+MCP at ``/sse`` + ``/messages/``. Every request to a plain route passes, in order: the loopback
+browser guard (:mod:`.guards`), the bearer scope (read from ``request.user``, which the SDK's
+``BearerAuthBackend`` sets app-wide), the rate limit of the read and approval routes, then the
+handler. ``POST /execute`` answers the SPEC §6 envelope for every outcome, with the status of
+SPEC §8; other refusals are a JSON body with a stable code. No answer carries store addresses,
+driver text, exception text or paths (SPEC §10): those go to the log.
 """
 
 from __future__ import annotations
@@ -13,33 +17,32 @@ import logging
 import platform
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
 import mcp
 from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
 
 from openexec_mcp import __version__
 from openexec_mcp.core.action import parse_run_id
 from openexec_mcp.core.approval import parse_approval_artifact
-from openexec_mcp.core.canonical import canonicalize, json_object, parse_json, sha256_hex
+from openexec_mcp.core.canonical import canonicalize, json_object, parse_json, parse_json_strict, sha256_hex
 from openexec_mcp.core.clock import format_timestamp, utc_now
+from openexec_mcp.core.encoding import b64decode_strict
 from openexec_mcp.core.receipt import receipt_hash, verify_receipt
 from openexec_mcp.errors import (
     ApprovalError,
+    InternalError,
     InvalidRequestError,
     MalformedInputError,
-    NonceError,
     OpenExecError,
-    RateLimitedError,
-    ShuttingDownError,
     StoreUnavailableError,
-    UnknownActionError,
     VerificationError,
 )
 from openexec_mcp.gate.envelope import refusal_envelope
@@ -47,9 +50,12 @@ from openexec_mcp.gate.pipeline import Answer, CallContext
 from openexec_mcp.keystore import public_keys_document
 from openexec_mcp.runtime import Runtime
 from openexec_mcp.store.base import ApprovalRequest
-from openexec_mcp.transport.auth import TokenTable, auth_settings, require_scope
+from openexec_mcp.transport.auth import TokenTable, auth_settings
+from openexec_mcp.transport.http.guards import BrowserGuard, Caller, RateLimit, transport_security
+from openexec_mcp.transport.http.ingress import IngressMiddleware, SessionCap, StreamCap
 from openexec_mcp.transport.http.ledger_routes import LedgerRoutes
-from openexec_mcp.transport.mcp import build_mcp_server
+from openexec_mcp.transport.ingress import THREAD_THRESHOLD_BYTES, IngressCheck, too_many_elements
+from openexec_mcp.transport.mcp import build_mcp_server, public_envelope
 
 __all__ = ["build_http_app", "http_status"]
 
@@ -63,127 +69,126 @@ Handler = Callable[[Request], Awaitable[Response]]
 TenantHandler = Callable[[Request, "str | None"], Awaitable[Response]]
 """A route handler; the second argument is the bearer token's tenant (``None`` when auth is off)."""
 
+Clock = Callable[[], datetime]
+"""Returns the current aware UTC datetime."""
+
 
 def http_status(answer: Answer) -> int:
-    """Map a gate answer to the HTTP status of SPEC §8 ``POST /execute``: the error class's ``http_status``."""
-    if answer.status in ("executed", "replayed"):
-        return 200
-    error = answer.error
-    if error is None:
-        return 500
-    return error.http_status
-    error = answer.error
-    if isinstance(error, UnknownActionError):
-        return 404
-    if isinstance(error, InvalidRequestError):
-        return 422
-    if isinstance(error, ApprovalError):
-        return 403
-    if isinstance(error, NonceError):
-        return 409
-    if isinstance(error, (StoreUnavailableError, ShuttingDownError)):
-        return 503
-    if isinstance(error, RateLimitedError):
-        return 429
-    return 500
+    """Map a gate answer to the HTTP status of SPEC §8 ``POST /execute``.
+
+    200 executed/replayed; otherwise the error class's ``http_status`` (403 approval codes, 404
+    unknown action, 409 nonce codes, 422 invalid_request, 429 rate_limited, 500 failed and
+    internal_error, 503 store_unavailable and shutting_down).
+    """
+    if answer.status in ("executed", "replayed") or answer.error is None:
+        return 200 if answer.status in ("executed", "replayed") else 500
+    return answer.error.http_status
 
 
-def build_http_app(runtime: Runtime, *, host: str, port: int) -> Starlette:
+def build_http_app(runtime: Runtime, *, host: str, port: int, clock: Clock = utc_now) -> Starlette:
     """Return the Starlette app serving SPEC §8 routes, ``/mcp``, ``/sse`` and ``/messages/``.
 
     With ``[[auth.tokens]]`` configured, every route but ``/health`` and ``/ready`` needs a bearer
-    token with the route's scope, and the token's tenant is the caller's tenant.
+    token with the route's scope, and the token's tenant is the caller's tenant; ``/health``
+    then answers liveness only, and its detail to a token with ``read``.
 
     Args:
         runtime: The started runtime.
-        host: The bind address; on loopback the SDK's DNS-rebinding protection is on.
+        host: The bind address; every loopback bind gets the Host/Origin guard (SPEC §10).
         port: The port (names this server in the SDK's auth settings).
+        clock: The routes' clock (aware UTC datetimes).
     """
-    tokens = TokenTable(runtime.settings.auth.tokens)
-    default_tenant = runtime.settings.tenant_id
+    settings = runtime.settings
+    tokens = TokenTable(settings.auth.tokens)
+    default_tenant = settings.tenant_id
 
     def tenant_for(_ctx: Any) -> str:
         token = get_access_token()
         return token.client_id if token is not None else default_tenant
 
+    ingress = IngressCheck(runtime.policy.limits["max_payload_bytes"])
     mcp_server = build_mcp_server(
         runtime.gate,
         tenant_for,
         token_verifier=tokens if tokens else None,
         auth=auth_settings(host, port) if tokens else None,
-        request_state_keys=[key.get_secret_value() for key in runtime.settings.mcp.request_state_keys],
-        request_state_ttl_seconds=runtime.settings.mcp.request_state_ttl_seconds,
+        request_state_keys=[key.get_secret_value() for key in settings.mcp.request_state_keys],
+        request_state_ttl_seconds=settings.mcp.request_state_ttl_seconds,
+        ingress=ingress,
     )
-    browser_guard = _loopback_guard(host)
-    routes = _Routes(runtime)
+    security = transport_security(host)
+    browser_guard = BrowserGuard(security)
+    caller = Caller(bool(tokens))
+    rate = settings.http.rate_limit_per_second
+    burst = settings.http.rate_limit_burst
+    rate_limit = RateLimit(
+        settings.limits.rate_limit_per_second if rate is None else rate,
+        settings.limits.rate_limit_burst if burst is None else burst,
+    )
+    routes = _Routes(runtime, caller, browser_guard, clock)
     ledger_routes = LedgerRoutes(runtime.ledger, runtime.store, runtime.witnessing)
-    for path, methods, scope, handler in (
-        ("/", ["GET"], "read", routes.index),
-        ("/health", ["GET"], None, routes.health),
-        ("/ready", ["GET"], None, routes.ready),
-        ("/version", ["GET"], "read", routes.version),
-        ("/keys", ["GET"], "read", routes.keys),
-        ("/execute", ["POST"], "execute", routes.execute),
-        ("/receipts/verify", ["POST"], "read", routes.verify),
-        ("/approvals", ["POST"], "approve", routes.submit_approval),
-        ("/approvals", ["GET"], "read", routes.list_approvals),
-        ("/approvals/{request_id}", ["GET"], "read", routes.get_approval),
-        ("/ledger/checkpoint", ["GET"], "read", ledger_routes.checkpoint),
-        ("/ledger/proof/{exec_id}", ["GET"], "read", ledger_routes.proof),
-        ("/ledger/consistency", ["GET"], "read", ledger_routes.consistency),
+    for path, methods, scope, limited, handler in (
+        ("/", ["GET"], "read", True, routes.index),
+        ("/health", ["GET"], None, False, routes.health),
+        ("/ready", ["GET"], None, False, routes.ready),
+        ("/version", ["GET"], "read", True, routes.version),
+        ("/keys", ["GET"], "read", True, routes.keys),
+        ("/execute", ["POST"], "execute", False, routes.execute),  # the gate's own rate limit
+        ("/receipts/verify", ["POST"], "read", True, routes.verify),
+        ("/approvals", ["POST"], "approve", True, routes.submit_approval),
+        ("/approvals", ["GET"], "read", True, routes.list_approvals),
+        ("/approvals/{request_id}", ["GET"], "read", True, routes.get_approval),
+        ("/ledger/checkpoint", ["GET"], "read", True, ledger_routes.checkpoint),
+        ("/ledger/proof/{exec_id}", ["GET"], "read", True, ledger_routes.proof),
+        ("/ledger/consistency", ["GET"], "read", True, ledger_routes.consistency),
     ):
-        guard = browser_guard if scope is not None else None  # probes on /health, /ready stay open
-        mcp_server.custom_route(path, methods=methods)(_guarded(handler, tokens, scope, guard))
-    app = mcp_server.streamable_http_app(host=host)
-    app.router.routes.extend(mcp_server.sse_app(host=host).routes)
+        wrapped = _guarded(handler, caller, scope, browser_guard, rate_limit if limited else None)
+        mcp_server.custom_route(path, methods=methods)(wrapped)
+    app = mcp_server.streamable_http_app(
+        host=host,
+        transport_security=security,
+        max_sessions=settings.mcp.max_sessions,
+        session_idle_timeout=settings.mcp.session_idle_seconds,
+    )
+    app.router.routes.extend(mcp_server.sse_app(host=host, transport_security=security).routes)
+    for route in app.router.routes:
+        if isinstance(route, Route) and route.path == "/mcp":
+            per_tenant = settings.mcp.max_sessions_per_tenant
+            checked = IngressMiddleware(route.app, ingress, tokens_configured=bool(tokens))
+            route.app = SessionCap(checked, mcp_server.session_manager, per_tenant, default_tenant)
+        elif isinstance(route, Route) and route.path == "/sse":
+            route.app = StreamCap(
+                route.app, settings.mcp.max_sessions_per_tenant, settings.mcp.max_sessions, default_tenant
+            )
+        elif isinstance(route, Mount) and route.path.rstrip("/") == "/messages":
+            route.app = IngressMiddleware(route.app, ingress, tokens_configured=bool(tokens))
     return app
 
 
-def _loopback_guard(host: str) -> TransportSecurityMiddleware | None:
-    """Return the Host/Origin check for a loopback bind, or ``None`` for any other bind.
-
-    On loopback (where no token is required) a web page the user visits could otherwise drive
-    the server: a cross-site ``POST /execute`` is a "simple" request that browsers send without a
-    CORS preflight, and DNS rebinding lets a page read the answers. So, as the SDK already does for
-    ``/mcp`` and ``/sse``: the Host must be a loopback name, and a request that carries an Origin
-    (browsers always send one on a cross-site POST; curl and SDK clients send none) must come from
-    a loopback origin. Content-Type is not checked, so plain ``curl -d`` keeps working. Other binds
-    require bearer tokens, which browsers never attach on their own.
-    """
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        return None
-    loopback = ["127.0.0.1", "localhost", "[::1]"]
-    return TransportSecurityMiddleware(
-        TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=[*loopback, *(f"{name}:*" for name in loopback)],
-            allowed_origins=[f"http://{name}:*" for name in loopback] + [f"http://{name}" for name in loopback],
-        )
-    )
-
-
 def _guarded(
-    handler: TenantHandler, tokens: TokenTable, scope: str | None, guard: TransportSecurityMiddleware | None
+    handler: TenantHandler, caller: Caller, scope: str | None, guard: BrowserGuard, rate_limit: RateLimit | None
 ) -> Handler:
-    """Check Host/Origin (loopback), then the bearer token's scope, then run the handler; never raise."""
+    """Browser guard, bearer scope, rate limit, then the handler; never raise (see the module docstring)."""
 
     async def wrapped(request: Request) -> Response:
-        if guard is not None and (refused := await guard.validate_request(request, is_post=False)) is not None:
-            return JSONResponse(
-                {"error": {"code": "forbidden", "message": "cross-site or rebound request refused"}},
-                status_code=refused.status_code,
-            )
+        # Probes (/health, /ready) stay open to any Host; /health shows its detail only past the guard.
+        if scope is not None and (refused := await guard.refuse(request)) is not None:
+            return refused
         tenant_id: str | None = None
         if scope is not None:
-            tenant_id, refusal = require_scope(request, tokens, scope)
+            tenant_id, refusal = caller.require(request, scope)
             if refusal is not None:
                 return refusal
+        if rate_limit is not None and (limited := rate_limit.refuse(request, tenant_id)) is not None:
+            return limited
         try:
             return await handler(request, tenant_id)
+        except StoreUnavailableError as exc:
+            logger.error("store unavailable on %s %s: %s", request.method, request.url.path, exc.message)
+            body = {"error": {"code": exc.code, "message": "the store is unavailable; retry later"}}
+            return JSONResponse(body, status_code=503)
         except OpenExecError as exc:
-            return JSONResponse(
-                {"error": exc.to_dict()}, status_code=503 if isinstance(exc, StoreUnavailableError) else 422
-            )
+            return JSONResponse({"error": exc.to_dict()}, status_code=422)
         except Exception:
             logger.exception("internal error on %s %s", request.method, request.url.path)
             return JSONResponse({"error": {"code": "internal_error", "message": "internal error"}}, status_code=500)
@@ -193,8 +198,11 @@ def _guarded(
 
 
 class _Routes:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, caller: Caller, guard: BrowserGuard, clock: Clock) -> None:
         self.runtime = runtime
+        self.caller = caller
+        self.guard = guard
+        self.clock = clock
         self.keys_document = public_keys_document(runtime.server_key)
         self.public_keys = {runtime.server_key.kid: runtime.server_key.public_key()}
 
@@ -202,15 +210,35 @@ class _Routes:
         return JSONResponse({"service": "openexec-mcp", "version": __version__, "mode": self.runtime.settings.mode})
 
     async def health(self, request: Request, tenant_id: str | None) -> Response:
+        """Liveness for anyone; the detail (mode, policy, ledger size, storage) to a trusted reader.
+
+        The ledger size counts every tenant's receipts: with tokens the detail needs a token with
+        ``read``; on a loopback bind it needs a request that passes the Host/Origin guard, so a
+        page using DNS rebinding learns only that the process answers. A store outage shows as
+        ``store_unavailable`` (the driver's text goes to the log), never as a failed probe.
+        """
         runtime = self.runtime
-        size = await anyio.to_thread.run_sync(runtime.store.ledger_size)
+        liveness = JSONResponse({"status": "ok"})
+        if self.caller.tokens_configured:
+            user = self.caller.user(request)
+            if user is None or "read" not in user.scopes:
+                return liveness
+        if await self.guard.refuse(request) is not None:
+            return liveness
+        try:
+            size: int | None = await anyio.to_thread.run_sync(runtime.store.ledger_size)
+            status, store = "ok", "ok"
+        except StoreUnavailableError as exc:
+            logger.error("store unavailable on /health: %s", exc.message)
+            size, status, store = None, "degraded", "store_unavailable"
         signed = any(policy == "signed" for policy in runtime.policy.approvals.values())
         warnings = ["demo mode: every action is approved automatically"] if runtime.settings.mode == "demo" else []
         witnesses = runtime.witnessing.health() if runtime.witnessing is not None else {}  # SPEC §14
         return JSONResponse(
             {
                 **witnesses,
-                "status": "ok",
+                "status": status,
+                "store": store,
                 "mode": runtime.settings.mode,
                 "signature_verification": "on" if signed else "off",
                 "policy_hash": runtime.policy.policy_hash,
@@ -247,25 +275,40 @@ class _Routes:
         return JSONResponse(self.keys_document)
 
     async def execute(self, request: Request, tenant_id: str | None) -> Response:
+        """``POST /execute``: the SPEC §6 envelope for every outcome, with the status of SPEC §8.
+
+        Cheap bounds first: the declared and the read body size (4 × ``max_payload_bytes`` +
+        4 KiB), then a strict parse that never canonicalizes the whole body (on a worker thread
+        past 64 KiB); the payload itself is checked by the gate.
+        """
         limits = self.runtime.policy.limits
+        action: Any = None
         try:
-            body = parse_json(
-                await _read_body(request, 4 * limits["max_payload_bytes"] + 4096),
-                max_depth=limits["max_depth"] + 2,
-                max_bytes=4 * limits["max_payload_bytes"] + 4096,
-            )
+            limit = 4 * limits["max_payload_bytes"] + 4096
+            raw = await _read_body(request, limit)
+            if len(raw) > THREAD_THRESHOLD_BYTES:
+                body = await anyio.to_thread.run_sync(lambda: parse_json_strict(raw, max_raw_bytes=limit))
+            else:
+                body = parse_json_strict(raw, max_raw_bytes=limit)
             action, arguments, artifact, run_id = _parse_execute_body(body)
-        except InvalidRequestError as exc:
-            return JSONResponse(refusal_envelope(None, exc), status_code=422)
+            if len(raw) > limits["max_payload_bytes"] and (
+                crowded := too_many_elements(arguments, limits["max_payload_bytes"])
+            ):
+                raise MalformedInputError(crowded)
+        except InvalidRequestError as exc:  # refused before the gate: nothing recorded (SPEC §10)
+            return JSONResponse(refusal_envelope(action, exc), status_code=422)
         ctx = CallContext(
             tenant_id=tenant_id or self.runtime.settings.tenant_id,
             run_id=run_id or "http:" + secrets.token_hex(8),  # without a run_id, each request is its own run
             approval_artifact=artifact,
         )
+        # Gate.call never raises: an unexpected error comes back as internal_error with a receipt.
         answer = await self.runtime.gate.call(action, arguments, ctx)
-        if not isinstance(answer, Answer):  # no elicitor here: the gate never asks for input over /execute
-            raise TypeError("the gate asked for input on a transport without elicitation")
-        return JSONResponse(answer.envelope, status_code=http_status(answer))
+        if not isinstance(answer, Answer):  # no elicitor here: the gate cannot ask for input over /execute
+            logger.error("the gate asked for input on POST /execute, which cannot elicit")
+            refused = InternalError("internal error; the call was not executed")
+            answer = Answer(refusal_envelope(action, refused), refused)
+        return JSONResponse(public_envelope(answer.envelope), status_code=http_status(answer))
 
     async def verify(self, request: Request, tenant_id: str | None) -> Response:
         try:
@@ -276,7 +319,7 @@ class _Routes:
         if document is not None and "payloadType" in document:
             result = await anyio.to_thread.run_sync(self._verify_envelope, document)
         elif document is not None and set(document) == {"exec_id", "result", "receipt"}:
-            result = await anyio.to_thread.run_sync(self._verify_legacy, document)
+            result = await anyio.to_thread.run_sync(self._verify_legacy, document, tenant_id)
         else:
             result = {"valid": False, "reason": "malformed", "seq": None,
                       "message": "expected a DSSE receipt or {exec_id, result, receipt}"}  # fmt: skip
@@ -360,11 +403,15 @@ class _Routes:
                     "seq": seq}  # fmt: skip
         return {"valid": True, "reason": None, "seq": seq, "exec_id": body["exec_id"], "status": body["status"]}
 
-    def _verify_legacy(self, claim: dict[str, Any]) -> dict[str, Any]:
-        """Legacy ``{exec_id, result, receipt}``: valid only if the ledger holds exactly that."""
+    def _verify_legacy(self, claim: dict[str, Any], tenant_id: str | None) -> dict[str, Any]:
+        """Legacy ``{exec_id, result, receipt}``: valid only if the ledger holds exactly that.
+
+        With tokens, another tenant's exec_id answers exactly like an unknown one: the claim
+        names no receipt the caller holds, so any other answer would be an oracle.
+        """
         exec_id, result, claimed_hash = claim["exec_id"], claim["result"], claim["receipt"]
         entry = self.runtime.store.get_entry(exec_id) if isinstance(exec_id, str) else None
-        if entry is None:
+        if entry is None or (tenant_id is not None and entry.tenant_id != tenant_id):
             return {"valid": False, "reason": "unknown_exec_id", "seq": None}
         if claimed_hash != entry.receipt_hash:
             return {"valid": False, "reason": "receipt_mismatch", "seq": entry.seq}
@@ -423,8 +470,8 @@ def _decode_cursor(text: str | None) -> tuple[str, str] | None:
     if text is None:
         return None
     try:
-        decoded = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except ValueError:
+        decoded = json.loads(b64decode_strict(text))
+    except (ValueError, MalformedInputError):
         raise ValueError("cursor is not valid") from None
     if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(v, str) for v in decoded)):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
         raise ValueError("cursor is not valid")
