@@ -143,6 +143,8 @@ def test_every_cli_exit_code_is_in_the_cli_reference() -> None:
 def config_keys(model: type[BaseModel] = Settings, prefix: str = "") -> Iterator[str]:
     """Yield every dotted config key; tables of free names (``[toolsets]``) as ``toolsets.NAME``."""
     for name, info in model.model_fields.items():
+        if info.exclude:
+            continue  # not a key of the file (``config_file`` names the file itself)
         key = prefix + (info.alias or name)
         annotation = info.annotation
         origin, args = typing.get_origin(annotation), typing.get_args(annotation)
