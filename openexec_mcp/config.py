@@ -36,6 +36,7 @@ from pydantic_settings import (
 from openexec_mcp.builtins.config import HttpRequestSettings, SendEmailSettings
 from openexec_mcp.core.clock import parse_rfc3339
 from openexec_mcp.errors import ConfigError, MalformedInputError
+from openexec_mcp.upstream.config import UpstreamSettings
 
 __all__ = [
     "HMAC_MIN_SECRET_BYTES",
@@ -105,10 +106,21 @@ class ActionPolicySettings(_Section):
     approval: ApprovalPolicy
 
 
+class PolicyRuleSettings(_Section):
+    """``[[policy.rules]]`` (SPEC §11): the first rule whose ``actions`` and ``when`` match decides."""
+
+    actions: list[str] = Field(min_length=1)
+    """fnmatch patterns over advertised action names (``fs.read_*``)."""
+    when: str | None = None
+    """A CEL expression over ``args``, ``action`` and ``tenant_id``; it must yield a bool."""
+    approval: ApprovalPolicy
+
+
 class PolicySettings(_Section):
     """``[policy]``."""
 
     actions: dict[str, ActionPolicySettings] = Field(default_factory=dict[str, ActionPolicySettings])
+    rules: list[PolicyRuleSettings] = Field(default_factory=list[PolicyRuleSettings])
 
 
 class LimitsSettings(_Section):
@@ -297,6 +309,8 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     config_file: Path | None = Field(default=None, exclude=True)
     """The TOML file these settings were read from (an init argument, never a TOML key)."""
+    upstreams: list[UpstreamSettings] = Field(default_factory=list[UpstreamSettings])
+    """``[[upstreams]]``: MCP servers guarded by this one (SPEC §11)."""
 
     @classmethod
     def settings_customise_sources(

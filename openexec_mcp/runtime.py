@@ -20,6 +20,7 @@ from openexec_mcp.core.clock import utc_now
 from openexec_mcp.core.receipt import ServerKey
 from openexec_mcp.faults import unsafe_faults_enabled
 from openexec_mcp.gate.approvals import Approver, build_keyring
+from openexec_mcp.gate.catalog import Catalog
 from openexec_mcp.gate.pipeline import Gate
 from openexec_mcp.gate.policy import Policy, build_policy
 from openexec_mcp.keystore import load_or_create_server_key
@@ -28,6 +29,7 @@ from openexec_mcp.ledger.retention import NonceSweeper
 from openexec_mcp.ledger.witnessing import Witnessing, build_witnessing
 from openexec_mcp.registry import Registry, load_registry
 from openexec_mcp.store import Store, open_store
+from openexec_mcp.upstream.manager import UpstreamManager
 
 __all__ = ["Housekeeping", "Runtime", "build_runtime"]
 
@@ -95,6 +97,8 @@ class Runtime:
     ledger: Ledger
     housekeeping: Housekeeping
     witnessing: Witnessing | None = None
+    upstreams: UpstreamManager | None = None
+    """The guarded upstream MCP servers (SPEC §11); started by ``serve`` (:meth:`UpstreamManager.running`)."""
 
     def close(self) -> None:
         """Close the store (after a running retention sweep and witness submissions finish)."""
@@ -131,9 +135,11 @@ def build_runtime(
         server_key = load_or_create_server_key(settings.state_dir)
         approver = Approver(settings, keyring, store)
         ledger = Ledger(store, server_key, settings.server_id)
+        catalog = Catalog(registry.values())
+        upstreams = UpstreamManager(settings.upstreams, publish=catalog.publish) if settings.upstreams else None
         gate = Gate(
             registry=registry, policy=policy, store=store, server_key=server_key, server_id=settings.server_id,
-            approver=approver,
+            approver=approver, catalog=catalog,
             rate_limit_per_second=settings.limits.rate_limit_per_second,
             rate_limit_burst=settings.limits.rate_limit_burst, on_append=ledger.note_appended,
         )  # fmt: skip
@@ -149,7 +155,7 @@ def build_runtime(
         store.close()
         raise
     if not serving:
-        return Runtime(settings, registry, policy, store, server_key, gate, ledger, housekeeping)
+        return Runtime(settings, registry, policy, store, server_key, gate, ledger, housekeeping, None, upstreams)
     housekeeping.start()  # a sweep now; then hourly, beside the calls (SPEC §4 retention)
     for entry in recovered:
         logger.warning("call %s (%s) was cut off by a restart; recorded as indeterminate", entry.exec_id, entry.action)
@@ -163,7 +169,7 @@ def build_runtime(
         "openexec-mcp ready: mode=%s storage=%s actions=%s policy_hash=%s kid=%s",
         settings.mode, store.kind, ",".join(policy.approvals), policy.policy_hash, server_key.kid,
     )  # fmt: skip
-    return Runtime(settings, registry, policy, store, server_key, gate, ledger, housekeeping, witnessing)
+    return Runtime(settings, registry, policy, store, server_key, gate, ledger, housekeeping, witnessing, upstreams)
 
 
 def _dead_replica_recovery(store: Store, gate: Gate) -> Callable[[], int] | None:

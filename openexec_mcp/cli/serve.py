@@ -45,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
             # stdio callers are the local user: the configured tenant, no tokens.
             ingress = IngressCheck(runtime.policy.limits["max_payload_bytes"])
-            mcp_server = build_mcp_server(runtime.gate, tenant_for=lambda _ctx: settings.tenant_id, ingress=ingress)
-            anyio.run(_serve_stdio, mcp_server, ingress, runtime.gate, grace, _exit_now(runtime))
+            mcp_server = build_mcp_server(
+                runtime.gate, tenant_for=lambda _ctx: settings.tenant_id, ingress=ingress, upstreams=runtime.upstreams
+            )
+            anyio.run(_serve_stdio, mcp_server, ingress, runtime.gate, grace, _exit_now(runtime), runtime.upstreams)
         else:
             import uvicorn
 
@@ -114,7 +116,12 @@ _ANSWER_FLUSH_SECONDS = 0.5
 
 
 async def _serve_stdio(
-    mcp_server: Any, ingress: Any, gate: Any, grace_seconds: float, exit_now: Callable[[], None]
+    mcp_server: Any,
+    ingress: Any,
+    gate: Any,
+    grace_seconds: float,
+    exit_now: Callable[[], None],
+    upstreams: Any = None,
 ) -> None:
     """Serve MCP over stdio until EOF, or until SIGTERM/SIGINT after draining running calls.
 
@@ -122,11 +129,14 @@ async def _serve_stdio(
     SDK reads stdin on a worker thread that only the client's next line or EOF wakes, so while a
     client keeps stdin open, cancelling the server would wait forever.
     """
+    import contextlib
     import signal
 
     import anyio
 
-    async with anyio.create_task_group() as tasks:
+    # Upstreams start before the first request is read, and stop after the drain (SPEC §11).
+    running = upstreams.running() if upstreams is not None else contextlib.nullcontext()
+    async with running, anyio.create_task_group() as tasks:
 
         async def serve() -> None:
             from openexec_mcp.transport.stdio import run_stdio
@@ -140,6 +150,9 @@ async def _serve_stdio(
                 await gate.drain(grace_seconds)
                 # The SDK writes an answer after the gate returns it: let the last ones go out.
                 await anyio.sleep(_ANSWER_FLUSH_SECONDS)
+                if upstreams is not None:
+                    with anyio.move_on_after(grace_seconds, shield=True):
+                        await upstreams.stop()  # stdio upstream processes end with us
                 exit_now()
 
 

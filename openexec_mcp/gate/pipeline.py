@@ -54,12 +54,14 @@ from openexec_mcp.errors import (
     InvalidRequestError,
     OpenExecError,
     OutcomeNotRecordedError,
+    PolicyError,
     StoreUnavailableError,
     UnknownActionError,
 )
 from openexec_mcp.faults import unsafe_fault_point
 from openexec_mcp.gate.admission import Admission
 from openexec_mcp.gate.approvals import AUTO_APPROVAL, Approver, Denied, Elicitor, InputRequired
+from openexec_mcp.gate.catalog import Catalog
 from openexec_mcp.gate.envelope import refusal_envelope, result_envelope
 from openexec_mcp.gate.execution import Execution, HandlerRunner
 from openexec_mcp.gate.policy import Policy
@@ -177,9 +179,12 @@ class Gate:
         rate_limit_per_second: float = 0,
         rate_limit_burst: int = 50,
         on_append: Callable[[LedgerEntry], None] | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.registry = registry
         self.policy = policy
+        self.actions = catalog if catalog is not None else Catalog(registry.values())
+        """Every action by name, including those that appear at run time (upstream tools, SPEC §11)."""
         self.store = store
         self.server_key = server_key
         self.server_id = server_id
@@ -209,13 +214,14 @@ class Gate:
 
     def exposed(self) -> list[Action]:
         """Return the exposed actions, by name."""
-        return [self.registry[name] for name in sorted(self.policy.approvals)]
+        return [action for action in self.actions.all() if self.policy.exposes(action)]
 
     def action(self, name: Any) -> Action | None:
         """Return the exposed action called ``name``, or ``None``."""
-        if not isinstance(name, str) or name not in self.policy.approvals:
+        if not isinstance(name, str):
             return None
-        return self.registry.get(name)
+        action = self.actions.get(name)
+        return action if action is not None and self.policy.exposes(action) else None
 
     async def call(self, name: Any, arguments: Any, ctx: CallContext) -> GateAnswer:
         """Run one call through the gate (see the module docstring for the steps).
@@ -279,7 +285,10 @@ class Gate:
         approval: Mapping[str, Any] = AUTO_APPROVAL
         approval_id: str | None = None
         approval_keep_until: str | None = None
-        policy = self.policy.approvals[action.name]
+        try:
+            policy = self.policy.approval_for(action, payload, ctx.tenant_id)  # rules first (SPEC §11)
+        except PolicyError as exc:
+            return await self._deny(exc, facts, AUTO_APPROVAL)
         if policy != "auto":
             # Nonce errors come before approval errors: nobody is asked to approve a used nonce.
             record = await anyio.to_thread.run_sync(self.store.get_nonce, ctx.tenant_id, nonce)

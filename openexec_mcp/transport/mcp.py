@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import anyio
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Extension, MCPServer, RequestStateSecurity
@@ -46,6 +47,12 @@ from openexec_mcp.gate.pipeline import Answer, CallContext, Gate, NeedsInput
 from openexec_mcp.registry import Action
 from openexec_mcp.transport.ingress import INGRESS_META, IngressCheck
 from openexec_mcp.transport.schemas import envelope_schema, input_schema
+from openexec_mcp.upstream.actions import UpstreamAction
+from openexec_mcp.upstream.announce import ListChangedAnnouncer, ToolSync
+from openexec_mcp.upstream.hooks import use_hooks
+from openexec_mcp.upstream.manager import UpstreamManager
+from openexec_mcp.upstream.passthrough import install_log_level, install_passthrough
+from openexec_mcp.upstream.relay import hooks_for_request, upstream_call_result
 
 __all__ = [
     "APPROVAL_META",
@@ -124,10 +131,42 @@ class GateExtension(Extension):
         except InvalidRequestError as exc:  # the caller's _meta, refused before the gate: nothing recorded
             return answer_to_result(Answer(refusal_envelope(params.name, exc), exc))
         # Gate.call never raises: an unexpected error comes back as internal_error with a receipt.
-        gated = await self._gate.call(params.name, params.arguments or {}, call_ctx)
+        upstream = isinstance(self._gate.action(params.name), UpstreamAction)
+        if upstream:
+            gated = await _call_with_hooks(self._gate, params, ctx, call_ctx)
+        else:
+            gated = await self._gate.call(params.name, params.arguments or {}, call_ctx)
         if isinstance(gated, NeedsInput):
             return _input_required(gated.input_required)
+        if upstream:
+            return upstream_call_result(public_envelope(gated.envelope), summary_line)
         return answer_to_result(gated)
+
+
+async def _call_with_hooks(gate: Gate, params: CallToolRequestParams, ctx: Any, call_ctx: CallContext) -> Any:
+    """Gate an upstream call with its pass-through hooks (SPEC §11).
+
+    The gate shields a claimed call from cancellation, so the caller's cancellation is handed to
+    the upstream call through ``hooks.cancelled``: it forwards ``notifications/cancelled`` and the
+    call is recorded ``indeterminate`` before the cancellation goes on.
+    """
+    hooks = hooks_for_request(ctx)
+    answered: list[Any] = []
+    done = anyio.Event()
+
+    async def run() -> None:
+        with anyio.CancelScope(shield=True), use_hooks(hooks):
+            answered.append(await gate.call(params.name, params.arguments or {}, call_ctx))
+        done.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run)
+        try:
+            await done.wait()
+        except anyio.get_cancelled_exc_class():
+            hooks.cancelled.set()
+            raise
+    return answered[0]
 
 
 class McpElicitor:
@@ -189,6 +228,7 @@ def build_mcp_server(
     request_state_keys: Sequence[str] = (),
     request_state_ttl_seconds: int = 600,
     ingress: IngressCheck | None = None,
+    upstreams: UpstreamManager | None = None,
 ) -> MCPServer[Any]:
     """Build the MCP server that advertises the exposed actions as guarded tools.
 
@@ -200,6 +240,8 @@ def build_mcp_server(
         request_state_keys: Shared keys sealing ``requestState`` (replicas); empty: per process.
         request_state_ttl_seconds: Lifetime of a sealed ``requestState``, in seconds.
         ingress: The raw-bytes check of the transport in front (a new one when ``None``).
+        upstreams: The guarded upstreams: their resources and prompts pass through when exposed,
+            and their list changes reach the clients.
     """
     ingress = ingress if ingress is not None else IngressCheck(gate.policy.limits["max_payload_bytes"])
     security = (
@@ -207,18 +249,31 @@ def build_mcp_server(
         if request_state_keys
         else None
     )
-    tools = [_tool_for(action, gate.policy.approvals[action.name]) for action in gate.exposed()]
-    return _GuardedServer(
+    server: MCPServer[Any] = _GuardedServer(
         "openexec-mcp",
         version=__version__,
         instructions=INSTRUCTIONS,
-        tools=tools,
+        tools=[],
         extensions=[GateExtension(gate, tenant_for, ingress)],
         log_level="WARNING",
         token_verifier=token_verifier,
         auth=auth,
         request_state_security=security,
     )
+    # The tool list follows the catalog: upstream tools come and go at run time (SPEC §11).
+    announcer = ListChangedAnnouncer(server)
+
+    def advertise(action: Action) -> Tool:
+        return _tool_for(action, gate.policy.advertised(action))
+
+    tools = ToolSync(server, advertise, announcer)
+    tools.sync(gate.exposed())
+    gate.actions.on_change_async(lambda: tools.sync_and_announce(gate.exposed()))
+    if upstreams is not None:
+        install_passthrough(server, upstreams)
+        install_log_level(server, upstreams)
+        upstreams.on_list_changed(announcer.announce)
+    return server
 
 
 class _GuardedServer(MCPServer[Any]):
@@ -310,7 +365,9 @@ def _tool_for(action: Action, approval: str) -> Tool:
             destructive_hint=action.destructive,
             idempotent_hint=action.idempotent,
             open_world_hint=action.open_world,
-        ),
+        )
+        if not isinstance(action, UpstreamAction)
+        else action.annotations,  # an upstream's annotations pass through unchanged (SPEC §11)
         meta={APPROVAL_META: approval},
     )
 

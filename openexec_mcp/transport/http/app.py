@@ -12,11 +12,12 @@ driver text, exception text or paths (SPEC §10): those go to the log.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import platform
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +57,7 @@ from openexec_mcp.transport.http.ingress import IngressMiddleware, SessionCap, S
 from openexec_mcp.transport.http.ledger_routes import LedgerRoutes
 from openexec_mcp.transport.ingress import THREAD_THRESHOLD_BYTES, IngressCheck, too_many_elements
 from openexec_mcp.transport.mcp import build_mcp_server, public_envelope
+from openexec_mcp.upstream.manager import UpstreamManager
 
 __all__ = ["build_http_app", "http_status"]
 
@@ -115,6 +117,7 @@ def build_http_app(runtime: Runtime, *, host: str, port: int, clock: Clock = utc
         request_state_keys=[key.get_secret_value() for key in settings.mcp.request_state_keys],
         request_state_ttl_seconds=settings.mcp.request_state_ttl_seconds,
         ingress=ingress,
+        upstreams=runtime.upstreams,
     )
     security = transport_security(host)
     browser_guard = BrowserGuard(security)
@@ -162,7 +165,20 @@ def build_http_app(runtime: Runtime, *, host: str, port: int, clock: Clock = utc
             )
         elif isinstance(route, Mount) and route.path.rstrip("/") == "/messages":
             route.app = IngressMiddleware(route.app, ingress, tokens_configured=bool(tokens))
+    if runtime.upstreams is not None:
+        app.router.lifespan_context = _with_upstreams(app.router.lifespan_context, runtime.upstreams)
     return app
+
+
+def _with_upstreams(lifespan: Any, upstreams: UpstreamManager) -> Any:
+    """Return the app's lifespan with the upstreams running inside it (stopped after the drain, SPEC §11)."""
+
+    @contextlib.asynccontextmanager
+    async def run(app: Any) -> AsyncGenerator[Any]:
+        async with lifespan(app) as state, upstreams.running():
+            yield state
+
+    return run
 
 
 def _guarded(
@@ -234,9 +250,11 @@ class _Routes:
         signed = any(policy == "signed" for policy in runtime.policy.approvals.values())
         warnings = ["demo mode: every action is approved automatically"] if runtime.settings.mode == "demo" else []
         witnesses = runtime.witnessing.health() if runtime.witnessing is not None else {}  # SPEC §14
+        upstreams = {"upstreams": runtime.upstreams.health()} if runtime.upstreams is not None else {}  # SPEC §11
         return JSONResponse(
             {
                 **witnesses,
+                **upstreams,
                 "status": status,
                 "store": store,
                 "mode": runtime.settings.mode,
@@ -380,8 +398,10 @@ class _Routes:
         """One pending request with its whole action request; 404 when unknown, expired or another tenant's."""
         request_id = request.path_params["request_id"]
         item = await anyio.to_thread.run_sync(self.runtime.store.get_approval_request, request_id)
-        if item is None or (tenant_id is not None and item.tenant_id != tenant_id) or (
-            item.expires_unix < utc_now().timestamp()
+        if (
+            item is None
+            or (tenant_id is not None and item.tenant_id != tenant_id)
+            or (item.expires_unix < utc_now().timestamp())
         ):
             return JSONResponse(
                 {"error": {"code": "not_found", "message": "no such pending approval request"}}, status_code=404
