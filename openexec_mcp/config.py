@@ -199,6 +199,8 @@ class ApprovalsSettings(_Section):
     max_ttl_seconds: int = Field(default=300, ge=1, le=86400)
     max_pending_per_tenant: int = Field(default=100, ge=1, le=100000)
     """Pending inbox requests kept per tenant; a new one closes that tenant's oldest (issue 9)."""
+    max_grant_ttl_seconds: int = Field(default=28800, ge=1, le=2592000)
+    """Longest accepted grant lifetime (``expires_at - issued_at``), in seconds (SPEC §13)."""
     keys: list[ApprovalKeySettings] = Field(default_factory=list[ApprovalKeySettings])
 
 
@@ -307,6 +309,8 @@ class Settings(BaseSettings):
     mcp: McpSettings = McpSettings()
     http: HttpSettings = HttpSettings()
     ledger: LedgerSettings = LedgerSettings()
+    governance: dict[str, Any] = Field(default_factory=dict[str, Any])
+    """``[governance]``: read only by ``openexec-mcp governance serve`` (SPEC §13); the execution server ignores it."""
     config_file: Path | None = Field(default=None, exclude=True)
     """The TOML file these settings were read from (an init argument, never a TOML key)."""
     upstreams: list[UpstreamSettings] = Field(default_factory=list[UpstreamSettings])

@@ -23,6 +23,7 @@ from openexec_mcp.gate.approvals import Approver, build_keyring
 from openexec_mcp.gate.catalog import Catalog
 from openexec_mcp.gate.pipeline import Gate
 from openexec_mcp.gate.policy import Policy, build_policy
+from openexec_mcp.governance.link import ClawshieldLink, link_from_environment
 from openexec_mcp.keystore import load_or_create_server_key
 from openexec_mcp.ledger.checkpoints import Ledger
 from openexec_mcp.ledger.retention import NonceSweeper
@@ -99,9 +100,13 @@ class Runtime:
     witnessing: Witnessing | None = None
     upstreams: UpstreamManager | None = None
     """The guarded upstream MCP servers (SPEC §11); started by ``serve`` (:meth:`UpstreamManager.running`)."""
+    link: ClawshieldLink | None = None
+    """The governance link of the seed's ``CLAWSHIELD_BASE_URL`` + ``CLAWSHIELD_API_KEY`` (SPEC §13)."""
 
     def close(self) -> None:
         """Close the store (after a running retention sweep and witness submissions finish)."""
+        if self.link is not None:
+            self.link.close()
         self.housekeeping.stop(timeout_seconds=10)
         if self.witnessing is not None:
             self.witnessing.close()  # SPEC §14: stops the background submissions
@@ -165,11 +170,17 @@ def build_runtime(
         logger.warning("UNSAFE: fault injection armed at %s; this process will kill itself", ",".join(sorted(armed)))
     if witnessing is not None:
         witnessing.start()
+    link = link_from_environment(settings, approver, store)
+    if link is not None:
+        approver.on_request = link.announce
+        link.start()
     logger.info(
         "openexec-mcp ready: mode=%s storage=%s actions=%s policy_hash=%s kid=%s",
         settings.mode, store.kind, ",".join(policy.approvals), policy.policy_hash, server_key.kid,
     )  # fmt: skip
-    return Runtime(settings, registry, policy, store, server_key, gate, ledger, housekeeping, witnessing, upstreams)
+    return Runtime(
+        settings, registry, policy, store, server_key, gate, ledger, housekeeping, witnessing, upstreams, link
+    )
 
 
 def _dead_replica_recovery(store: Store, gate: Gate) -> Callable[[], int] | None:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from openexec_mcp import __version__
-from openexec_mcp.cli import bundle, governance, keys, ledger, receipt, serve
+from openexec_mcp.cli import bundle, governance, governance_serve, keys, ledger, receipt, serve
 from openexec_mcp.errors import ConfigError, OpenExecError
 from openexec_mcp.witness import cli as witness
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(commands, common)
     governance.register_approvals(commands, common)
     governance.register_approve(commands, common)
+    governance_serve.register_governance(commands, common)
     return parser
 
 

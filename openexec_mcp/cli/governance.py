@@ -32,6 +32,8 @@ from openexec_mcp.core.clock import format_timestamp, utc_now
 from openexec_mcp.core.display import escape_text, render_payload_lines
 from openexec_mcp.errors import ConfigError, OpenExecError
 
+# Grants (SPEC §13) live in their own module; imported last to avoid a cycle.
+
 __all__ = ["register_approvals", "register_approve"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -62,6 +64,8 @@ def register_approve(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--out", type=Path, help="also write the artifact to FILE ('-' prints it)")
     parser.add_argument("--no-submit", action="store_true", help="do not submit the artifact to the server")
+    parser.add_argument("--reject", metavar="REASON", help="sign a reject decision with this reason (SPEC §13)")
+    register_grant_options(parser)
     parser.set_defaults(run=run_approve)
 
 
@@ -109,8 +113,12 @@ def run_approve(args: argparse.Namespace) -> int:
 
     Exit 0 signed (and submitted), 1 refused (a mismatch, or the approver said no), 2 usage.
     """
+    if getattr(args, "grant", None) is not None:
+        return run_grant(args)
     if bool(args.request_id) == bool(args.action_hash):
         raise ConfigError("give exactly one of REQUEST_ID or --action-hash")
+    if args.reject is not None and len(args.reject) > 500:
+        raise ConfigError("--reject REASON is at most 500 characters")
     private_key = _load_private_key(args.key)
     try:
         if args.request_id:
@@ -132,7 +140,8 @@ def run_approve(args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise ConfigError("refusing to approve without a terminal; pass --yes to confirm non-interactively")
-        if input("approve this exact call once? [y/N] ").strip().lower() not in ("y", "yes"):
+        question = "reject this exact call?" if args.reject is not None else "approve this exact call once?"
+        if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
             print("not approved", file=sys.stderr)
             return 1
     now = utc_now()
@@ -143,6 +152,8 @@ def run_approve(args: argparse.Namespace) -> int:
     }  # fmt: skip
     if args.kid:  # without a kid the server uses its only configured key (SPEC §5)
         fields["kid"] = args.kid
+    if args.reject is not None:  # a signed "no": the call is refused until this artifact expires (SPEC §13)
+        fields["decision"], fields["reason"] = "reject", args.reject
     if audience:
         fields["audience"] = audience
     artifact = sign_approval(fields, private_key)
@@ -154,7 +165,8 @@ def run_approve(args: argparse.Namespace) -> int:
         if answer.status_code not in (200, 201):
             print(f"openexec-mcp: the server refused the artifact: {escape_text(answer.text[:500])}", file=sys.stderr)
             return 1
-        print(f"submitted approval {artifact['approval_id']} for action_hash {action_hash}", file=sys.stderr)
+        kind = "rejection" if args.reject is not None else "approval"
+        print(f"submitted {kind} {artifact['approval_id']} for action_hash {action_hash}", file=sys.stderr)
     return 0
 
 
@@ -282,3 +294,6 @@ def _server_id(args: argparse.Namespace) -> str | None:
     except (httpx.HTTPError, ValueError):
         return None
     return server_id
+
+
+from openexec_mcp.cli.grants import register_grant_options, run_grant  # noqa: E402

@@ -49,7 +49,9 @@ from openexec_mcp.errors import (
 
 __all__ = [
     "APPROVAL_PAYLOAD_TYPE",
+    "DECISIONS",
     "MAX_FIELD_CHARS",
+    "MAX_REASON_CHARS",
     "OPTIONAL_FIELDS",
     "REQUIRED_FIELDS",
     "ApprovalArtifact",
@@ -66,7 +68,13 @@ APPROVAL_PAYLOAD_TYPE: Final = "application/vnd.openexec.approval+json"
 REQUIRED_FIELDS: Final = frozenset(
     {"approval_id", "action_hash", "issued_by", "issued_at", "expires_at", "tenant_id", "signature"}
 )
-OPTIONAL_FIELDS: Final = frozenset({"audience", "kid"})
+OPTIONAL_FIELDS: Final = frozenset({"audience", "kid", "decision", "reason"})
+
+DECISIONS: Final = frozenset({"approve", "reject"})
+"""Values of the optional ``decision`` member (SPEC §13); absent means ``approve``."""
+
+MAX_REASON_CHARS: Final = 500
+"""Longest accepted ``reason`` of a decision (SPEC §13)."""
 
 MAX_FIELD_CHARS: Final = 256
 """Longest accepted ``approval_id``, ``issued_by``, ``tenant_id``, ``audience`` or ``kid``."""
@@ -87,6 +95,8 @@ class ApprovalArtifact:
         tenant_id: The tenant the approval is for.
         audience: The server_id it is for, or ``None`` for any server.
         kid: The key that signed it, or ``None`` for the only configured key.
+        decision: ``approve`` (also when the member is absent) or ``reject`` (SPEC §13).
+        reason: The signed reason of the decision, at most 500 characters, or ``None``.
         signature: The decoded signature bytes (any length; checked against the key).
         received: Every member exactly as received, including ``signature`` (read-only).
         signing_input: The signed bytes: PAE over the JCS of ``received`` minus ``signature``.
@@ -102,6 +112,8 @@ class ApprovalArtifact:
     tenant_id: str
     audience: str | None
     kid: str | None
+    decision: str
+    reason: str | None
     signature: bytes = field(repr=False)
     received: Mapping[str, str] = field(repr=False, compare=False)
     signing_input: bytes = field(repr=False)
@@ -118,6 +130,8 @@ class VerifiedApproval:
         issued_by: The artifact's issuer.
         artifact_hash: SHA-256 hex of the JCS of the artifact as received, signature included.
         expires_at: Aware UTC datetime.
+        decision: ``approve`` or ``reject`` (SPEC §13): a verified reject refuses the call.
+        reason: The decision's signed reason, or ``None``.
 
     """
 
@@ -126,6 +140,8 @@ class VerifiedApproval:
     issued_by: str
     artifact_hash: str
     expires_at: datetime
+    decision: str = "approve"
+    reason: str | None = None
 
     def to_receipt_approval(self) -> ReceiptApproval:
         """Return the receipt's ``approval`` object for a signed approval (SPEC §7)."""
@@ -222,6 +238,12 @@ def parse_approval_artifact(obj: Any) -> ApprovalArtifact:
         value = received.get(name)
         if value is not None and not 0 < len(value) <= MAX_FIELD_CHARS:
             raise ApprovalMalformedError(f"approval artifact {name} must be 1 to {MAX_FIELD_CHARS} characters")
+    decision = received.get("decision", "approve")
+    if decision not in DECISIONS:
+        raise ApprovalMalformedError("approval artifact decision must be 'approve' or 'reject'")
+    reason = received.get("reason")
+    if reason is not None and len(reason) > MAX_REASON_CHARS:
+        raise ApprovalMalformedError(f"approval artifact reason must be at most {MAX_REASON_CHARS} characters")
     if not _ACTION_HASH.match(received["action_hash"]):
         raise ApprovalMalformedError("approval artifact action_hash must be 64 lowercase hex characters")
     issued_at = _parse_timestamp("issued_at", received["issued_at"])
@@ -246,6 +268,8 @@ def parse_approval_artifact(obj: Any) -> ApprovalArtifact:
         tenant_id=received["tenant_id"],
         audience=received.get("audience"),
         kid=received.get("kid"),
+        decision=decision,
+        reason=reason,
         signature=signature,
         received=MappingProxyType(dict(received)),
         signing_input=signing_input,
@@ -362,6 +386,8 @@ def verify_approval(
         issued_by=artifact.issued_by,
         artifact_hash=artifact.artifact_hash,
         expires_at=artifact.expires_at,
+        decision=artifact.decision,
+        reason=artifact.reason,
     )
 
 

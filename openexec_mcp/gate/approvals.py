@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -25,11 +25,15 @@ from openexec_mcp.core.approval import VerifiedApproval, verify_approval
 from openexec_mcp.core.canonical import canonicalize, json_object, sha256_hex
 from openexec_mcp.core.clock import format_timestamp, shift
 from openexec_mcp.core.display import render_action_request
+from openexec_mcp.core.grant import GrantArtifact, VerifiedGrant, verify_grant
 from openexec_mcp.core.keyring import Keyring, KeyringEntry, load_ed25519_public_key
 from openexec_mcp.errors import (
     ApprovalDeclinedError,
     ApprovalDeniedError,
     ApprovalError,
+    ApprovalGrantExhaustedError,
+    ApprovalGrantRevokedError,
+    ApprovalRejectedError,
     ApprovalRequiredError,
     ConfigError,
     MalformedInputError,
@@ -95,6 +99,9 @@ class Approved:
     receipt_approval: Mapping[str, Any]
     approval_id: str | None = None
     keep_until: str | None = None
+    grant_id: str | None = None
+    """Set when a grant approves the call (SPEC §13): the store consumes one use with the nonce claim,
+    and the use number completes ``receipt_approval["use"]``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +172,9 @@ class Approver:
         self._retention_seconds = settings.nonce.retention_seconds
         self._request_ttl_seconds = max(settings.approvals.max_ttl_seconds, 900)
         self._max_pending = settings.approvals.max_pending_per_tenant
+        self._max_grant_ttl = settings.approvals.max_grant_ttl_seconds
+        self.on_request: Callable[[ApprovalRequest], None] | None = None
+        """Called with each pending request opened (the governance link of SPEC §13), or ``None``."""
 
     async def decide(
         self, policy: str, *, action_request: Mapping[str, Any], action_hash: str, tenant_id: str,
@@ -188,12 +198,19 @@ class Approver:
         if artifact is not None:
             return self._verify_first([artifact], action_hash=action_hash, tenant_id=tenant_id, now=now)
         inbox = await self._inbox_artifacts(tenant_id, action_hash)
+        inbox_refusal: Denied | None = None
         if inbox:
             decision = self._verify_first(inbox, action_hash=action_hash, tenant_id=tenant_id, now=now)
-            if isinstance(decision, Approved):
+            if isinstance(decision, Approved) or isinstance(decision.error, ApprovalRejectedError):
                 return decision
             # Every stored artifact failed (expired, say): the approver must see the call again.
-            return Denied(decision.error, decision.receipt_approval, open_request=True)
+            inbox_refusal = Denied(decision.error, decision.receipt_approval, open_request=True)
+        if policy == "signed":
+            by_grant = await self._grant_decision(action_request, tenant_id=tenant_id, now=now)
+            if by_grant is not None:
+                return by_grant
+        if inbox_refusal is not None:
+            return inbox_refusal
         required = {**AUTO_APPROVAL, "method": "signed" if policy == "signed" else "elicitation"}
         if policy == "signed" or elicitor is None:
             return Denied(ApprovalRequiredError("this action needs an approval artifact"), required, open_request=True)
@@ -236,25 +253,86 @@ class Approver:
             action_request=canonicalize(dict(action_request)).decode(), created_at=format_timestamp(now),
             expires_at=format_timestamp(expires), expires_unix=expires.timestamp(),
         )  # fmt: skip
-        return await anyio.to_thread.run_sync(
+        opened = await anyio.to_thread.run_sync(
             self._store.open_approval_request, request, now.timestamp(), self._max_pending
         )
+        if self.on_request is not None:  # SPEC §13: the governance link pushes it (never blocks)
+            self.on_request(opened)
+        return opened
 
     def _verify_first(
         self, candidates: list[Any], *, action_hash: str, tenant_id: str, now: datetime
     ) -> Approved | Denied:
         first_error: ApprovalError | None = None
+        approved: Approved | None = None
         for candidate in candidates:
             try:
                 verified = self.verify(candidate, action_hash=action_hash, tenant_id=tenant_id, now=now)
             except ApprovalError as exc:
                 first_error = first_error or exc
                 continue
-            keep_until = format_timestamp(verified.consumed_until(self._skew))
-            return Approved(verified.to_receipt_json(), verified.approval_id, keep_until)
+            if verified.decision == "reject":
+                # A valid signed "no" for this exact call wins over any "yes" (SPEC §13).
+                reason = f": {verified.reason[:500]}" if verified.reason else ""
+                return Denied(
+                    ApprovalRejectedError(f"an approver rejected this call{reason}"), verified.to_receipt_json()
+                )
+            if approved is None:
+                keep_until = format_timestamp(verified.consumed_until(self._skew))
+                approved = Approved(verified.to_receipt_json(), verified.approval_id, keep_until)
+        if approved is not None:
+            return approved
         if first_error is None:  # pragma: no cover - candidates is never empty here
             raise ValueError("no candidate artifacts")
         return Denied(first_error, _presented(candidates[0]))
+
+    def verify_grant(
+        self, grant: Any, *, tenant_id: str, now: datetime, call: tuple[str, Mapping[str, Any]] | None = None
+    ) -> tuple[GrantArtifact, VerifiedGrant]:
+        """Verify one grant (SPEC §13, §5 order); ``call`` = ``(action, payload)`` also checks the match.
+
+        Returns:
+            ``(GrantArtifact, VerifiedGrant)``.
+
+        Raises:
+            ApprovalError: The first failed check.
+        """
+        return verify_grant(
+            grant, keyring=self.keyring, tenant_id=tenant_id, audience=self._audience, now=now,
+            clock_skew_seconds=self._skew, max_grant_ttl_seconds=self._max_grant_ttl, call=call,
+        )  # fmt: skip
+
+    async def _grant_decision(
+        self, action_request: Mapping[str, Any], *, tenant_id: str, now: datetime
+    ) -> Approved | Denied | None:
+        """Approve by a stored grant with uses left (SPEC §13), or say why matching grants cannot serve.
+
+        ``None`` when no stored grant covers the call. A covering grant that is used up gives
+        ``approval_grant_exhausted``, else a revoked one ``approval_grant_revoked``. The use is
+        consumed later, with the nonce claim; a concurrent call may still win the last use there.
+        """
+        rows = await anyio.to_thread.run_sync(self._store.grants_for, tenant_id, format_timestamp(now))
+        call = (str(action_request.get("action")), dict(action_request.get("payload") or {}))
+        exhausted: Denied | None = None
+        revoked: Denied | None = None
+        for row in rows:
+            try:
+                _, verified = self.verify_grant(json.loads(row.artifact), tenant_id=tenant_id, now=now, call=call)
+            except (ApprovalError, ValueError):
+                continue
+            receipt = verified.to_receipt_json(None)
+            if row.uses >= row.max_uses:
+                exhausted = exhausted or Denied(
+                    ApprovalGrantExhaustedError("the matching grant has no use left"), receipt, open_request=True
+                )
+            elif row.revoked_at is not None:
+                revoked = revoked or Denied(
+                    ApprovalGrantRevokedError("the matching grant was revoked"), receipt, open_request=True
+                )
+            else:
+                keep = format_timestamp(shift(verified.expires_at, self._skew))
+                return Approved(receipt, None, keep, grant_id=verified.grant_id)
+        return exhausted or revoked
 
     async def _inbox_artifacts(self, tenant_id: str, action_hash: str) -> list[Any]:
         """Return the stored artifacts for this call's tenant only.

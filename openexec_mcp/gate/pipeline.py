@@ -50,6 +50,8 @@ from openexec_mcp.core.receipt import ServerKey
 from openexec_mcp.errors import (
     ActionRefusedError,
     ApprovalConsumedError,
+    ApprovalGrantExhaustedError,
+    ApprovalGrantRevokedError,
     InternalError,
     InvalidRequestError,
     OpenExecError,
@@ -68,6 +70,7 @@ from openexec_mcp.gate.policy import Policy
 from openexec_mcp.gate.receipts import CallFacts, NonceSource, ReceiptStatus, ReceiptWriter
 from openexec_mcp.registry import Action, Registry
 from openexec_mcp.store.base import APPROVAL_CONSUMED, LedgerEntry, NonceClaim, Outcome, ReceiptFactory, Store
+from openexec_mcp.store.grants import GrantRefused
 
 __all__ = ["AUTO_APPROVAL", "Answer", "CallContext", "Gate", "GateAnswer", "NeedsInput"]
 
@@ -285,6 +288,7 @@ class Gate:
         approval: Mapping[str, Any] = AUTO_APPROVAL
         approval_id: str | None = None
         approval_keep_until: str | None = None
+        grant_id: str | None = None
         try:
             policy = self.policy.approval_for(action, payload, ctx.tenant_id)  # rules first (SPEC §11)
         except PolicyError as exc:
@@ -313,6 +317,7 @@ class Gate:
                 return await self._deny(decision.error, facts, decision.receipt_approval, pending)
             approval, approval_id = decision.receipt_approval, decision.approval_id
             approval_keep_until = decision.keep_until
+            grant_id = decision.grant_id
         progress.approval = approval
         # (4): claim the nonce durably as 'started', consuming the approval_id with it.
         claim = NonceClaim(
@@ -321,7 +326,20 @@ class Gate:
             approval_id=approval_id, approval_keep_until=approval_keep_until, request=request_bytes.decode(),
             extra=facts.extra_text(),
         )  # fmt: skip
-        claimed = await anyio.to_thread.run_sync(self.store.claim_nonce, claim)
+        if grant_id is not None:
+            # SPEC §13: one use of the grant is consumed in the transaction that claims the nonce.
+            claimed = await anyio.to_thread.run_sync(self.store.claim_nonce_with_grant, claim, grant_id)
+            if isinstance(claimed, GrantRefused):
+                error: OpenExecError = ApprovalGrantRevokedError("the matching grant was revoked")
+                if claimed.reason == "exhausted":
+                    error = ApprovalGrantExhaustedError("the matching grant has no use left")
+                return await self._deny(error, facts, approval)
+            if isinstance(claimed, int):
+                approval = {**approval, "use": claimed}
+                progress.approval = approval
+                claimed = None
+        else:
+            claimed = await anyio.to_thread.run_sync(self.store.claim_nonce, claim)
         if claimed is APPROVAL_CONSUMED:
             return await self._deny(ApprovalConsumedError("this approval was already used"), facts, approval)
         if isinstance(claimed, NonceRecord):

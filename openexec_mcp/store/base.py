@@ -31,6 +31,7 @@ from typing import Protocol
 
 from openexec_mcp.core.nonce import NonceRecord
 from openexec_mcp.core.receipt import SignedReceipt
+from openexec_mcp.store.grants import GrantTable
 
 __all__ = [
     "APPROVAL_CONSUMED",
@@ -386,7 +387,7 @@ class CheckpointLog(Protocol):
         ...
 
 
-class Store(NonceTable, LedgerLog, ApprovalInbox, CheckpointLog, Protocol):
+class Store(NonceTable, LedgerLog, ApprovalInbox, CheckpointLog, GrantTable, Protocol):
     """Every role on one database. Every method is atomic; all are safe to call from several threads."""
 
     kind: str

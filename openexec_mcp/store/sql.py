@@ -30,6 +30,7 @@ from openexec_mcp.store.base import (
     Outcome,
     ReceiptFactory,
 )
+from openexec_mcp.store.grants import GrantSQL
 from openexec_mcp.store.sqlcore import UNAVAILABLE, Connection, Rollback, unavailable
 from openexec_mcp.store.sqlledger import LedgerSQL
 
@@ -44,7 +45,7 @@ _PRUNE_BATCH = 1000
 _ARTIFACTS_PER_CALL = 16
 
 
-class SQLStore(LedgerSQL):
+class SQLStore(LedgerSQL, GrantSQL):
     """The whole :class:`~openexec_mcp.store.base.Store` protocol in SQL; subclasses add a driver.
 
     Args:
@@ -61,30 +62,9 @@ class SQLStore(LedgerSQL):
         """See :meth:`Store.claim_nonce`. Also records :attr:`owner` on the new row."""
 
         def work(conn: Connection) -> NonceRecord | ApprovalAlreadyConsumed | None:
-            inserted = self._one(
-                conn,
-                "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval,"
-                " started_at, state, owner, request, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?, ?, ?)"
-                " ON CONFLICT (tenant_id, nonce) DO NOTHING RETURNING 1",
-                (
-                    claim.tenant_id,
-                    claim.nonce,
-                    claim.action,
-                    claim.action_hash,
-                    claim.exec_id,
-                    claim.run_id,
-                    claim.approval,
-                    claim.started_at,
-                    self.owner,
-                    claim.request,
-                    claim.extra,
-                ),
-            )
-            if inserted is None:
-                record = self._nonce(conn, claim.tenant_id, claim.nonce)
-                if record is None:
-                    raise unavailable("the nonce record was removed while it was being claimed")
-                return record
+            existing = self._claim_in(conn, claim)
+            if existing is not None:
+                return existing
             if claim.approval_id is not None:
                 consumed = self._one(
                     conn,
@@ -94,14 +74,42 @@ class SQLStore(LedgerSQL):
                 )
                 if consumed is None:
                     raise Rollback(APPROVAL_CONSUMED)  # and the nonce insert with it: nothing written
-            self._exec(
-                conn,
-                "DELETE FROM approval_requests WHERE tenant_id = ? AND action_hash = ?",
-                (claim.tenant_id, claim.action_hash),
-            )
             return None
 
         return self._claiming(work)
+
+    def _claim_in(self, conn: Connection, claim: NonceClaim) -> NonceRecord | None:
+        """Insert the ``started`` row of ``claim`` and close its pending request; the existing record on conflict."""
+        inserted = self._one(
+            conn,
+            "INSERT INTO nonces (tenant_id, nonce, action, action_hash, exec_id, run_id, approval,"
+            " started_at, state, owner, request, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?, ?, ?)"
+            " ON CONFLICT (tenant_id, nonce) DO NOTHING RETURNING 1",
+            (
+                claim.tenant_id,
+                claim.nonce,
+                claim.action,
+                claim.action_hash,
+                claim.exec_id,
+                claim.run_id,
+                claim.approval,
+                claim.started_at,
+                self.owner,
+                claim.request,
+                claim.extra,
+            ),
+        )
+        if inserted is None:
+            record = self._nonce(conn, claim.tenant_id, claim.nonce)
+            if record is None:
+                raise unavailable("the nonce record was removed while it was being claimed")
+            return record
+        self._exec(
+            conn,
+            "DELETE FROM approval_requests WHERE tenant_id = ? AND action_hash = ?",
+            (claim.tenant_id, claim.action_hash),
+        )
+        return None
 
     def finish(self, tenant_id: str, nonce: str, outcome: Outcome, make_receipt: ReceiptFactory) -> LedgerEntry:
         """See :meth:`Store.finish`.
@@ -240,6 +248,7 @@ class SQLStore(LedgerSQL):
             # A consumption outlives its nonce record until its artifact has expired (SPEC §4).
             self._exec(conn, f"DELETE FROM consumed_approvals WHERE keep_until{c} < ?", (finished_before,))
             self._exec(conn, f"DELETE FROM approval_artifacts WHERE submitted_at{c} < ?", (finished_before,))
+            self._prune_grants(conn, finished_before)
 
         self._run(approvals, write=True)
         return deleted

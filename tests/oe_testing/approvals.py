@@ -75,3 +75,27 @@ def mint(
 def tamper(artifact: Mapping[str, Any], key: Signer = GOV_KEY, **changes: Any) -> dict[str, Any]:
     """Return ``artifact`` with ``changes`` applied and signed again with ``key`` (the real key)."""
     return sign_approval({**artifact, **changes}, key)
+
+
+def mint_grant(
+    actions: list[str],
+    *,
+    max_uses: int = 2,
+    tenant_id: str = "default",
+    key: Signer = GOV_KEY,
+    kid: str = GOV_KID,
+    ttl_seconds: int = 3600,
+    now: datetime | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Return a fresh signed grant (SPEC §13) for ``actions`` patterns, ``max_uses`` calls."""
+    from openexec_mcp.core.grant import sign_grant
+
+    issued = (now or datetime.now(UTC)) - timedelta(seconds=5)
+    fields: dict[str, Any] = {
+        "grant_id": "gr-" + secrets.token_hex(8), "tenant_id": tenant_id, "issued_by": ISSUER,
+        "issued_at": iso(issued), "expires_at": iso(issued + timedelta(seconds=ttl_seconds)), "kid": kid,
+        "actions": actions, "max_uses": max_uses,
+    }  # fmt: skip
+    fields.update(extra)
+    return sign_grant(fields, key)

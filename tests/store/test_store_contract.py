@@ -1000,3 +1000,57 @@ def test_the_action_request_is_kept_with_its_nonce(store: Store) -> None:
     assert store.claim_nonce(make_claim("nonce-2")) is None
     assert store.get_action_request("tenant-a", "nonce-2") is None
     assert store.get_action_request("tenant-a", "unknown") is None
+
+
+# -- grants (SPEC §13) ------------------------------------------------------------------------------
+
+
+def make_grant(grant_id: str = "gr-1", *, max_uses: int = 2, tenant_id: str = "tenant-a") -> Any:
+    from openexec_mcp.store.grants import StoredGrant
+
+    return StoredGrant(
+        grant_id=grant_id, tenant_id=tenant_id, artifact=json.dumps({"grant_id": grant_id}), max_uses=max_uses, uses=0,
+        expires_at="2999-01-01T00:00:00.000Z", keep_until="2999-01-01T00:00:00.000Z",
+        submitted_at="2025-01-01T00:00:00.000Z", revoked_at=None,
+    )  # fmt: skip
+
+
+def test_grant_use_is_consumed_with_the_nonce_claim_and_numbered(store: Store) -> None:
+    from openexec_mcp.store.grants import GrantRefused
+
+    assert store.add_grant(make_grant(max_uses=2)) and not store.add_grant(make_grant(max_uses=2))
+    approval = '{"method":"grant","approval_id":"gr-1","use":null}'
+    first = store.claim_nonce_with_grant(replace(make_claim("n-1"), approval=approval), "gr-1")
+    second = store.claim_nonce_with_grant(replace(make_claim("n-2"), approval=approval), "gr-1")
+    assert (first, second) == (1, 2)
+    record = store.get_nonce("tenant-a", "n-2")
+    assert record is not None and json.loads(record.approval)["use"] == 2
+    third = store.claim_nonce_with_grant(replace(make_claim("n-3"), approval=approval), "gr-1")
+    assert third == GrantRefused("exhausted")
+    assert store.get_nonce("tenant-a", "n-3") is None  # nothing written
+    # A nonce already claimed answers its record and consumes no use.
+    again = store.claim_nonce_with_grant(replace(make_claim("n-1"), approval=approval), "gr-1")
+    assert isinstance(again, NonceRecord)
+
+
+def test_revoked_or_other_tenants_grant_is_refused_and_writes_nothing(store: Store) -> None:
+    from openexec_mcp.store.grants import GrantRefused
+
+    store.add_grant(make_grant("gr-r", max_uses=5))
+    assert store.revoke_grant("gr-r", "tenant-b", "2025-01-01T00:00:00.000Z") is None  # not theirs
+    revoked = store.revoke_grant("gr-r", "tenant-a", "2025-01-01T00:00:00.000Z")
+    assert revoked is not None and revoked.revoked_at is not None
+    assert store.claim_nonce_with_grant(make_claim("n-r"), "gr-r") == GrantRefused("revoked")
+    assert store.get_nonce("tenant-a", "n-r") is None
+    assert store.claim_nonce_with_grant(make_claim("n-b", tenant_id="tenant-b"), "gr-r") == GrantRefused("revoked")
+    assert [g.grant_id for g in store.grants_for("tenant-a", "2025-06-01T00:00:00.000Z")] == ["gr-r"]
+    assert store.grants_for("tenant-b", "2025-06-01T00:00:00.000Z") == []
+
+
+def test_racing_claims_on_a_one_use_grant_win_exactly_once(backend: Backend) -> None:
+    stores = [backend.open() for _ in range(2)]
+    stores[0].add_grant(make_grant("gr-race", max_uses=1))
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: stores[i % 2].claim_nonce_with_grant(make_claim(f"n-{i}"), "gr-race"),
+                                range(8)))  # fmt: skip
+    assert sorted(str(r) for r in results).count("1") == 1

@@ -65,6 +65,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "nonce_source and upstream of each call, for the receipts written after it (SPEC §11)",
         (AddColumn("nonces", "extra", "TEXT"),),
     ),
+    Migration(
+        4,
+        "signed grants with their use counts and revocations (SPEC §13)",
+        (Script("0004_grants"),),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -52,6 +52,7 @@ from openexec_mcp.keystore import public_keys_document
 from openexec_mcp.runtime import Runtime
 from openexec_mcp.store.base import ApprovalRequest
 from openexec_mcp.transport.auth import TokenTable, auth_settings
+from openexec_mcp.transport.http.grant_routes import grant_routes
 from openexec_mcp.transport.http.guards import BrowserGuard, Caller, RateLimit, transport_security
 from openexec_mcp.transport.http.ingress import IngressMiddleware, SessionCap, StreamCap
 from openexec_mcp.transport.http.ledger_routes import LedgerRoutes
@@ -144,6 +145,7 @@ def build_http_app(runtime: Runtime, *, host: str, port: int, clock: Clock = utc
         ("/ledger/checkpoint", ["GET"], "read", True, ledger_routes.checkpoint),
         ("/ledger/proof/{exec_id}", ["GET"], "read", True, ledger_routes.proof),
         ("/ledger/consistency", ["GET"], "read", True, ledger_routes.consistency),
+        *grant_routes(runtime),
     ):
         wrapped = _guarded(handler, caller, scope, browser_guard, rate_limit if limited else None)
         mcp_server.custom_route(path, methods=methods)(wrapped)
