@@ -85,7 +85,7 @@ def test_the_error_table_names_no_code_the_code_does_not_have() -> None:
 
 
 def test_every_http_route_is_in_the_contract_with_its_method() -> None:
-    source = (PACKAGE / "transport" / "http" / "app.py").read_text(encoding="utf-8")
+    source = "".join(path.read_text(encoding="utf-8") for path in sorted((PACKAGE / "transport" / "http").glob("*.py")))
     routes = re.findall(r'\("(/[^"]*)", \["([A-Z]+)"\], (?:"[a-z]+"|None),', source)
     assert len(routes) >= 10, "the route table of build_http_app was not found"
     rows = table_rows(section(read("contract.md"), "8. HTTP surface"))
