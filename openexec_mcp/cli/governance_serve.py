@@ -44,8 +44,9 @@ def run_governance_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from openexec_mcp.governance.app import build_governance_app
+    from openexec_mcp.governance.config import load_governance_config
     from openexec_mcp.governance.notify import NotificationLoop
-    from openexec_mcp.governance.service import GovernanceService, load_governance_config
+    from openexec_mcp.governance.service import GovernanceService
 
     config_file = getattr(args, "config", None) or os.environ.get("OPENEXEC_CONFIG")
     config = load_governance_config(

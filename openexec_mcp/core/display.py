@@ -1,14 +1,19 @@
 r"""What a person approving a call is shown: every key, every character visible (SPEC §5, §13).
 
-An approver decides on text, so the text must be the call: :func:`render_action_request` lists
-every member of the payload (nested members by path, sorted), never cuts the list, and escapes
-every character that could hide or reorder what is shown: C0 and C1 controls, DEL, the bidi
+An approver decides on text, so the text must be the call. One rule, :func:`is_hidden`, says
+which characters could hide or reorder what is shown: C0 and C1 controls, DEL, the bidi
 embeddings, overrides, isolates and marks (U+202A-202E, U+2066-2069, U+200E, U+200F, U+061C),
 every other format character (zero-width spaces and joiners, U+FEFF), line and paragraph
-separators, and lone surrogates. Each becomes a visible ``\uXXXX`` escape. A long value may be
-elided for a small prompt (MCP elicitation) only visibly, saying how many characters are hidden;
-a caller that cannot show the whole call under its size limit must not ask (see
-:func:`render_action_request`'s ``max_chars``).
+separators, lone surrogates, private-use and unassigned code points. Two renderings apply it:
+
+- :func:`render_action_request` (MCP elicitation, the ``approve`` command) lists every member
+  of the payload (nested members by path, sorted), never cuts the list, and writes each hidden
+  character as a ``\uXXXX`` escape inside quoted values (:func:`escape_text`). A long value may
+  be elided for a small prompt only visibly, saying how many characters are hidden; a caller
+  that cannot show the whole call under its size limit must not ask (``max_chars``).
+- :func:`pretty_json` (the governance console) shows a value as indented JSON, whole, with each
+  hidden character replaced by a ``⟦U+XXXX⟧`` marker (:func:`visible`); HTML escaping is the
+  console's template engine's.
 """
 
 from __future__ import annotations
@@ -18,11 +23,22 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["escape_text", "render_action_request", "render_payload_lines"]
+__all__ = ["escape_text", "is_hidden", "pretty_json", "render_action_request", "render_payload_lines", "visible"]
 
 # Unicode general categories never shown raw: controls, format characters (bidi and zero-width
-# included), line and paragraph separators, surrogates.
-_HIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+# included), line and paragraph separators, surrogates, private-use and unassigned code points
+# (no glyph a person can rely on).
+_HIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def is_hidden(char: str) -> bool:
+    """Return whether the character ``char`` must not be shown raw to an approver.
+
+    True for the Unicode general categories Cc (controls: C0, DEL, C1), Cf (format: bidi
+    controls, zero-width characters, U+FEFF), Zl and Zp (line and paragraph separators), Cs
+    (surrogates), Co (private use) and Cn (unassigned in this Python's Unicode database).
+    """
+    return unicodedata.category(char) in _HIDDEN_CATEGORIES
 
 
 def _escape_char(char: str) -> str:
@@ -30,7 +46,7 @@ def _escape_char(char: str) -> str:
         return "\\\\"
     if char == '"':
         return '\\"'
-    if unicodedata.category(char) in _HIDDEN_CATEGORIES:
+    if is_hidden(char):
         code = ord(char)
         return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
     return char
@@ -44,10 +60,30 @@ def escape_text(text: str) -> str:
 
     Returns:
         Printable text: ``\\``, ``\"``, and ``\uXXXX`` (``\UXXXXXXXX`` beyond the BMP) for
-        controls, format characters (bidi included), separators and surrogates. Plain
-        characters, non-ASCII letters included, are kept.
+        every character :func:`is_hidden` names. Plain characters, non-ASCII letters
+        included, are kept.
     """
     return "".join(_escape_char(char) for char in text)
+
+
+def visible(text: str) -> str:
+    """Return ``text`` with every character :func:`is_hidden` names, but newline, replaced by ``⟦U+XXXX⟧``.
+
+    For text laid out already (a JSON document, a tenant id in an HTML cell): nothing else
+    changes, so the result still reads as the original text, and the marker itself contains
+    nothing HTML escaping would change. Newlines are kept: they are the layout.
+    """
+    return "".join(f"⟦U+{ord(char):04X}⟧" if char != "\n" and is_hidden(char) else char for char in text)
+
+
+def pretty_json(value: Any) -> str:
+    r"""Return ``value`` as indented JSON (keys sorted, non-ASCII kept) with :func:`visible` applied.
+
+    Every key and every character of every value is kept. ``ensure_ascii=False`` keeps text
+    readable; the string escapes of JSON (``\n`` inside a string, ``\u0000``) stay escapes, so
+    a value can never break out of its line or its quotes.
+    """
+    return visible(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
 
 
 def _quoted(text: str, max_value_chars: int | None) -> str:

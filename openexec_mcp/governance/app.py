@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 import anyio.to_thread
 import httpx
-from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -34,9 +33,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from openexec_mcp.governance.display import pretty_json, visible
+from openexec_mcp.governance.config import Approver
+from openexec_mcp.governance.display import console_environment
 from openexec_mcp.governance.notify import NotificationLoop
-from openexec_mcp.governance.service import Approver, DecisionError, GovernanceService
+from openexec_mcp.governance.records import DecisionError
+from openexec_mcp.governance.service import GovernanceService
 
 __all__ = ["CSP", "SESSION_COOKIE", "build_governance_app"]
 
@@ -74,9 +75,7 @@ def build_governance_app(service: GovernanceService, notifications: Notification
         service: The governance service.
         notifications: Woken when a request is pushed; started and stopped with the app.
     """
-    env = Environment(loader=PackageLoader("openexec_mcp.governance", "templates"), autoescape=select_autoescape())
-    env.globals["visible"] = visible  # pyright: ignore[reportUnknownMemberType]
-    env.globals["pretty_json"] = pretty_json  # pyright: ignore[reportUnknownMemberType]
+    env = console_environment()
     sessions: dict[str, _Session] = {}
     own_origin = _origin(service.config.public_url)
     css = files("openexec_mcp.governance").joinpath("static", "console.css").read_bytes()

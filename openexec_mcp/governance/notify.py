@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 
-from openexec_mcp.governance.service import Approver, GovernanceService, Notifier, PendingRequest
+from openexec_mcp.governance.config import Approver, Notifier
+from openexec_mcp.governance.records import PendingRequest
+from openexec_mcp.governance.service import GovernanceService
 
 __all__ = ["NotificationLoop", "message_for", "send"]
 

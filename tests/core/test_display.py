@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openexec_mcp.core.display import escape_text, render_action_request, render_payload_lines
+from openexec_mcp.core.display import (
+    escape_text,
+    is_hidden,
+    pretty_json,
+    render_action_request,
+    render_payload_lines,
+    visible,
+)
 
 HIDDEN = [
     "\u202a",
@@ -65,3 +74,50 @@ def test_a_request_too_large_to_show_is_not_rendered_rather_than_cut() -> None:
     assert render_action_request(request, "a" * 64, max_value_chars=200, max_chars=4000) is None
     whole = render_action_request(request, "a" * 64)
     assert whole is not None and all(f"k{i}: " in whole for i in range(200)) and "a" * 64 in whole
+
+
+# The console's rendering (⟦U+XXXX⟧ markers in laid-out text), the same rule as escape_text.
+
+
+def test_bidi_override_zero_width_and_controls_become_visible_markers() -> None:
+    shown = visible("pay\u202eexe.txt\u200b\u2066x\u0007\n")
+    assert shown == "pay⟦U+202E⟧exe.txt⟦U+200B⟧⟦U+2066⟧x⟦U+0007⟧\n"
+
+
+def test_ordinary_text_in_any_script_is_unchanged() -> None:
+    for text in ("Grüße", "שלום", "日本語", "emoji 🎉", "<script>&amp;"):
+        assert visible(text) == text
+
+
+def test_pretty_json_keeps_every_key_and_the_whole_of_a_100_kb_value() -> None:
+    payload = {"z": "last", "a": "A" * 100_000 + "END", "nested": {"k\u202e": [1, 2]}}
+    shown = pretty_json(payload)
+    assert "A" * 100_000 + "END" in shown and '"z": "last"' in shown
+    assert "k⟦U+202E⟧" in shown and "\u202e" not in shown
+    assert json.loads(pretty_json({"x": "\n\t"})) == {"x": "\n\t"}  # JSON escapes stay escapes
+
+
+@pytest.mark.parametrize("char", HIDDEN, ids=[f"U+{ord(c):04X}" for c in HIDDEN])
+def test_the_console_marks_every_character_the_prompt_escapes(char: str) -> None:
+    assert visible(f"a{char}b") == f"a⟦U+{ord(char):04X}⟧b"
+
+
+@pytest.mark.parametrize(
+    "char",
+    ["\ue000", "\U000f0000", "\U0010fffd", "\u0378", "\U000e0080"],
+    ids=["U+E000", "U+F0000", "U+10FFFD", "U+0378", "U+E0080"],
+)
+def test_private_use_and_unassigned_code_points_are_hidden_in_both_renderings(char: str) -> None:
+    code = ord(char)
+    assert is_hidden(char)
+    assert escape_text(char) == (f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    assert visible(char) == f"⟦U+{code:04X}⟧"
+
+
+@given(st.text())
+def test_one_rule_decides_what_both_renderings_hide(text: str) -> None:
+    for char in text:
+        escaped = escape_text(char) != char and char not in '\\"'
+        marked = visible(char) != char
+        assert escaped == is_hidden(char)
+        assert marked == (is_hidden(char) and char != "\n")
