@@ -9,7 +9,6 @@ the agent just caused, decides, and the agent's retry shows the outcome.
 from __future__ import annotations
 
 import os
-
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
