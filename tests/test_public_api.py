@@ -33,7 +33,7 @@ def test_every_leaf_error_has_a_code_and_codes_are_unique() -> None:
     codes = [cls.code for cls in leaves]
     assert all(codes), [cls.__name__ for cls in leaves if not cls.code]
     duplicates = {code for code in codes if codes.count(code) > 1}
-    # A parse failure is an invalid request: the one code shared on purpose (errors.py says so).
+    # A parse failure is an invalid request: the one code shared on purpose (openexec_mcp.errors says so).
     assert duplicates <= {"invalid_request"}, duplicates
     assert [cls.__name__ for cls in leaves if cls.code == "invalid_request"] == ["MalformedInputError"]
     for expected in (

@@ -8,21 +8,22 @@
   app-wide when ``[[auth.tokens]]`` is set); the plain routes read ``request.user``.
 - The read and approval routes are rate limited per token tenant, or per client address without
   tokens; a refusal is 429 ``rate_limited`` and records nothing.
+- :func:`read_body` bounds a plain route's request body before anything parses it.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from openexec_mcp.errors import MalformedInputError
 from openexec_mcp.gate.admission import TokenBucket
 
-__all__ = ["BrowserGuard", "Caller", "RateLimit", "is_loopback", "transport_security"]
+__all__ = ["BrowserGuard", "Caller", "RateLimit", "is_loopback", "read_body", "transport_security"]
 
 
 def is_loopback(host: str) -> bool:
@@ -162,4 +163,24 @@ class RateLimit:
         return JSONResponse(body, status_code=429, headers={"Retry-After": "1"})
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+async def read_body(request: Request, limit: int) -> bytes:
+    """Return the request body, refused as soon as it is known to exceed ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before any byte is read; otherwise the
+    stream is read chunk by chunk and refused once the running size passes the limit, so a body
+    without a length (chunked) never grows past it in memory.
+
+    Raises:
+        MalformedInputError: The body is over ``limit`` bytes (an ``invalid_request``, SPEC §2).
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise MalformedInputError(f"body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise MalformedInputError(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
