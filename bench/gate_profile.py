@@ -35,8 +35,8 @@ from mcp import Client
 from mcp.client.session import ClientSession
 
 import openexec_mcp.core.canonical
-import openexec_mcp.gate.pipeline
 import openexec_mcp.gate.receipts
+import openexec_mcp.gate.recording
 from bench import bare_server
 from openexec_mcp.config import load_settings
 from openexec_mcp.core.receipt import ServerKey
@@ -181,7 +181,7 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
     timed_key = ServerKey(private_key=_TimedKey(key.private_key, probe), public_raw=key.public_raw, kid=key.kid)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     gate.receipts._server_key = timed_key  # pyright: ignore[reportPrivateUsage]
     original_submit = store.submit
-    original_wait = openexec_mcp.gate.pipeline.writer_wait
+    original_wait = openexec_mcp.gate.recording.writer_wait
     boxes: dict[int, list[float]] = {}
 
     def submit(fn: Callable[[], Any]) -> Any:
@@ -208,7 +208,7 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
                 frame[0] += boxes.pop(id(future), [0.0])[0] + probe.last_commit
 
     store.submit = submit  # type: ignore[method-assign]
-    openexec_mcp.gate.pipeline.writer_wait = writer_wait  # type: ignore[assignment]
+    openexec_mcp.gate.recording.writer_wait = writer_wait  # type: ignore[assignment]
     db = store._db  # type: ignore[attr-defined]  # pyright: ignore[reportUnknownMemberType, reportAttributeAccessIssue]
     store.claim_nonce = probe.wrap(store.claim_nonce, "nonce_claim")  # type: ignore[method-assign]
     store.claim_and_finish = probe.wrap(store.claim_and_finish, "ledger")  # type: ignore[method-assign]
@@ -221,7 +221,7 @@ def instrumented(runtime: Runtime, probe: Probe) -> Generator[None, None, None]:
             setattr(owner, name, value)
         gate.receipts._server_key = key  # pyright: ignore[reportPrivateUsage]
         store._db = db  # type: ignore[attr-defined]
-        openexec_mcp.gate.pipeline.writer_wait = original_wait  # type: ignore[assignment]
+        openexec_mcp.gate.recording.writer_wait = original_wait  # type: ignore[assignment]
         for owner_instance, names in (
             (gate, ("call", "_validate")),
             (runner, ("run",)),

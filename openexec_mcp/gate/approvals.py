@@ -7,6 +7,8 @@ from the inbox (submitted with ``POST /approvals`` against its action_hash). An 
 accepted under the ``signed`` and the ``elicit`` policy alike (a signature is stronger than a
 client-attested confirmation); ``elicit`` otherwise asks the user through the client.
 The server never holds a governance private key: artifacts authenticate themselves.
+The elicitation channel itself (form, prompt limits, :class:`Elicitor`) is :mod:`.elicitation`;
+its names are re-exported here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import anyio.to_thread
 
@@ -24,7 +26,6 @@ from openexec_mcp.config import Settings
 from openexec_mcp.core.approval import VerifiedApproval, verify_approval
 from openexec_mcp.core.canonical import canonicalize, json_object, sha256_hex
 from openexec_mcp.core.clock import format_timestamp, shift
-from openexec_mcp.core.display import render_action_request
 from openexec_mcp.core.grant import GrantArtifact, VerifiedGrant, verify_grant
 from openexec_mcp.core.keyring import Keyring, KeyringEntry, load_ed25519_public_key
 from openexec_mcp.errors import (
@@ -37,6 +38,15 @@ from openexec_mcp.errors import (
     ApprovalRequiredError,
     ConfigError,
     MalformedInputError,
+)
+from openexec_mcp.gate.elicitation import (
+    APPROVAL_SCHEMA,
+    ELICIT_MAX_CHARS,
+    ELICIT_MAX_VALUE_CHARS,
+    Elicitor,
+    ElicitOutcome,
+    InputRequired,
+    elicitation_prompt,
 )
 from openexec_mcp.store.base import ApprovalRequest, Store
 
@@ -62,32 +72,6 @@ AUTO_APPROVAL: Mapping[str, Any] = {
     "artifact_hash": None,
 }
 """The receipt ``approval`` object of an ``auto`` approval (SPEC §10)."""
-
-APPROVAL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"approve": {"type": "boolean", "title": "Approve this exact action"}},
-    "required": ["approve"],
-}
-"""The elicitation form: one boolean, true to approve."""
-
-ELICIT_MAX_VALUE_CHARS = 200
-"""Longer string values (and keys) are elided in the elicitation prompt, visibly, with a count."""
-ELICIT_MAX_CHARS = 4000
-"""A call whose prompt would be longer is not elicited (``approval_required``): never a cut list."""
-
-ElicitOutcome = Literal["accept", "decline", "cancel", "unsupported", "input_required"]
-
-
-class Elicitor(Protocol):
-    """Asks the user to confirm one call through the MCP client (transport-specific)."""
-
-    async def confirm(self, message: str, action_hash: str) -> ElicitOutcome:
-        """Return the user's answer for one call.
-
-        ``unsupported`` when the client cannot elicit; ``input_required`` when the answer must
-        come in a retry of the same call (2026-07-28).
-        """
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +106,6 @@ class Denied:
     error: ApprovalError
     receipt_approval: Mapping[str, Any]
     open_request: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class InputRequired:
-    """The answer must come in a retry of the same call (2026-07-28 ``input_required``)."""
-
-    message: str
-    action_hash: str
 
 
 def build_keyring(settings: Settings) -> Keyring:
@@ -230,9 +206,7 @@ class Approver:
         required = {**AUTO_APPROVAL, "method": "signed" if policy == "signed" else "elicitation"}
         if policy == "signed" or elicitor is None:
             return Denied(ApprovalRequiredError("this action needs an approval artifact"), required, open_request=True)
-        message = render_action_request(
-            action_request, action_hash, max_value_chars=ELICIT_MAX_VALUE_CHARS, max_chars=ELICIT_MAX_CHARS
-        )
+        message = elicitation_prompt(action_request, action_hash)
         if message is None:
             # Never ask a person about a call they cannot see whole.
             error = ApprovalRequiredError(
