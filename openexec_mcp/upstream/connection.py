@@ -43,17 +43,10 @@ from openexec_mcp.errors import UpstreamUnavailableError
 from openexec_mcp.upstream.calls import CallRouter
 from openexec_mcp.upstream.config import UpstreamSettings
 from openexec_mcp.upstream.resources import ResourceWatch
-from openexec_mcp.upstream.results import describe, result_json
+from openexec_mcp.upstream.results import describe
 from openexec_mcp.upstream.streams import observed, transport_for
 
-__all__ = [
-    "BACKOFF_INITIAL_SECONDS",
-    "BACKOFF_MAX_SECONDS",
-    "ChangeKind",
-    "State",
-    "UpstreamConnection",
-    "result_json",
-]
+__all__ = ["BACKOFF_INITIAL_SECONDS", "BACKOFF_MAX_SECONDS", "ChangeKind", "State", "UpstreamConnection"]
 
 logger = logging.getLogger("openexec_mcp.upstream")
 

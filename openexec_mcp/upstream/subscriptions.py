@@ -35,6 +35,7 @@ __all__ = ["ResourceSubscriptions"]
 logger = logging.getLogger("openexec_mcp.upstream")
 
 _RELEASE_TIMEOUT_SECONDS = 10.0
+_SUBSCRIBE_TIMEOUT_SECONDS = 30.0
 
 
 class ResourceSubscriptions:
@@ -64,7 +65,8 @@ class ResourceSubscriptions:
         """Serve ``resources/subscribe`` from the client connection of ``ctx``.
 
         Raises:
-            MCPError: No upstream takes ``uri``, it is not ready, or it refused the subscription.
+            MCPError: No upstream takes ``uri``, it is not ready, refused the subscription, or did
+                not answer within 30 s.
         """
         connection = _client_connection(ctx)
         await self._acquire(uri)
@@ -112,7 +114,9 @@ class ResourceSubscriptions:
             try:
                 await connection.send_resource_updated(uri)
             except Exception:  # a closed stream: the client is gone
-                self._sessions[uri].discard(connection)
+                subscribers = self._sessions.get(uri)
+                if subscribers is not None:
+                    subscribers.discard(connection)
         try:
             await self._server._subscriptions.publish(ResourceUpdated(uri=uri))  # pyright: ignore[reportPrivateUsage]
         except Exception:
@@ -126,9 +130,12 @@ class ResourceSubscriptions:
                 return
             owner = self._owner_of(uri)
             try:
-                await owner.resources.subscribe(uri)
+                with anyio.fail_after(_SUBSCRIBE_TIMEOUT_SECONDS):
+                    await owner.resources.subscribe(uri)
             except UpstreamUnavailableError as exc:
                 raise MCPError(types.INTERNAL_ERROR, exc.message) from None
+            except (RuntimeError, TimeoutError) as exc:  # a listen stream lost or never acknowledged
+                raise MCPError(types.INTERNAL_ERROR, f"upstream {owner.name!r} did not take the subscription") from exc
             self._held[uri] = owner
 
     async def _release(self, uri: str) -> None:

@@ -149,3 +149,52 @@ async def test_subscribe_is_not_advertised_when_no_exposed_upstream_supports_it(
     async with serve(tmp_path, config, mode="auto") as client:
         resources = client.server_capabilities.resources
         assert resources is not None and not resources.subscribe
+
+
+@pytest.mark.parametrize("legacy_only", [False, True], ids=["modern-upstream", "legacy-only-upstream"])
+async def test_upstream_is_held_once_for_two_subscribers_and_released_after_the_last(
+    tmp_path: Path, legacy_only: bool
+) -> None:
+    from mcp.server.mcpserver import MCPServer
+    from oe_testing.upstreams import stdio_settings
+
+    from openexec_mcp.upstream.manager import UpstreamManager
+    from openexec_mcp.upstream.passthrough import install_passthrough
+
+    counter_dir = tmp_path / "upstream"
+    counter_dir.mkdir()
+    manager = UpstreamManager([stdio_settings(counter_dir, legacy_only=legacy_only, expose_resources=True)])
+    front: MCPServer[Any] = MCPServer("front")
+    install_passthrough(front, manager)
+    heard: dict[str, list[str]] = {"first": [], "second": []}
+
+    def listener(name: str) -> Any:
+        async def on_message(message: Any) -> None:
+            if isinstance(message, types.ResourceUpdatedNotification):
+                heard[name].append(str(message.params.uri))
+
+        return on_message
+
+    held, released = ("subscribe", "unsubscribe") if legacy_only else ("listen", "unlisten")
+    async with (
+        manager.running(),
+        Client(front, mode="legacy", message_handler=listener("first")) as first,
+        Client(front, mode="legacy", message_handler=listener("second")) as second,
+    ):
+        connection = manager.connections["t"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await first.subscribe_resource(COUNTER_URI)  # pyright: ignore[reportDeprecated]
+            await second.subscribe_resource(COUNTER_URI)  # pyright: ignore[reportDeprecated]
+            await first.unsubscribe_resource(COUNTER_URI)  # pyright: ignore[reportDeprecated]
+        await connection.call_tool("touch", {})
+        with anyio.fail_after(30):
+            while not heard["second"]:
+                await anyio.sleep(0.02)
+        assert heard == {"first": [], "second": [COUNTER_URI]}
+        assert subscriptions(counter_dir) == [f"{held} {COUNTER_URI}"]  # one of two unsubscribed: still held
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await second.unsubscribe_resource(COUNTER_URI)  # pyright: ignore[reportDeprecated]
+        await wait_for_line(counter_dir, f"{released} {COUNTER_URI}")
+    assert subscriptions(counter_dir) == [f"{held} {COUNTER_URI}", f"{released} {COUNTER_URI}"]
