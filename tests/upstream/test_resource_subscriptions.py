@@ -198,3 +198,42 @@ async def test_upstream_is_held_once_for_two_subscribers_and_released_after_the_
             await second.unsubscribe_resource(COUNTER_URI)  # pyright: ignore[reportDeprecated]
         await wait_for_line(counter_dir, f"{released} {COUNTER_URI}")
     assert subscriptions(counter_dir) == [f"{held} {COUNTER_URI}", f"{released} {COUNTER_URI}"]
+
+
+@pytest.mark.parametrize("legacy_only", [False, True], ids=["modern-upstream", "legacy-only-upstream"])
+async def test_a_subscription_is_held_again_after_the_upstream_restarts(tmp_path: Path, legacy_only: bool) -> None:
+    from oe_testing.upstreams import stdio_settings
+
+    from openexec_mcp.errors import OutcomeUnknownError
+    from openexec_mcp.upstream.connection import UpstreamConnection
+
+    counter_dir = tmp_path / "upstream"
+    counter_dir.mkdir()
+    updates: list[str] = []
+
+    async def on_updated(connection: UpstreamConnection, uri: str) -> None:
+        updates.append(uri)
+
+    held = "subscribe" if legacy_only else "listen"
+    connection = UpstreamConnection(
+        stdio_settings(counter_dir, legacy_only=legacy_only),
+        on_resource_updated=on_updated,
+        backoff_initial_seconds=0.05,
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(connection.run)
+        try:
+            await connection.resources.subscribe(COUNTER_URI)
+            with pytest.raises(OutcomeUnknownError):
+                await connection.call_tool("crash", {"label": "restart"})
+            with anyio.fail_after(60):
+                while connection.connects < 2 or connection.state != "ready":
+                    await anyio.sleep(0.05)
+            assert subscriptions(counter_dir).count(f"{held} {COUNTER_URI}") == 2  # once per upstream process
+            await connection.call_tool("touch", {})
+            with anyio.fail_after(30):
+                while not updates:
+                    await anyio.sleep(0.02)
+            assert updates == [COUNTER_URI]
+        finally:
+            await connection.stop()
