@@ -109,14 +109,26 @@ def figure_upstream(plan: object, ws: Workspace) -> list[Row]:
 
 
 if __name__ == "__main__":
+    import argparse
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench.harness import render_table
 
+    parser = argparse.ArgumentParser(description="Figure 7: a gated stdio upstream call against a direct one.")
+    parser.add_argument("--calls", type=int, default=1000, help="measured calls per side and run (default 1000)")
+    parser.add_argument("--blocks", type=int, default=10, help="alternating blocks per run (default 10)")
+    parser.add_argument("--warmup", type=int, default=50, help="unmeasured calls per side first (default 50)")
+    parser.add_argument("--runs", type=int, default=1, help="runs; the figure is their median (default 1)")
+    options = parser.parse_args()
+    plan = type(
+        "Plan",
+        (),
+        {"runs": options.runs, "stdio_calls": options.calls, "blocks": options.blocks, "stdio_warmup": options.warmup},
+    )()
     ws = Workspace()
     try:
-        print(render_table(figure_upstream(type("Plan", (), {"runs": 1, "stdio_calls": 1000})(), ws)))
+        print(render_table(figure_upstream(plan, ws)))
     finally:
         ws.cleanup()
     sys.exit(0)

@@ -17,40 +17,36 @@ outcomes of SPEC §11:
 - sent but no answer (timeout, crash, dropped connection, caller cancellation forwarded as
   ``notifications/cancelled``) → :class:`OutcomeUnknownError`.
 
-"Sent" is observed, not guessed: the transport streams are wrapped so that the ``tools/call``
-message reaching the transport marks the call's probe, and for HTTP a refused TCP connection marks
-it as not sent.
+"Sent" is observed, not guessed (:mod:`openexec_mcp.upstream.streams`); the per-call path is
+:mod:`openexec_mcp.upstream.calls`, the outcome mapping :mod:`openexec_mcp.upstream.results`.
+Resource subscriptions held at the upstream (pass-through) are :mod:`openexec_mcp.upstream.resources`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sys
 import warnings
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any, Literal
 
 import anyio
-import httpx2
 import mcp_types as types
 from mcp import Client
-from mcp.client.sse import sse_client
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from openexec_mcp._version import __version__
-from openexec_mcp.errors import OutcomeUnknownError, UpstreamError, UpstreamUnavailableError
+from openexec_mcp.errors import UpstreamUnavailableError
+from openexec_mcp.upstream.calls import CallRouter
 from openexec_mcp.upstream.config import UpstreamSettings
-from openexec_mcp.upstream.hooks import CallHooks, current_hooks
+from openexec_mcp.upstream.resources import ResourceWatch
+from openexec_mcp.upstream.results import describe
+from openexec_mcp.upstream.streams import observed, transport_for
 
-__all__ = ["BACKOFF_INITIAL_SECONDS", "BACKOFF_MAX_SECONDS", "State", "UpstreamConnection", "result_json"]
+__all__ = ["BACKOFF_INITIAL_SECONDS", "BACKOFF_MAX_SECONDS", "ChangeKind", "State", "UpstreamConnection"]
 
 logger = logging.getLogger("openexec_mcp.upstream")
 
@@ -63,19 +59,6 @@ _LIST_PAGE_CAP = 100
 _UPSTREAM_LOG_LEVEL: types.LoggingLevel = "info"
 
 
-@dataclass
-class _SendProbe:
-    """What became of one forwarded call's request on its way out."""
-
-    written: bool = False
-    """The ``tools/call`` message was handed to the transport (it may have reached the upstream)."""
-    connect_failed: bool = False
-    """HTTP: the TCP connection was refused, so no byte of the request left."""
-
-
-_PROBE: ContextVar[_SendProbe | None] = ContextVar("openexec_upstream_send_probe", default=None)
-
-
 class UpstreamConnection:
     """A supervised connection to one ``[[upstreams]]`` server.
 
@@ -84,6 +67,8 @@ class UpstreamConnection:
         on_change: Called (awaited) with ``"tools"``, ``"prompts"``, ``"resources"`` when the upstream
             announced a list change (tools are re-listed first), and ``"state"`` on every state change.
         on_log: Upstream log messages that arrive while no call is in flight.
+        on_resource_updated: Called (awaited) with the URI of each ``notifications/resources/updated``
+            for a resource subscribed with :meth:`subscribe_resource`.
         backoff_initial_seconds: First reconnection delay (seconds).
         backoff_max_seconds: Largest reconnection delay (seconds).
     """
@@ -94,6 +79,7 @@ class UpstreamConnection:
         *,
         on_change: Callable[[UpstreamConnection, ChangeKind], Awaitable[None]] | None = None,
         on_log: Callable[[UpstreamConnection, types.LoggingMessageNotificationParams], Awaitable[None]] | None = None,
+        on_resource_updated: Callable[[UpstreamConnection, str], Awaitable[None]] | None = None,
         backoff_initial_seconds: float = BACKOFF_INITIAL_SECONDS,
         backoff_max_seconds: float = BACKOFF_MAX_SECONDS,
     ) -> None:
@@ -108,7 +94,7 @@ class UpstreamConnection:
         """How many connections reached ``ready`` (1 + the restarts)."""
         self.next_delay_seconds = backoff_initial_seconds
         self._on_change = on_change
-        self._on_log = on_log
+        self._on_resource_updated = on_resource_updated
         self._backoff_initial = backoff_initial_seconds
         self._backoff_max = backoff_max_seconds
         self._client: Client | None = None
@@ -116,7 +102,10 @@ class UpstreamConnection:
         self._stopped = anyio.Event()
         self._state_changed = anyio.Event()
         self._relist = anyio.Event()
-        self._in_flight: list[CallHooks] = []
+        self._calls = CallRouter(self.name, self._log if on_log is not None else None)
+        self._on_log = on_log
+        self.resources = ResourceWatch(self.name, self._resource_updated)
+        """The resource subscriptions held at this upstream."""
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -146,6 +135,7 @@ class UpstreamConnection:
                             if self._modern(client):
                                 # Subscribed before listing, so no change falls between the two.
                                 await tg.start(self._listen, client)
+                            await self.resources.attach(client, tg, modern=self._modern(client))
                             await self._ready(client)
                             scope.deadline = math.inf
                             reached_ready = True
@@ -161,9 +151,10 @@ class UpstreamConnection:
                             "upstream %r: no connection within %g s", self.name, self.settings.connect_timeout_seconds
                         )
                 except Exception as exc:  # any failure of one connection ends it; the loop reconnects
-                    logger.warning("upstream %r: connection failed or ended: %s", self.name, _describe(exc))
+                    logger.warning("upstream %r: connection failed or ended: %s", self.name, describe(exc))
                 finally:
                     self._client = None
+                    self.resources.detach()
                 if self._stopping.is_set():
                     break
                 if not reached_ready:
@@ -211,13 +202,13 @@ class UpstreamConnection:
 
     async def _open(self, stack: AsyncExitStack, closed: anyio.Event) -> Client:
         client = Client(
-            _observed(self._transport(stack), closed),
+            observed(transport_for(self.settings, stack), closed),
             mode="auto",
             cache=None,
             client_info=types.Implementation(name="openexec-mcp", version=__version__),
-            elicitation_callback=self._elicit,
-            sampling_callback=self._sample,
-            logging_callback=self._log,
+            elicitation_callback=self._calls.elicit,
+            sampling_callback=self._calls.sample,
+            logging_callback=self._calls.log,
             log_level=_UPSTREAM_LOG_LEVEL,
             message_handler=self._message,
         )
@@ -247,35 +238,6 @@ class UpstreamConnection:
             len(self.tools),
         )
 
-    def _transport(self, stack: AsyncExitStack) -> Any:
-        settings = self.settings
-        if settings.kind == "stdio":
-            assert settings.command is not None
-            params = StdioServerParameters(
-                command=settings.command,
-                args=list(settings.args),
-                env=dict(settings.env) or None,
-                cwd=settings.cwd,
-            )
-            return stdio_client(params, errlog=sys.stderr)
-        assert settings.url is not None
-        headers = settings.resolved_headers()
-        if settings.kind == "sse":
-
-            def factory(
-                headers: dict[str, str] | None = None,
-                timeout: httpx2.Timeout | None = None,
-                auth: httpx2.Auth | None = None,
-            ) -> httpx2.AsyncClient:
-                return httpx2.AsyncClient(
-                    headers=headers, timeout=timeout or _http_timeout(), auth=auth, transport=_ProbeTransport()
-                )
-
-            return sse_client(settings.url, headers=headers, httpx_client_factory=factory)
-        http_client = httpx2.AsyncClient(headers=headers, timeout=_http_timeout(), transport=_ProbeTransport())
-        stack.push_async_callback(http_client.aclose)
-        return streamable_http_client(settings.url, http_client=http_client)
-
     async def _wait_closed(self, closed: anyio.Event) -> None:
         """Return when the transport ended or :meth:`stop` was called."""
         async with anyio.create_task_group() as tg:
@@ -296,7 +258,7 @@ class UpstreamConnection:
                 with anyio.fail_after(self.settings.connect_timeout_seconds):
                     self.tools = await self._list_tools(client)
             except (MCPError, TimeoutError, ValidationError) as exc:
-                logger.warning("upstream %r: re-listing tools failed: %s", self.name, _describe(exc))
+                logger.warning("upstream %r: re-listing tools failed: %s", self.name, describe(exc))
                 continue
             await self._notify("tools")
 
@@ -326,7 +288,7 @@ class UpstreamConnection:
                     elif kind == "ResourcesListChanged":
                         await self._notify("resources")
         except Exception as exc:  # an upstream without listen support still works, without change events
-            logger.info("upstream %r: no list-change subscription: %s", self.name, _describe(exc))
+            logger.info("upstream %r: no list-change subscription: %s", self.name, describe(exc))
         finally:
             if not started:
                 task_status.started()
@@ -345,6 +307,10 @@ class UpstreamConnection:
     @staticmethod
     def _modern(client: Client) -> bool:
         return client.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+    async def _log(self, params: types.LoggingMessageNotificationParams) -> None:
+        if self._on_log is not None:
+            await self._on_log(self, params)
 
     # -- calls -----------------------------------------------------------------------------------
 
@@ -380,97 +346,24 @@ class UpstreamConnection:
             OutcomeUnknownError: Sent, and no answer: timeout, crash, dropped connection, or the
                 caller cancelled (``notifications/cancelled`` was forwarded).
         """
-        client = self.client
-        hooks = current_hooks()
-        probe = _SendProbe()
-        token = _PROBE.set(probe)
-        self._in_flight.append(hooks)
-        cancelled_by_caller = False
-        result: types.CallToolResult | None = None
-        failure: BaseException | None = None
-        try:
-            async with anyio.create_task_group() as tg:
-                with anyio.CancelScope() as call_scope:
+        return await self._calls.forward(
+            self.client, tool, arguments, meta=meta, call_timeout_seconds=self.settings.call_timeout_seconds
+        )
 
-                    async def watch_cancellation() -> None:
-                        nonlocal cancelled_by_caller
-                        await hooks.cancelled.wait()
-                        cancelled_by_caller = True
-                        call_scope.cancel()  # the SDK sends notifications/cancelled for a written request
+    # -- resource subscriptions ------------------------------------------------------------------
 
-                    tg.start_soon(watch_cancellation)
-                    try:
-                        result = await client.call_tool(
-                            tool,
-                            arguments,
-                            read_timeout_seconds=self.settings.call_timeout_seconds,
-                            progress_callback=hooks.progress,
-                            meta=meta,  # pyright: ignore[reportArgumentType]
-                        )
-                    except Exception as exc:  # classified below, with what the probe saw
-                        failure = exc
-                tg.cancel_scope.cancel()
-        finally:
-            _PROBE.reset(token)
-            self._in_flight.remove(hooks)
-        if result is not None:
-            body = result_json(result)
-            if result.is_error:
-                raise UpstreamError(f"upstream {self.name!r} tool {tool!r} answered isError", result=body)
-            return body
-        if cancelled_by_caller:
-            if probe.written:
-                raise OutcomeUnknownError(f"the call to upstream {self.name!r} was cancelled after it was sent")
-            raise UpstreamUnavailableError(f"the call to upstream {self.name!r} was cancelled before it was sent")
-        raise self._classify(tool, failure, probe)
+    @property
+    def supports_subscribe(self) -> bool:
+        """Whether the upstream (as last connected) advertised ``resources.subscribe``."""
+        resources = self.capabilities.resources if self.capabilities is not None else None
+        return bool(resources is not None and resources.subscribe)
 
-    def _classify(self, tool: str, failure: BaseException | None, probe: _SendProbe) -> Exception:
-        where = f"upstream {self.name!r} tool {tool!r}"
-        if probe.connect_failed or not probe.written:
-            return UpstreamUnavailableError(f"{where}: the upstream is not reachable; nothing was sent")
-        if isinstance(failure, MCPError):
-            code = failure.error.code
-            if code == types.REQUEST_TIMEOUT:
-                return OutcomeUnknownError(f"{where}: no answer within {self.settings.call_timeout_seconds:g} s")
-            if code == types.CONNECTION_CLOSED:
-                return OutcomeUnknownError(f"{where}: the connection ended before the answer")
-            if code == types.INTERNAL_ERROR and failure.error.message == "Server returned an error response":
-                # An HTTP 5xx the SDK turned into an error: the upstream may or may not have run it.
-                return OutcomeUnknownError(f"{where}: the upstream answered HTTP 5xx")
-            text = f"upstream JSON-RPC error {code}: {failure.error.message}"
-            return UpstreamError(f"{where} answered a JSON-RPC error {code}", result=_error_result(text))
-        if isinstance(failure, ValidationError | RuntimeError):
-            # The upstream answered, but not with a result we can pass on (shape, outputSchema).
-            return UpstreamError(f"{where} answered an invalid result", result=_error_result("invalid upstream result"))
-        return OutcomeUnknownError(f"{where}: {_describe(failure)} after the request was sent")
-
-    # -- what the upstream sends back ------------------------------------------------------------
-
-    def _current_call(self) -> CallHooks | None:
-        # Server-to-client requests carry no link to the call that caused them (stdio, 2025 era):
-        # they go to the most recent call in flight.
-        return self._in_flight[-1] if self._in_flight else None
-
-    async def _elicit(self, context: Any, params: types.ElicitRequestParams) -> types.ElicitResult | types.ErrorData:
-        hooks = self._current_call()
-        if hooks is None or hooks.elicit is None:
-            return types.ElicitResult(action="decline")
-        return await hooks.elicit(params)
-
-    async def _sample(
-        self, context: Any, params: types.CreateMessageRequestParams
-    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
-        hooks = self._current_call()
-        if hooks is None or hooks.sample is None:
-            return types.ErrorData(code=types.INVALID_REQUEST, message="sampling is not available through openexec-mcp")
-        return await hooks.sample(params)
-
-    async def _log(self, params: types.LoggingMessageNotificationParams) -> None:
-        hooks = self._current_call()
-        if hooks is not None and hooks.log is not None:
-            await hooks.log(params)
-        elif self._on_log is not None:
-            await self._on_log(self, params)
+    async def _resource_updated(self, uri: str) -> None:
+        if self._on_resource_updated is not None:
+            try:
+                await self._on_resource_updated(self, uri)
+            except Exception:  # a listener's fault must not take the connection down
+                logger.exception("upstream %r: resource listener failed", self.name)
 
     async def _message(self, message: Any) -> None:
         if isinstance(message, types.ToolListChangedNotification):
@@ -479,132 +372,7 @@ class UpstreamConnection:
             await self._notify("prompts")
         elif isinstance(message, types.ResourceListChangedNotification):
             await self._notify("resources")
+        elif isinstance(message, types.ResourceUpdatedNotification):
+            await self.resources.notified(str(message.params.uri))
         else:
             await anyio.lowlevel.checkpoint()
-
-
-def result_json(result: types.CallToolResult) -> dict[str, Any]:
-    """Return the JSON form of an upstream result that the gate hashes (SPEC §11).
-
-    Returns:
-        ``{"content": [block as MCP JSON, ...], "structuredContent": obj | None, "isError": bool}``.
-    """
-    return {
-        "content": [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content],
-        "structuredContent": result.structured_content,
-        "isError": bool(result.is_error),
-    }
-
-
-def _error_result(text: str) -> dict[str, Any]:
-    return {"content": [{"type": "text", "text": text}], "structuredContent": None, "isError": True}
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "no answer"
-    if isinstance(exc, MCPError):
-        return f"MCP error {exc.error.code}: {exc.error.message}"
-    if isinstance(exc, BaseExceptionGroup):
-        inner: tuple[BaseException, ...] = exc.exceptions  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-        return "; ".join(_describe(one) for one in inner)
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _http_timeout() -> httpx2.Timeout:
-    # The per-call deadline is call_timeout_seconds (the SDK's request clock); the read timeout
-    # only has to outlive a long-open SSE stream.
-    return httpx2.Timeout(30.0, read=300.0)
-
-
-class _ProbeTransport(httpx2.AsyncBaseTransport):
-    """An HTTP transport that marks the current call's probe when the connection is refused."""
-
-    def __init__(self) -> None:
-        self._inner = httpx2.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        try:
-            return await self._inner.handle_async_request(request)
-        except httpx2.ConnectError:
-            probe = _PROBE.get()
-            if probe is not None:
-                probe.connect_failed = True
-            raise
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-@asynccontextmanager
-async def _observed(transport: Any, closed: anyio.Event) -> AsyncGenerator[tuple[Any, Any]]:
-    """Wrap a transport's streams: set ``closed`` when the read side ends; mark written calls."""
-    try:
-        async with transport as (read_stream, write_stream):
-            yield _ObservedRead(read_stream, closed), _ObservedWrite(write_stream)
-    finally:
-        closed.set()
-
-
-class _ObservedRead:
-    def __init__(self, inner: Any, closed: anyio.Event) -> None:
-        self._inner = inner
-        self._closed = closed
-
-    async def __aenter__(self) -> _ObservedRead:
-        await self._inner.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> Any:
-        try:
-            return await self._inner.__aexit__(*exc_info)
-        finally:
-            self._closed.set()
-
-    def __aiter__(self) -> _ObservedRead:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self._inner.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._closed.set()
-            raise StopAsyncIteration from None
-
-    async def receive(self) -> Any:
-        try:
-            return await self._inner.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._closed.set()
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _ObservedWrite:
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    async def __aenter__(self) -> _ObservedWrite:
-        await self._inner.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> Any:
-        return await self._inner.__aexit__(*exc_info)
-
-    async def send(self, item: Any) -> None:
-        probe = _PROBE.get()
-        message = getattr(item, "message", None)
-        if probe is not None and isinstance(message, types.JSONRPCRequest) and message.method == "tools/call":
-            # Marked before the write: a write interrupted half-way may still have delivered.
-            probe.written = True
-        try:
-            await self._inner.send(item)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            if probe is not None:
-                probe.written = False  # a closed stream took nothing
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)

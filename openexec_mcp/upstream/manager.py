@@ -29,6 +29,7 @@ logger = logging.getLogger("openexec_mcp.upstream")
 
 Publish = Callable[[str, list[UpstreamAction]], Awaitable[None] | None]
 ListChanged = Callable[[str, ChangeKind], Awaitable[None]]
+ResourceListener = Callable[[UpstreamConnection, str], Awaitable[None]]
 LogListener = Callable[[str, types.LoggingMessageNotificationParams], Awaitable[None]]
 
 
@@ -70,12 +71,14 @@ class UpstreamManager:
                 upstream,
                 on_change=self._changed,
                 on_log=self._log,
+                on_resource_updated=self._resource_updated,
                 backoff_initial_seconds=backoff_initial_seconds,
                 backoff_max_seconds=backoff_max_seconds,
             )
             for upstream in upstreams
         }
         self.actions: dict[str, list[UpstreamAction]] = {name: [] for name in self.connections}
+        self._on_resource_updated: list[ResourceListener] = []
 
     @asynccontextmanager
     async def running(self) -> AsyncGenerator[UpstreamManager]:
@@ -109,6 +112,14 @@ class UpstreamManager:
             await listener(kind)
 
         self._on_list_changed = both
+
+    def on_resource_updated(self, listener: ResourceListener) -> None:
+        """Forward each upstream ``notifications/resources/updated`` to ``listener(connection, uri)``."""
+        self._on_resource_updated.append(listener)
+
+    async def _resource_updated(self, connection: UpstreamConnection, uri: str) -> None:
+        for listener in self._on_resource_updated:
+            await listener(connection, uri)
 
     def health(self) -> list[dict[str, Any]]:
         """``[{name, state, tools}]`` for ``/health`` (SPEC §11); ``tools`` counts guarded tools."""

@@ -6,6 +6,11 @@ resource wherever it is read). A read goes to the upstream that listed the URI l
 exposing upstream in configuration order until one answers. With ``expose_prompts = true`` its
 prompts are listed as ``<upstream>.<prompt>`` and ``prompts/get`` of that name is forwarded.
 
+``resources/subscribe`` (and a 2026-07-28 ``subscriptions/listen`` naming resource URIs) is
+counted per URI and held once at the owning upstream, whose ``notifications/resources/updated``
+reaches the subscribed clients (:mod:`openexec_mcp.upstream.subscriptions`); ``resources.subscribe``
+is advertised only while some exposed upstream supports it.
+
 Reads are read-only by the protocol's own definition; a deployment that considers a resource
 sensitive leaves ``expose_resources`` off (the default).
 """
@@ -24,6 +29,7 @@ from openexec_mcp.errors import UpstreamUnavailableError
 from openexec_mcp.upstream.connection import UpstreamConnection
 from openexec_mcp.upstream.manager import UpstreamManager
 from openexec_mcp.upstream.relay import set_client_level
+from openexec_mcp.upstream.subscriptions import ResourceSubscriptions
 
 __all__ = ["install_log_level", "install_passthrough"]
 
@@ -71,23 +77,34 @@ def install_passthrough(server: MCPServer[Any], manager: UpstreamManager) -> Non
                     last = exc
             raise last or MCPError(types.INVALID_PARAMS, f"unknown resource {uri}")
 
-        async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
-            await _deprecated_call(_owner_of(str(params.uri)), "subscribe_resource", str(params.uri))
-            return types.EmptyResult()
-
-        async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
-            await _deprecated_call(_owner_of(str(params.uri)), "unsubscribe_resource", str(params.uri))
-            return types.EmptyResult()
-
-        def _owner_of(uri: str) -> UpstreamConnection:
+        def owner_of(uri: str) -> UpstreamConnection:
             owner = owners.get(uri)
             ready = _ready(resource_upstreams)
             if owner is None and not ready:
                 raise MCPError(types.INTERNAL_ERROR, "no upstream with resources is ready")
-            return owner if owner is not None else ready[0]
+            return owner if owner is not None else ([c for c in ready if c.supports_subscribe] or ready)[0]
+
+        subscriptions = ResourceSubscriptions(server, owner_of)
+        manager.on_resource_updated(subscriptions.updated)
+
+        async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+            await subscriptions.subscribe(ctx, str(params.uri))
+            return types.EmptyResult()
+
+        async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+            await subscriptions.unsubscribe(ctx, str(params.uri))
+            return types.EmptyResult()
 
         low.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
         low.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe)
+        listen = low._request_handlers.get("subscriptions/listen")  # pyright: ignore[reportPrivateUsage]
+        if listen is not None:
+            low.add_request_handler(
+                "subscriptions/listen",
+                types.SubscriptionsListenRequestParams,
+                subscriptions.wrap_listen(listen.handler),
+            )
+        _advertise_subscribe(low, resource_upstreams)
         low.add_request_handler("resources/list", types.PaginatedRequestParams, list_resources)
         low.add_request_handler("resources/templates/list", types.PaginatedRequestParams, list_templates)
         low.add_request_handler("resources/read", types.ReadResourceRequestParams, read_resource)
@@ -125,6 +142,20 @@ def install_passthrough(server: MCPServer[Any], manager: UpstreamManager) -> Non
         low.add_request_handler("completion/complete", types.CompleteRequestParams, complete)
         low.add_request_handler("prompts/list", types.PaginatedRequestParams, list_prompts)
         low.add_request_handler("prompts/get", types.GetPromptRequestParams, get_prompt)
+
+
+def _advertise_subscribe(low: Any, upstreams: list[UpstreamConnection]) -> None:
+    """Advertise ``resources.subscribe`` (both eras) only while an exposed upstream supports it."""
+    get_capabilities = low.get_capabilities
+
+    def capabilities(*args: Any, **kwargs: Any) -> types.ServerCapabilities:
+        found: types.ServerCapabilities = get_capabilities(*args, **kwargs)
+        if found.resources is None:
+            return found
+        subscribe = any(connection.supports_subscribe for connection in upstreams)
+        return found.model_copy(update={"resources": found.resources.model_copy(update={"subscribe": subscribe})})
+
+    low.get_capabilities = capabilities
 
 
 async def _deprecated_call(connection: UpstreamConnection, method: str, *args: Any) -> Any:

@@ -27,6 +27,13 @@ a crash. Tools:
 - ``strict(n)``: takes an integer ``n`` in [0, 10], no other properties; answers ``n``.
 
 Resources ``test://static`` and the template ``test://item/{item_id}``; a prompt ``greet(who)``.
+
+Resource subscriptions (:func:`add_counter_resource`): ``test://counter`` reads ``counter <n>``;
+``touch()`` adds one to ``n`` and sends ``notifications/resources/updated`` for it (handshake era:
+when subscribed with ``resources/subscribe``; 2026-07-28: to the listen streams naming it). Each
+``resources/subscribe``, ``resources/unsubscribe`` and listen stream naming resources is written
+to ``DIR/subscriptions.txt`` (``subscribe <uri>``, ``unsubscribe <uri>``, ``listen <uri>``,
+``unlisten <uri>``). ``--no-subscribe`` leaves ``resources/subscribe`` unserved.
 """
 
 from __future__ import annotations
@@ -81,7 +88,7 @@ class LegacyOnly:
         return await call_next(ctx)
 
 
-def build_server(counter_dir: Path, *, legacy_only: bool = False) -> MCPServer:
+def build_server(counter_dir: Path, *, legacy_only: bool = False, subscribe: bool = True) -> MCPServer:
     """Build the upstream server; counted executions go to ``counter_dir/executions.txt``."""
     mcp = MCPServer(SERVER_NAME, version=SERVER_VERSION, middleware=[LegacyOnly()] if legacy_only else None)
     counter = counter_dir / "executions.txt"
@@ -182,6 +189,7 @@ def build_server(counter_dir: Path, *, legacy_only: bool = False) -> MCPServer:
         return "never listed by the proxy"
 
     mcp.add_tool(bad_name, name="bad name!", description="A name outside the SPEC §1 regex.")
+    add_counter_resource(mcp, counter_dir, subscribe=subscribe)
 
     def strict_tool(n: int) -> int:
         return n
@@ -200,6 +208,69 @@ def build_server(counter_dir: Path, *, legacy_only: bool = False) -> MCPServer:
     return mcp
 
 
+COUNTER_URI = "test://counter"
+
+
+def subscriptions(counter_dir: Path) -> list[str]:
+    """The subscription lines the fixture wrote, in order (``"subscribe <uri>"``, ``"listen <uri>"`` ...)."""
+    path = counter_dir / "subscriptions.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def add_counter_resource(mcp: MCPServer, counter_dir: Path, *, subscribe: bool) -> None:
+    """Add ``test://counter``, the ``touch`` tool that changes it, and ``resources/subscribe``."""
+    log = counter_dir / "subscriptions.txt"
+    value = [0]
+    subscribed: set[str] = set()
+
+    def note(line: str) -> None:
+        with log.open("a") as handle:
+            handle.write(line + "\n")
+
+    @mcp.resource(COUNTER_URI, name="counter", mime_type="text/plain")
+    def counter_resource() -> str:
+        return f"counter {value[0]}"
+
+    @mcp.tool()
+    async def touch(ctx: Context) -> str:
+        """Change ``test://counter`` and tell its subscribers."""
+        value[0] += 1
+        if ctx.protocol_version is not None and ctx.protocol_version >= "2026":
+            await ctx.notify_resource_updated(COUNTER_URI)
+        elif COUNTER_URI in subscribed:
+            await ctx.session.send_resource_updated(COUNTER_URI)
+        return f"counter {value[0]}"
+
+    low = mcp._lowlevel_server  # pyright: ignore[reportPrivateUsage]
+    if subscribe:
+
+        async def on_subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+            subscribed.add(str(params.uri))
+            note(f"subscribe {params.uri}")
+            return types.EmptyResult()
+
+        async def on_unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+            subscribed.discard(str(params.uri))
+            note(f"unsubscribe {params.uri}")
+            return types.EmptyResult()
+
+        low.add_request_handler("resources/subscribe", types.SubscribeRequestParams, on_subscribe)
+        low.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, on_unsubscribe)
+    listen = low._request_handlers["subscriptions/listen"].handler  # pyright: ignore[reportPrivateUsage]
+
+    async def on_listen(ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
+        uris = list(params.notifications.resource_subscriptions or ())
+        for uri in uris:
+            note(f"listen {uri}")
+        try:
+            return await listen(ctx, params)
+        finally:
+            for uri in uris:
+                note(f"unlisten {uri}")
+
+    low.add_request_handler("subscriptions/listen", types.SubscriptionsListenRequestParams, on_listen)
+
+
 async def announce_tools_changed(ctx: Context) -> None:
     """Send ``tools/list_changed`` in the era the client speaks (a notification, or a listen event)."""
     if ctx.protocol_version is not None and ctx.protocol_version >= "2026":
@@ -213,10 +284,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--counter-dir", type=Path, required=True)
     parser.add_argument("--http", type=int, default=None, help="serve streamable HTTP on 127.0.0.1:PORT")
     parser.add_argument("--legacy-only", action="store_true", help="speak only the handshake era (2025)")
+    parser.add_argument("--no-subscribe", action="store_true", help="leave resources/subscribe unserved")
     args = parser.parse_args(argv)
     args.counter_dir.mkdir(parents=True, exist_ok=True)
     (args.counter_dir / "pid").write_text(str(os.getpid()))  # tests check that the server ends it
-    server = build_server(args.counter_dir, legacy_only=args.legacy_only)
+    server = build_server(args.counter_dir, legacy_only=args.legacy_only, subscribe=not args.no_subscribe)
     if args.http is None:
         anyio.run(_serve_stdio_legacy if args.legacy_only else _serve_stdio, server)
         return

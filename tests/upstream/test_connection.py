@@ -337,7 +337,7 @@ async def test_resources_and_prompts_pass_through_unchanged_and_prefixed(counter
     install_passthrough(front, manager)
     async with manager.running(), Client(front) as client:
         resources = (await client.list_resources()).resources
-        assert [str(resource.uri) for resource in resources] == ["test://static"]
+        assert [str(resource.uri) for resource in resources] == ["test://static", "test://counter"]
         read = await client.read_resource("test://static")
         assert isinstance(read.contents[0], types.TextResourceContents)
         assert read.contents[0].text == "static resource text"
