@@ -19,6 +19,7 @@ from typing import Any
 import mcp_types as types
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from openexec_mcp.errors import UpstreamUnavailableError
 from openexec_mcp.upstream.connection import UpstreamConnection
@@ -72,11 +73,11 @@ def install_passthrough(server: MCPServer[Any], manager: UpstreamManager) -> Non
             raise last or MCPError(types.INVALID_PARAMS, f"unknown resource {uri}")
 
         async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
-            await _deprecated_call(_owner_of(str(params.uri)), "subscribe_resource", str(params.uri))
+            await _forward_subscription(_owner_of(str(params.uri)), "subscribe_resource", str(params.uri))
             return types.EmptyResult()
 
         async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
-            await _deprecated_call(_owner_of(str(params.uri)), "unsubscribe_resource", str(params.uri))
+            await _forward_subscription(_owner_of(str(params.uri)), "unsubscribe_resource", str(params.uri))
             return types.EmptyResult()
 
         def _owner_of(uri: str) -> UpstreamConnection:
@@ -132,6 +133,15 @@ async def _deprecated_call(connection: UpstreamConnection, method: str, *args: A
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MCPDeprecationWarning)
         return await getattr(_client(connection), method)(*args)
+
+
+async def _forward_subscription(connection: UpstreamConnection, method: str, uri: str) -> None:
+    # A 2026-07-28 upstream has no resources/(un)subscribe (its subscriptions ride subscriptions/listen):
+    # sending it one answers METHOD_NOT_FOUND, so the caller's request is accepted without it.
+    # Update notifications are not relayed in either era.
+    if connection.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return
+    await _deprecated_call(connection, method, uri)
 
 
 def install_log_level(server: MCPServer[Any], manager: UpstreamManager) -> None:
