@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import platform
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -80,6 +82,8 @@ def server_filesystem_entry() -> Path:
 
 def node22_binary() -> Path:
     """The Node 22 binary installed from npm (the machine's own ``node`` may be older)."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        unavailable(f"{NODE_22} is a linux-x64 build; this machine is {sys.platform} {platform.machine()}")
     return npm_package(NODE_22) / "bin" / "node"
 
 
