@@ -53,6 +53,7 @@ two ``invalid_request`` leaves (a parse failure is an invalid request). The hier
     ├── RateLimitedError             rate_limited          429 (nothing is recorded)
     ├── ActionSaturatedError         action_saturated      429 (no free worker for the action; nothing recorded)
     ├── ShuttingDownError            shutting_down         503 (draining on SIGTERM; nothing recorded)
+    ├── InputRoundExpiredError       input_round_expired   410 (a 2026-07-28 retry of no open round, SPEC §11)
     ├── StoreUnavailableError        store_unavailable     503 (the store did not answer; nothing ran)
     ├── UnauthorizedError            unauthorized          401
     ├── ForbiddenError               forbidden             403
@@ -93,6 +94,7 @@ __all__ = [
     "HandlerError",
     "HandlerTimeoutError",
     "InProgressError",
+    "InputRoundExpiredError",
     "InternalError",
     "InvalidRequestError",
     "InvalidResultError",
@@ -487,6 +489,18 @@ class ShuttingDownError(OpenExecError):
 
     code = "shutting_down"
     http_status = 503
+
+
+class InputRoundExpiredError(OpenExecError):
+    """A 2026-07-28 retry names an upstream's ``input_required`` round that is not open here (SPEC §11).
+
+    The round expired (answered ``cancel`` to the upstream), was answered already, or is parked in
+    another server process. Nothing ran for this retry and nothing was recorded for it; the parked
+    call itself finished with its own receipt, which a new call with the same nonce replays.
+    """
+
+    code = "input_round_expired"
+    http_status = 410
 
 
 class StoreUnavailableError(OpenExecError):
