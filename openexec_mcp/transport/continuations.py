@@ -17,10 +17,11 @@ in the middle of a call (``elicitation/create``, or ``sampling/createMessage``) 
    tool, arguments and ``_meta`` nonce, hands the answer to the upstream, rebinds progress and log
    messages to the retry, and waits for the next event: the gate's answer (with its receipt) or the
    upstream's next question (another round).
-4. A round nobody answers in time is answered ``cancel`` (elicitation) or a JSON-RPC error
-   (sampling) to the upstream, which then finishes the call as it decides; the receipt is written as
-   usual and the round is forgotten. A retry of a forgotten or unknown round (expired, answered
-   already, or parked in another process) is refused with ``input_round_expired``; nothing runs.
+4. A round nobody answers in time (or asked after the caller cancelled the waiting request) is
+   answered ``cancel`` (elicitation) or a JSON-RPC error (sampling) to the upstream, which then
+   finishes the call as it decides; the receipt is written as usual and the round is forgotten.
+   A retry of a forgotten or unknown round (expired, answered already, or parked in another
+   process) is refused with ``input_round_expired``; nothing runs.
 
 Parked calls live in this process only: behind several replicas the retry must reach the same one
 (sticky routing) or it gets ``input_round_expired``.
@@ -155,6 +156,7 @@ class ParkedCall:
         if not isinstance(event, _Round):
             return event
         self._open = event
+        self._target = CallHooks()  # this request ends here; until a retry waits, nobody gets progress
         return self._input_required(event)
 
     def answer(self, round_number: int, responses: Mapping[str, Any] | None) -> types.InputRequiredResult | None:
@@ -199,16 +201,24 @@ class ParkedCall:
         self._arrived.set()
 
     async def _ask(self, request: Question) -> Reply | None:
-        if self._abandoned:  # a round expired: nobody is there to ask any more
+        if self._abandoned or self.hooks.cancelled.is_set():  # nobody is there to ask any more
             return None
         self._rounds += 1
         current = _Round(self._rounds, request)
         self._post(current)
         try:
             with anyio.move_on_after(self._round_seconds):
-                await current.done.wait()
+                async with anyio.create_task_group() as waiting:
+
+                    async def caller_cancelled() -> None:
+                        await self.hooks.cancelled.wait()
+                        waiting.cancel_scope.cancel()
+
+                    waiting.start_soon(caller_cancelled)
+                    await current.done.wait()
+                    waiting.cancel_scope.cancel()
         finally:
-            if current.settle(None):  # nobody answered in time (or the upstream went away)
+            if current.settle(None):  # nobody answered in time, the caller cancelled, or the upstream went away
                 logger.info("an upstream input round was not answered in time; the upstream gets cancel")
                 self._open, self._abandoned = None, True
                 self._calls.forget(self)

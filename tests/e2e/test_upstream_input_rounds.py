@@ -74,7 +74,9 @@ def published_keys(root: Path, config: Path) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def serving(root: Path, config: Path, transport: str, *, mode: str = "auto", **client: Any) -> AsyncIterator[Client]:
+async def serving(
+    root: Path, config: Path, transport: str, *, mode: str = "auto", **client: Any
+) -> AsyncIterator[Client]:
     """A real client connected to a real ``serve`` over ``transport`` (``stdio`` or ``http``)."""
     env = server_env(root / "state", OPENEXEC_CONFIG=str(config))
     if transport == "stdio":
@@ -109,7 +111,12 @@ async def test_a_2026_caller_answers_the_upstream_elicitation_and_the_upstream_r
     nonce = fresh_nonce()
     async with serving(tmp_path, config, transport, elicitation_callback=answers) as client:
         assert client.protocol_version == "2026-07-28"
-        result = await client.call_tool("t.confirm", {"label": "a", "nonce": nonce})
+        steps: list[float] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            steps.append(progress)
+
+        result = await client.call_tool("t.confirm", {"label": "a", "nonce": nonce}, progress_callback=on_progress)
         envelope = envelope_of(result)
         assert envelope["status"] == "executed", envelope
         assert envelope["result"]["content"][0]["text"] == "accept:yes"
@@ -117,6 +124,8 @@ async def test_a_2026_caller_answers_the_upstream_elicitation_and_the_upstream_r
         [asked] = answers.asked
         assert isinstance(asked, types.ElicitRequestFormParams) and asked.message == "Confirm a?"
         assert set(asked.requested_schema["properties"]) == {"answer"}
+        # The upstream's progress after the answer reached the retry that was waiting for it.
+        assert steps == [1]
         # The same nonce again is a replay: the upstream does not run (or ask) again.
         again = envelope_of(await client.call_tool("t.confirm", {"label": "a", "nonce": nonce}))
         assert again["status"] == "replayed" and again["result"] == envelope["result"]

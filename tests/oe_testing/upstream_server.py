@@ -22,7 +22,8 @@ a crash. Tools:
 - ``log(message)``: sends one ``info`` log message, answers ``"logged"``.
 - ``ask(question)``: elicits ``{"answer": str}`` from the client; answers the action and the answer.
 - ``confirm(label)``: elicits ``{"answer": str}`` (message ``"Confirm <label>?"``), then counts
-  ``confirm <label> <action>:<answer>`` and answers ``<action>:<answer>``.
+  ``confirm <label> <action>:<answer>``, sends one progress notification and answers
+  ``<action>:<answer>``.
 - ``muse(label)``: asks the client's model (``sampling/createMessage``, the prompt ``"Muse on
   <label>"``), then counts ``muse <label> <text>`` and answers the sampled text.
 - ``stamp(nonce, text)``: a tool that declares its own ``nonce`` argument; echoes both.
@@ -165,10 +166,13 @@ def build_server(counter_dir: Path, *, legacy_only: bool = False) -> MCPServer:
         return f"{outcome.action}:{answer}"
 
     @mcp.tool()
-    def confirm(label: str, outcome: Annotated[ElicitationResult[Answer], Resolve(confirm_label)]) -> str:
-        """Elicit a confirmation, then count it with the user's answer."""
+    async def confirm(
+        label: str, outcome: Annotated[ElicitationResult[Answer], Resolve(confirm_label)], ctx: Context
+    ) -> str:
+        """Elicit a confirmation, count it with the user's answer, then report one progress step."""
         answer = outcome.data.answer if isinstance(outcome, AcceptedElicitation) else ""
         record("confirm", f"{label} {outcome.action}:{answer}")
+        await ctx.report_progress(1, 1, "confirmed")
         return f"{outcome.action}:{answer}"
 
     @mcp.tool()
