@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ STATE_PREFIX = "upstream:"
 INPUT_KEY = "dev.openexec/upstream"
 """The ``input_requests`` key of an upstream's question (2026-07-28)."""
 
-Spawn = Callable[[Callable[[], Awaitable[None]]], bool]
+Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], bool]
 """Runs a task beyond the current request; ``False`` when it cannot (no upstreams running)."""
 
 Question = types.ElicitRequest | types.CreateMessageRequest
@@ -186,15 +186,22 @@ class ParkedCall:
     async def run(self, call: Callable[[], Awaitable[GateAnswer]], tool: str) -> None:
         """Run the gate call to its end (shielded: a claimed call reaches its receipt); post its answer."""
         try:
-            with anyio.CancelScope(shield=True), use_hooks(self.hooks):
-                answer = await call()
-        except Exception:  # Gate.call never raises; this keeps the upstreams' task group alive
-            logger.exception("a parked upstream call raised")
-            failure = InternalError("internal error")
-            answer = Answer(refusal_envelope(tool, failure), failure)
+            answer = await self._guarded(call, tool)
         finally:
             self._calls.forget(self)
         self._post(answer)
+
+    async def _guarded(self, call: Callable[[], Awaitable[GateAnswer]], tool: str) -> GateAnswer:
+        answered: GateAnswer | None = None
+        try:
+            with anyio.CancelScope(shield=True), use_hooks(self.hooks):
+                answered = await call()
+        except Exception:  # Gate.call never raises; this keeps the upstreams' task group alive
+            logger.exception("a parked upstream call raised")
+        if answered is None:
+            failure = InternalError("internal error")
+            return Answer(refusal_envelope(tool, failure), failure)
+        return answered
 
     def _post(self, event: _Round | GateAnswer) -> None:
         self._events.append(event)

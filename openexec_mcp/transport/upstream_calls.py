@@ -61,9 +61,9 @@ class UpstreamCalls:
             return await self._resume(str(params.request_state), params, ctx, call_ctx)
         hooks = hooks_for_request(ctx)
         capabilities = ctx.session.client_capabilities
-        modern = getattr(ctx, "protocol_version", None) in MODERN_PROTOCOL_VERSIONS and capabilities is not None
-        elicit = modern and capabilities.elicitation is not None
-        sample = modern and capabilities.sampling is not None
+        modern = getattr(ctx, "protocol_version", None) in MODERN_PROTOCOL_VERSIONS
+        elicit = modern and capabilities is not None and capabilities.elicitation is not None
+        sample = modern and capabilities is not None and capabilities.sampling is not None
         if self._parked is not None and isinstance(action, UpstreamAction) and (elicit or sample):
             gate, arguments = self._gate, params.arguments or {}
 

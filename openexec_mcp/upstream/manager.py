@@ -11,7 +11,7 @@ upstream is down its tools stay listed and answer ``upstream_unavailable``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -96,7 +96,7 @@ class UpstreamManager:
                     await self.stop()
                 self._tasks = None
 
-    def start_soon(self, task: Callable[[], Awaitable[None]]) -> bool:
+    def start_soon(self, task: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Run ``task`` beside the connections until they stop; ``False`` (not started) outside ``running()``.
 
         The transport runs a parked 2026-07-28 upstream call here: it outlives the request that
