@@ -4,7 +4,10 @@ The only place where gate answers become MCP results. Each exposed action is adv
 whose ``inputSchema`` is the input model's schema plus the reserved ``nonce``, and whose
 ``outputSchema`` is the result envelope. A single :class:`GateExtension` intercepts every
 ``tools/call`` (both protocol eras) and never calls the SDK's own tool runner; the tools'
-functions refuse to run if they are ever reached, so a bypass fails closed.
+functions refuse to run if they are ever reached, so a bypass fails closed. Calls to upstream
+tools go through :mod:`openexec_mcp.transport.upstream_calls` (an upstream's questions to a
+2026-07-28 caller become ``input_required`` rounds, :mod:`openexec_mcp.transport.continuations`);
+the approval confirmation by elicitation is :mod:`openexec_mcp.transport.elicitor`.
 """
 
 from __future__ import annotations

@@ -252,3 +252,34 @@ async def test_an_abandoned_round_answers_cancel_to_the_upstream_and_its_late_re
         assert again["status"] == "replayed", again
         assert again["result"]["content"][0]["text"] == "cancel:"
     assert executions(counter_dir) == ["confirm e cancel:"]
+
+
+async def test_a_2026_caller_that_cancels_before_any_question_gets_the_cancellation_forwarded(
+    tmp_path: Path,
+) -> None:
+    counter_dir = tmp_path / "upstream"
+    config = write_config(tmp_path, counter_dir)
+    arguments = {"seconds": 60, "label": "f", "nonce": fresh_nonce()}
+    async with serving(tmp_path, config, "stdio", elicitation_callback=Answers("unused")) as client:
+        async with anyio.create_task_group() as tasks:
+
+            async def call() -> None:
+                await client.call_tool("t.sleep", arguments)
+
+            tasks.start_soon(call)
+            with anyio.fail_after(60):
+                while executions(counter_dir) != ["sleep f"]:
+                    await anyio.sleep(0.1)
+            tasks.cancel_scope.cancel()
+        # The upstream got notifications/cancelled; the call is recorded indeterminate, never re-sent.
+        with anyio.fail_after(60):
+            while "sleep-cancelled f" not in executions(counter_dir):
+                await anyio.sleep(0.1)
+        with anyio.fail_after(30):
+            while True:
+                again = envelope_of(await client.call_tool("t.sleep", arguments))
+                if again["error"]["code"] != "in_progress":
+                    break
+                await anyio.sleep(0.1)
+        assert (again["status"], again["error"]["code"]) == ("denied", "outcome_unknown")
+    assert executions(counter_dir) == ["sleep f", "sleep-cancelled f"]
