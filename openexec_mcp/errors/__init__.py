@@ -53,6 +53,7 @@ two ``invalid_request`` leaves (a parse failure is an invalid request). The hier
     ├── RateLimitedError             rate_limited          429 (nothing is recorded)
     ├── ActionSaturatedError         action_saturated      429 (no free worker for the action; nothing recorded)
     ├── ShuttingDownError            shutting_down         503 (draining on SIGTERM; nothing recorded)
+    ├── InputRoundExpiredError       input_round_expired   410 (a 2026-07-28 retry of no open round, SPEC §11)
     ├── StoreUnavailableError        store_unavailable     503 (the store did not answer; nothing ran)
     ├── UnauthorizedError            unauthorized          401
     ├── ForbiddenError               forbidden             403
@@ -72,7 +73,7 @@ one of them from ``openexec_mcp.errors`` (the submodules are not an import path 
   ``NotSentError``, ``ExecutionError`` and their leaves, ``InternalError``,
   ``OutcomeNotRecordedError``;
 - :mod:`.server`: admission and start-up: ``RateLimitedError``, ``ActionSaturatedError``,
-  ``ShuttingDownError``, ``StoreUnavailableError``, ``ConfigError``;
+  ``ShuttingDownError``, ``InputRoundExpiredError``, ``StoreUnavailableError``, ``ConfigError``;
 - :mod:`.access`: the HTTP surface's ``UnauthorizedError``, ``ForbiddenError``, ``NotFoundError``;
 - :mod:`.ledger`: ``VerificationError`` with :data:`VerificationReason`, ``ResolutionRefusedError``.
 
@@ -126,6 +127,7 @@ from openexec_mcp.errors.request import InvalidRequestError, MalformedInputError
 from openexec_mcp.errors.server import (
     ActionSaturatedError,
     ConfigError,
+    InputRoundExpiredError,
     RateLimitedError,
     ShuttingDownError,
     StoreUnavailableError,
@@ -158,6 +160,7 @@ __all__ = [
     "HandlerError",
     "HandlerTimeoutError",
     "InProgressError",
+    "InputRoundExpiredError",
     "InternalError",
     "InvalidRequestError",
     "InvalidResultError",

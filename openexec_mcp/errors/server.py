@@ -1,6 +1,7 @@
 """The server cannot take the call now, or cannot start: nothing ran and nothing is recorded.
 
-Rate limits and saturation (429), draining and store outages (503), and an invalid
+Rate limits and saturation (429), draining and store outages (503), a 2026-07-28 retry of an
+input round that is not open here (410), and an invalid
 configuration (CLI exit code 2). Import these from :mod:`openexec_mcp.errors`.
 """
 
@@ -8,7 +9,14 @@ from __future__ import annotations
 
 from openexec_mcp.errors.base import OpenExecError
 
-__all__ = ["ActionSaturatedError", "ConfigError", "RateLimitedError", "ShuttingDownError", "StoreUnavailableError"]
+__all__ = [
+    "ActionSaturatedError",
+    "ConfigError",
+    "InputRoundExpiredError",
+    "RateLimitedError",
+    "ShuttingDownError",
+    "StoreUnavailableError",
+]
 
 
 class RateLimitedError(OpenExecError):
@@ -36,6 +44,18 @@ class ShuttingDownError(OpenExecError):
 
     code = "shutting_down"
     http_status = 503
+
+
+class InputRoundExpiredError(OpenExecError):
+    """A 2026-07-28 retry names an upstream's ``input_required`` round that is not open here (SPEC §11).
+
+    The round expired (answered ``cancel`` to the upstream), was answered already, or is parked in
+    another server process. Nothing ran for this retry and nothing was recorded for it; the parked
+    call itself finished with its own receipt, which a new call with the same nonce replays.
+    """
+
+    code = "input_round_expired"
+    http_status = 410
 
 
 class StoreUnavailableError(OpenExecError):

@@ -4,7 +4,10 @@ The only place where gate answers become MCP results. Each exposed action is adv
 whose ``inputSchema`` is the input model's schema plus the reserved ``nonce``, and whose
 ``outputSchema`` is the result envelope. A single :class:`GateExtension` intercepts every
 ``tools/call`` (both protocol eras) and never calls the SDK's own tool runner; the tools'
-functions refuse to run if they are ever reached, so a bypass fails closed.
+functions refuse to run if they are ever reached, so a bypass fails closed. Calls to upstream
+tools go through :mod:`openexec_mcp.transport.upstream_calls` (an upstream's questions to a
+2026-07-28 caller become ``input_required`` rounds, :mod:`openexec_mcp.transport.continuations`);
+the approval confirmation by elicitation is :mod:`openexec_mcp.transport.elicitor`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import anyio
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Extension, MCPServer, RequestStateSecurity
@@ -27,35 +29,33 @@ from mcp_types import (
     INVALID_PARAMS,
     CallToolRequestParams,
     CallToolResult,
-    ElicitRequest,
-    ElicitRequestFormParams,
-    ElicitResult,
     GetPromptResult,
     InputRequiredResult,
     TextContent,
     ToolAnnotations,
 )
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from openexec_mcp import __version__
 from openexec_mcp.core.action import parse_run_id
 from openexec_mcp.core.canonical import json_object
 from openexec_mcp.errors import InvalidRequestError, MalformedInputError
-from openexec_mcp.gate.approvals import APPROVAL_SCHEMA, ElicitOutcome, InputRequired
 from openexec_mcp.gate.envelope import refusal_envelope
 from openexec_mcp.gate.pipeline import Answer, CallContext, Gate, NeedsInput
 from openexec_mcp.registry import Action
+from openexec_mcp.transport.continuations import ParkedCalls
+from openexec_mcp.transport.elicitor import ELICITATION_KEY, McpElicitor, approval_input_required
 from openexec_mcp.transport.ingress import INGRESS_META, IngressCheck
 from openexec_mcp.transport.schemas import envelope_schema, input_schema
+from openexec_mcp.transport.upstream_calls import UpstreamCalls, is_continuation
 from openexec_mcp.upstream.actions import UpstreamAction
 from openexec_mcp.upstream.announce import ListChangedAnnouncer, ToolSync
-from openexec_mcp.upstream.hooks import use_hooks
 from openexec_mcp.upstream.manager import UpstreamManager
 from openexec_mcp.upstream.passthrough import install_log_level, install_passthrough
-from openexec_mcp.upstream.relay import hooks_for_request, upstream_call_result
+from openexec_mcp.upstream.relay import upstream_call_result
 
 __all__ = [
     "APPROVAL_META",
+    "ELICITATION_KEY",
     "NONCE_META",
     "RUN_ID_META",
     "GateExtension",
@@ -79,8 +79,6 @@ RUN_ID_META = "dev.openexec/run_id"
 """Request ``_meta`` key naming the caller's run (SPEC §7)."""
 
 _CONNECTION_RUN_ID = "dev.openexec/run_id"
-ELICITATION_KEY = "dev.openexec/approval"
-"""The ``input_requests`` key of the approval question (2026-07-28)."""
 
 INSTRUCTIONS = (
     "Every tool here is guarded by openexec-mcp. Each call needs a fresh, unique 'nonce' argument "
@@ -101,14 +99,20 @@ class GateExtension(Extension):
         tenant_for: Returns the tenant of the request (from auth, else the configured tenant).
         ingress: The raw-bytes check whose sealed ``_meta`` marker means "refuse this call as
             ``invalid_request``" (SPEC §2, §10; see :mod:`openexec_mcp.transport.ingress`).
+        parked: Where calls to upstream tools of 2026-07-28 callers wait for the caller's answers
+            to the upstream's questions (``None``: no upstreams running; see
+            :mod:`openexec_mcp.transport.continuations`).
     """
 
     identifier = "dev.openexec/gate"
 
-    def __init__(self, gate: Gate, tenant_for: TenantResolver, ingress: IngressCheck) -> None:
+    def __init__(
+        self, gate: Gate, tenant_for: TenantResolver, ingress: IngressCheck, parked: ParkedCalls | None = None
+    ) -> None:
         self._gate = gate
         self._tenant_for = tenant_for
         self._ingress = ingress
+        self._upstream_calls = UpstreamCalls(gate, parked)
         self._process_run_id = "conn:" + secrets.token_hex(8)
 
     async def intercept_tool_call(
@@ -131,92 +135,19 @@ class GateExtension(Extension):
         except InvalidRequestError as exc:  # the caller's _meta, refused before the gate: nothing recorded
             return answer_to_result(Answer(refusal_envelope(params.name, exc), exc))
         # Gate.call never raises: an unexpected error comes back as internal_error with a receipt.
-        upstream = isinstance(self._gate.action(params.name), UpstreamAction)
+        action = self._gate.action(params.name)
+        upstream = isinstance(action, UpstreamAction) or is_continuation(params)
         if upstream:
-            gated = await _call_with_hooks(self._gate, params, ctx, call_ctx)
+            gated = await self._upstream_calls.call(action, params, ctx, call_ctx)
         else:
             gated = await self._gate.call(params.name, params.arguments or {}, call_ctx)
+        if isinstance(gated, InputRequiredResult):
+            return gated  # an upstream's question, for a 2026-07-28 caller (SPEC §11)
         if isinstance(gated, NeedsInput):
-            return _input_required(gated.input_required)
+            return approval_input_required(gated.input_required)
         if upstream:
             return upstream_call_result(public_envelope(gated.envelope), summary_line)
         return answer_to_result(gated)
-
-
-async def _call_with_hooks(gate: Gate, params: CallToolRequestParams, ctx: Any, call_ctx: CallContext) -> Any:
-    """Gate an upstream call with its pass-through hooks (SPEC §11).
-
-    The gate shields a claimed call from cancellation, so the caller's cancellation is handed to
-    the upstream call through ``hooks.cancelled``: it forwards ``notifications/cancelled`` and the
-    call is recorded ``indeterminate`` before the cancellation goes on.
-    """
-    hooks = hooks_for_request(ctx)
-    answered: list[Any] = []
-    done = anyio.Event()
-
-    async def run() -> None:
-        with anyio.CancelScope(shield=True), use_hooks(hooks):
-            answered.append(await gate.call(params.name, params.arguments or {}, call_ctx))
-        done.set()
-
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(run)
-        try:
-            await done.wait()
-        except anyio.get_cancelled_exc_class():
-            hooks.cancelled.set()
-            raise
-    return answered[0]
-
-
-class McpElicitor:
-    """Asks the user to confirm a call through MCP elicitation (SPEC §5, source 4).
-
-    Handshake era (2025-11-25 and earlier): a form ``elicitation/create`` request on the call's own
-    channel, if the client declared the elicitation capability. 2026-07-28: no server-to-client
-    requests, so the first round answers ``input_required`` with the form and the action_hash as
-    ``requestState`` (sealed by the SDK, bound to this tool and these arguments); the client's retry
-    carries the answer. That retry is a continuation of the same call, not a replay: nothing was
-    recorded in the first round, the nonce is still free.
-    """
-
-    def __init__(self, params: CallToolRequestParams, ctx: Any) -> None:
-        self._params = params
-        self._ctx = ctx
-
-    async def confirm(self, message: str, action_hash: str) -> ElicitOutcome:
-        """Return ``accept`` only for an explicit ``approve: true``; see :class:`Elicitor`."""
-        capabilities = self._ctx.session.client_capabilities
-        if capabilities is None or capabilities.elicitation is None:
-            return "unsupported"
-        if self._ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            responses = self._params.input_responses or {}
-            response = responses.get(ELICITATION_KEY)
-            if response is None:
-                return "input_required"
-            if self._params.request_state != action_hash or not isinstance(response, ElicitResult):
-                return "decline"  # an answer for another call, or not an elicitation answer
-            return _outcome(response)
-        try:
-            result = await self._ctx.session.elicit_form(
-                message, APPROVAL_SCHEMA, related_request_id=self._ctx.request_id
-            )
-        except Exception:
-            logger.warning("elicitation failed; treating as unsupported", exc_info=True)
-            return "unsupported"
-        return _outcome(result)
-
-
-def _outcome(result: ElicitResult) -> ElicitOutcome:
-    if result.action != "accept":
-        return result.action
-    content: Mapping[str, Any] = result.content or {}
-    return "accept" if content.get("approve") is True else "decline"
-
-
-def _input_required(pending: InputRequired) -> InputRequiredResult:
-    request = ElicitRequest(params=ElicitRequestFormParams(message=pending.message, requested_schema=APPROVAL_SCHEMA))
-    return InputRequiredResult(input_requests={ELICITATION_KEY: request}, request_state=pending.action_hash)
 
 
 def build_mcp_server(
@@ -238,12 +169,14 @@ def build_mcp_server(
         token_verifier: Bearer-token verifier for the HTTP transports (with ``auth``).
         auth: The SDK auth settings (required scopes) for the HTTP transports.
         request_state_keys: Shared keys sealing ``requestState`` (replicas); empty: per process.
-        request_state_ttl_seconds: Lifetime of a sealed ``requestState``, in seconds.
+        request_state_ttl_seconds: Lifetime of a sealed ``requestState``, in seconds; also the
+            longest an upstream's ``input_required`` round waits for its retry.
         ingress: The raw-bytes check of the transport in front (a new one when ``None``).
         upstreams: The guarded upstreams: their resources and prompts pass through when exposed,
             and their list changes reach the clients.
     """
     ingress = ingress if ingress is not None else IngressCheck(gate.policy.limits["max_payload_bytes"])
+    parked = ParkedCalls(upstreams.start_soon, request_state_ttl_seconds) if upstreams is not None else None
     security = (
         RequestStateSecurity(keys=list(request_state_keys), ttl=request_state_ttl_seconds, audience=gate.server_id)
         if request_state_keys
@@ -254,7 +187,7 @@ def build_mcp_server(
         version=__version__,
         instructions=INSTRUCTIONS,
         tools=[],
-        extensions=[GateExtension(gate, tenant_for, ingress)],
+        extensions=[GateExtension(gate, tenant_for, ingress, parked)],
         log_level="WARNING",
         token_verifier=token_verifier,
         auth=auth,

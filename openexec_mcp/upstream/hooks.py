@@ -3,14 +3,17 @@
 The gate calls an upstream tool's handler with the parsed arguments only; everything else the
 caller's transport knows about the call travels here, in a context variable that the MCP transport
 sets around ``gate.call`` (context variables follow the call into the handler, which the gate
-awaits in the same task or a child of it):
+awaits in the same task or a child of it). The upstream connection reads a hook each time it
+uses it, except ``progress``, which it binds when it sends the request; a parked call's hooks
+therefore forward to whichever request is waiting at the time:
 
 - ``progress``: upstream ``notifications/progress`` for this call, to the caller's
   ``progressToken`` (``None``: the caller asked for no progress).
 - ``log``: upstream ``notifications/message``, for a caller that set a level.
 - ``elicit`` / ``sample``: upstream elicitation and sampling requests, relayed to a handshake-era
-  caller that supports them; ``None`` declines (elicitation answers ``decline``, sampling a JSON-RPC
-  error).
+  caller that supports them, or turned into ``input_required`` rounds for a 2026-07-28 caller that
+  supports them (the transport's parked calls); ``None`` declines (elicitation answers
+  ``decline``, sampling a JSON-RPC error).
 - ``cancelled``: set by the transport when the caller cancels the request. The gate shields the
   handler from cancellation (a claimed call must reach its receipt), so the handler watches this
   event, forwards ``notifications/cancelled`` upstream, and raises ``OutcomeUnknownError``.

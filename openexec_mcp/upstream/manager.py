@@ -11,7 +11,7 @@ upstream is down its tools stay listed and answer ``upstream_unavailable``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -79,6 +79,7 @@ class UpstreamManager:
         }
         self.actions: dict[str, list[UpstreamAction]] = {name: [] for name in self.connections}
         self._on_resource_updated: list[ResourceListener] = []
+        self._tasks: anyio.abc.TaskGroup | None = None
 
     @asynccontextmanager
     async def running(self) -> AsyncGenerator[UpstreamManager]:
@@ -90,11 +91,24 @@ class UpstreamManager:
         async with anyio.create_task_group() as tg:
             for connection in self.connections.values():
                 await tg.start(connection.run)
+            self._tasks = tg
             try:
                 yield self
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.stop()
+                self._tasks = None
+
+    def start_soon(self, task: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run ``task`` beside the connections until they stop; ``False`` (not started) outside ``running()``.
+
+        The transport runs a parked 2026-07-28 upstream call here: it outlives the request that
+        started it (SPEC §11). ``task`` must not raise.
+        """
+        if self._tasks is None:
+            return False
+        self._tasks.start_soon(task)
+        return True
 
     async def stop(self) -> None:
         """Stop every upstream (after the gate's drain, on SIGTERM)."""

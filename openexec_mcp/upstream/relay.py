@@ -4,9 +4,10 @@
 request context: progress to the caller's ``progressToken`` (the SDK makes it a no-op without
 one), log messages on the request's stream (the SDK applies the caller's level / opt-in), and, for
 a handshake-era caller that declared the capability, elicitation and sampling requests relayed as
-server-to-client requests tied to the call. A 2026-07-28 caller gets no server-to-client requests:
-upstream elicitations and sampling requests are declined (the ``input_required`` round for them is
-not implemented; see the module docstring of ``hooks``).
+server-to-client requests tied to the call. A 2026-07-28 caller gets no server-to-client requests
+and no ``elicit``/``sample`` hooks here: when it declared the capability, the transport parks the
+call and asks in ``input_required`` rounds (:mod:`openexec_mcp.transport.continuations`);
+otherwise the upstream's questions are declined.
 
 :func:`upstream_call_result` turns a gate answer for an upstream tool into the MCP result: the
 upstream content blocks unchanged, then the one-line summary; ``structuredContent`` is the envelope.

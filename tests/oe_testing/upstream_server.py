@@ -21,6 +21,11 @@ a crash. Tools:
 - ``image()``: answers one 1×1 PNG image block and one text block.
 - ``log(message)``: sends one ``info`` log message, answers ``"logged"``.
 - ``ask(question)``: elicits ``{"answer": str}`` from the client; answers the action and the answer.
+- ``confirm(label)``: elicits ``{"answer": str}`` (message ``"Confirm <label>?"``), then counts
+  ``confirm <label> <action>:<answer>``, sends one progress notification and answers
+  ``<action>:<answer>``.
+- ``muse(label)``: asks the client's model (``sampling/createMessage``, the prompt ``"Muse on
+  <label>"``), then counts ``muse <label> <text>`` and answers the sampled text.
 - ``stamp(nonce, text)``: a tool that declares its own ``nonce`` argument; echoes both.
 - ``grow(name)``: adds a tool ``name`` (which answers ``"grown"``) and sends ``tools/list_changed``.
 - ``bad name!``: a tool whose name does not match the SPEC §1 regex (the proxy must skip it).
@@ -48,7 +53,7 @@ from typing import Annotated, Any
 
 import anyio
 import mcp_types as types
-from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, MCPServer, Resolve
+from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, MCPServer, Resolve, Sample
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.shared.exceptions import MCPError
@@ -71,6 +76,17 @@ class Answer(BaseModel):
 def ask_user(question: str) -> Elicit[Answer]:
     """The resolver of ``ask``: elicit an :class:`Answer`."""
     return Elicit(question, Answer)
+
+
+def confirm_label(label: str) -> Elicit[Answer]:
+    """The resolver of ``confirm``: elicit an :class:`Answer` about ``label``."""
+    return Elicit(f"Confirm {label}?", Answer)
+
+
+def muse_on(label: str) -> Sample:
+    """The resolver of ``muse``: one sampling request about ``label``."""
+    message = types.SamplingMessage(role="user", content=types.TextContent(type="text", text=f"Muse on {label}"))
+    return Sample([message], max_tokens=50)
 
 
 def executions(counter_dir: Path) -> list[str]:
@@ -155,6 +171,23 @@ def build_server(counter_dir: Path, *, legacy_only: bool = False, subscribe: boo
         """Elicit an answer from the client (a server request in 2025, input_required in 2026)."""
         answer = outcome.data.answer if isinstance(outcome, AcceptedElicitation) else ""
         return f"{outcome.action}:{answer}"
+
+    @mcp.tool()
+    async def confirm(
+        label: str, outcome: Annotated[ElicitationResult[Answer], Resolve(confirm_label)], ctx: Context
+    ) -> str:
+        """Elicit a confirmation, count it with the user's answer, then report one progress step."""
+        answer = outcome.data.answer if isinstance(outcome, AcceptedElicitation) else ""
+        record("confirm", f"{label} {outcome.action}:{answer}")
+        await ctx.report_progress(1, 1, "confirmed")
+        return f"{outcome.action}:{answer}"
+
+    @mcp.tool()
+    def muse(label: str, sampled: Annotated[types.CreateMessageResult, Resolve(muse_on)]) -> str:
+        """Sample the client's model, then count it with the sampled text."""
+        text = sampled.content.text if isinstance(sampled.content, types.TextContent) else ""
+        record("muse", f"{label} {text}")
+        return text
 
     @mcp.tool()
     def stamp(nonce: str, text: str) -> str:
