@@ -50,8 +50,8 @@ def register_operations(sub: Any, common: argparse.ArgumentParser) -> None:
         "prune-nonces",
         parents=[common],
         help="delete nonce records older than nonce.retention_seconds",
-        description="Delete finished and indeterminate nonce records older than the retention horizon "
-        "(never running ones). The ledger keeps every receipt. Running servers also do this hourly.",
+        description="Delete finished nonce records older than the retention horizon "
+        "(never running or indeterminate ones). The ledger keeps every receipt. Running servers also do this hourly.",
     )
     prune.set_defaults(run=run_prune_nonces)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from openexec_mcp.core.canonical import json_object
 from openexec_mcp.core.evidence import verify_receipt_inclusion
-from openexec_mcp.core.receipt import parse_server_public_keys, receipt_hash, verify_receipt
+from openexec_mcp.core.receipt import parse_server_public_keys, receipt_hash, verify_envelope_result, verify_receipt
 from openexec_mcp.core.tlog.cosignature import WitnessKey, parse_witness_key, verify_quorum
 from openexec_mcp.core.tlog.proof import parse_inclusion_proof
 from openexec_mcp.errors import ConfigError, MalformedInputError, VerificationError
@@ -119,6 +119,12 @@ def run_verify(args: argparse.Namespace) -> int:
     if wrapper is not None and wrapper.get("receipt_hash") not in (None, leaf):
         print("INVALID receipt_hash: the envelope's receipt_hash is not the hash of its receipt")
         return 1
+    if wrapper is not None and "receipt" in wrapper:  # a whole result envelope: its result is signed too
+        try:
+            verify_envelope_result(wrapper.get("result"), body)
+        except VerificationError as exc:
+            print(f"INVALID {exc.reason}: {exc.message}")
+            return 1
     print(
         f"OK seq={body['seq']} exec_id={body['exec_id']} status={body['status']} action={body['action']} "
         f"receipt_hash={leaf}"

@@ -14,6 +14,8 @@ An approval artifact is a JSON object::
 ``application/vnd.openexec.approval+json``: every member that was sent is signed, and the JCS
 encoding leaves no room for moving bytes between fields.
 
+The checks shared with grants (SPEC §13) are in :mod:`openexec_mcp.core.artifact`.
+
 Nothing here reads the clock, the network or a database: the caller passes ``now`` and the
 keyring. Whether an ``approval_id`` has already executed (``approval_consumed``) is the store's
 check, made after this one.
@@ -24,28 +26,26 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from openexec_mcp.core.canonical import canonicalize, sha256_hex
-from openexec_mcp.core.clock import parse_rfc3339, shift
-from openexec_mcp.core.encoding import b64decode_strict, b64encode, pae
+from openexec_mcp.core.artifact import (
+    MAX_FIELD_CHARS,
+    check_identifiers,
+    check_members,
+    parse_validity,
+    seal,
+    verify_signed,
+)
+from openexec_mcp.core.canonical import canonicalize
+from openexec_mcp.core.clock import shift
+from openexec_mcp.core.encoding import b64encode, pae
 from openexec_mcp.core.keyring import Keyring, KeyringEntry
 from openexec_mcp.core.receipt import ReceiptApproval
-from openexec_mcp.errors import (
-    ApprovalActionMismatchError,
-    ApprovalAudienceMismatchError,
-    ApprovalExpiredError,
-    ApprovalIssuerMismatchError,
-    ApprovalMalformedError,
-    ApprovalNotYetValidError,
-    ApprovalTenantMismatchError,
-    ApprovalTTLTooLongError,
-    MalformedInputError,
-)
+from openexec_mcp.errors import ApprovalActionMismatchError, ApprovalMalformedError
 
 __all__ = [
     "APPROVAL_PAYLOAD_TYPE",
@@ -75,9 +75,6 @@ DECISIONS: Final = frozenset({"approve", "reject"})
 
 MAX_REASON_CHARS: Final = 500
 """Longest accepted ``reason`` of a decision (SPEC §13)."""
-
-MAX_FIELD_CHARS: Final = 256
-"""Longest accepted ``approval_id``, ``issued_by``, ``tenant_id``, ``audience`` or ``kid``."""
 
 _ACTION_HASH: Final = re.compile(r"\A[0-9a-f]{64}\Z")
 
@@ -223,24 +220,13 @@ def parse_approval_artifact(obj: Any) -> ApprovalArtifact:
             ``issued_at``; a ``signature`` that is not strict base64; a lone surrogate.
 
     """
-    if not isinstance(obj, dict):
-        raise ApprovalMalformedError(f"approval artifact must be a JSON object, not {type(obj).__name__}")
-    members: dict[Any, Any] = obj  # pyright: ignore[reportUnknownVariableType]
-    missing = REQUIRED_FIELDS - members.keys()
-    if missing:
-        raise ApprovalMalformedError(f"approval artifact is missing {', '.join(sorted(missing))}")
-    unknown = [name for name in members if name not in REQUIRED_FIELDS | OPTIONAL_FIELDS]
-    if unknown:
-        shown = ", ".join(repr(name)[:66] for name in unknown[:5])
-        raise ApprovalMalformedError(f"approval artifact has unknown members: {shown}")
+    label = "approval artifact"
+    members = check_members(obj, label=label, required=REQUIRED_FIELDS, optional=OPTIONAL_FIELDS)
     for name, value in members.items():
         if not isinstance(value, str):
             raise ApprovalMalformedError(f"approval artifact {name} must be a string")
     received: dict[str, str] = members
-    for name in ("approval_id", "issued_by", "tenant_id", "audience", "kid"):
-        value = received.get(name)
-        if value is not None and not 0 < len(value) <= MAX_FIELD_CHARS:
-            raise ApprovalMalformedError(f"approval artifact {name} must be 1 to {MAX_FIELD_CHARS} characters")
+    check_identifiers(received, ("approval_id", "issued_by", "tenant_id", "audience", "kid"), label=label)
     decision = received.get("decision", "approve")
     if decision not in DECISIONS:
         raise ApprovalMalformedError("approval artifact decision must be 'approve' or 'reject'")
@@ -249,19 +235,8 @@ def parse_approval_artifact(obj: Any) -> ApprovalArtifact:
         raise ApprovalMalformedError(f"approval artifact reason must be at most {MAX_REASON_CHARS} characters")
     if not _ACTION_HASH.match(received["action_hash"]):
         raise ApprovalMalformedError("approval artifact action_hash must be 64 lowercase hex characters")
-    issued_at = _parse_timestamp("issued_at", received["issued_at"])
-    expires_at = _parse_timestamp("expires_at", received["expires_at"])
-    if expires_at <= issued_at:
-        raise ApprovalMalformedError("approval artifact expires_at must be later than issued_at")
-    try:
-        signature = b64decode_strict(received["signature"])
-    except MalformedInputError as exc:
-        raise ApprovalMalformedError(f"approval artifact signature: {exc.message}") from None
-    try:
-        signing_input = approval_signing_input(received)
-        artifact_hash = sha256_hex(canonicalize(received))
-    except MalformedInputError as exc:
-        raise ApprovalMalformedError(f"approval artifact cannot be canonicalized: {exc.message}") from None
+    issued_at, expires_at = parse_validity(received, label=label)
+    signature, signing_input, artifact_hash = seal(received, label=label, signing_input=approval_signing_input)
     return ApprovalArtifact(
         approval_id=received["approval_id"],
         action_hash=received["action_hash"],
@@ -340,44 +315,18 @@ def verify_approval(
 
     # (1): parse; nothing below reads a member that was not checked here.
     artifact = parse_approval_artifact(artifact_obj)
-    # (2): find the key; it, not the artifact, fixes the algorithm.
-    entry = keyring.select(artifact.kid, now=now)
-    # (3): verify the signature over every member but ``signature``.
-    entry.verify_signature(artifact.signing_input, artifact.signature)
-    # (4): the key must be allowed to speak for this issuer.
-    if artifact.issued_by not in entry.issuers:
-        raise ApprovalIssuerMismatchError(
-            f"artifact issued_by {_quote(artifact.issued_by)} is not accepted by approval key {entry.kid!r}"
-        )
-    # (5): the approval is for this tenant (the configured tenant is never echoed).
-    if artifact.tenant_id != tenant_id:
-        raise ApprovalTenantMismatchError(
-            f"artifact tenant_id {_quote(artifact.tenant_id)} does not match this server's tenant"
-        )
-    # (6): an audience, when present, names this server.
-    if artifact.audience is not None and artifact.audience != audience:
-        raise ApprovalAudienceMismatchError(f"artifact audience {_quote(artifact.audience)} does not match this server")
-    # (7): not issued in the future.
-    if artifact.issued_at > shift(now, clock_skew_seconds):
-        raise ApprovalNotYetValidError(
-            f"artifact issued_at {_iso(artifact.issued_at)} is more than {clock_skew_seconds} s after now ({_iso(now)})"
-        )
-    # (8): not expired, and not older than the nonce-retention horizon.
-    if now > shift(artifact.expires_at, clock_skew_seconds):
-        raise ApprovalExpiredError(
-            f"artifact expired at {_iso(artifact.expires_at)} (now {_iso(now)}, clock skew {clock_skew_seconds} s)"
-        )
-    if min_issued_at is not None and artifact.issued_at < min_issued_at:
-        raise ApprovalExpiredError(
-            f"artifact issued_at {_iso(artifact.issued_at)} is before the nonce-retention horizon "
-            f"{_iso(min_issued_at.astimezone(UTC))}"
-        )
-    # (9): the lifetime is bounded, whatever the issuer chose.
-    lifetime = artifact.expires_at - artifact.issued_at
-    if lifetime > timedelta(seconds=max_ttl_seconds):
-        raise ApprovalTTLTooLongError(
-            f"artifact lifetime is {lifetime.total_seconds():g} s; the limit is {max_ttl_seconds} s"
-        )
+    # (2) to (9): key, signature, issuer, tenant, audience, validity window, lifetime.
+    entry = verify_signed(
+        artifact,
+        label="artifact",
+        keyring=keyring,
+        tenant_id=tenant_id,
+        audience=audience,
+        now=now,
+        clock_skew_seconds=clock_skew_seconds,
+        max_ttl_seconds=max_ttl_seconds,
+        min_issued_at=min_issued_at,
+    )
     # (10): the approval is for exactly this call.
     if artifact.action_hash != action_hash:
         raise ApprovalActionMismatchError(
@@ -392,19 +341,3 @@ def verify_approval(
         decision=artifact.decision,
         reason=artifact.reason,
     )
-
-
-def _parse_timestamp(name: str, text: str) -> datetime:
-    try:
-        return parse_rfc3339(text)
-    except MalformedInputError as exc:
-        raise ApprovalMalformedError(f"approval artifact {name}: {exc.message}") from None
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def _quote(value: str) -> str:
-    # Artifact values are attacker-chosen: bound what reaches logs and messages.
-    return repr(value[:64]) + ("…" if len(value) > 64 else "")

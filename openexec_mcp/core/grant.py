@@ -11,9 +11,9 @@ at most ``max_uses`` times and lives at most ``approvals.max_grant_ttl_seconds``
 The signed bytes are the DSSE PAE, under ``application/vnd.openexec.grant+json``, of the RFC 8785
 canonical JSON of every member but ``signature`` (as for approvals, SPEC §5).
 
-``when`` is CEL evaluated by ``cel-python`` over ``args`` (the payload without the nonce),
-``action`` (the tool name) and ``tenant_id``: the variables and engine of the policy rules
-(SPEC §11). This module holds its own thin wrapper until the one of ``gate/rules.py`` is shared.
+``when`` is CEL over ``args`` (the payload without the nonce), ``action`` (the tool name) and
+``tenant_id``: the variables and the wrapper (:mod:`openexec_mcp.core.cel`) of the policy rules
+(SPEC §11). The checks shared with approval artifacts are in :mod:`openexec_mcp.core.artifact`.
 
 Nothing here reads the clock, the network or a database. Whether a grant has uses left
 (``approval_grant_exhausted``) or was revoked (``approval_grant_revoked``) is the store's check,
@@ -26,30 +26,25 @@ import fnmatch
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final
 
-import celpy
-from celpy.adapter import json_to_cel
-from celpy.celtypes import BoolType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from openexec_mcp.core.approval import MAX_FIELD_CHARS, _parse_timestamp  # pyright: ignore[reportPrivateUsage]
-from openexec_mcp.core.canonical import canonicalize, sha256_hex
-from openexec_mcp.core.encoding import b64decode_strict, b64encode, pae
-from openexec_mcp.core.keyring import Keyring, KeyringEntry
-from openexec_mcp.errors import (
-    ApprovalActionMismatchError,
-    ApprovalAudienceMismatchError,
-    ApprovalExpiredError,
-    ApprovalIssuerMismatchError,
-    ApprovalMalformedError,
-    ApprovalNotYetValidError,
-    ApprovalTenantMismatchError,
-    ApprovalTTLTooLongError,
-    MalformedInputError,
+from openexec_mcp.core.artifact import (
+    MAX_FIELD_CHARS,
+    check_identifiers,
+    check_members,
+    parse_validity,
+    seal,
+    verify_signed,
 )
+from openexec_mcp.core.canonical import canonicalize
+from openexec_mcp.core.cel import CELCompileError, CELCondition, CELEvaluationError, activation, compile_condition
+from openexec_mcp.core.encoding import b64encode, pae
+from openexec_mcp.core.keyring import Keyring, KeyringEntry
+from openexec_mcp.errors import ApprovalActionMismatchError, ApprovalMalformedError
 
 __all__ = [
     "GRANT_PAYLOAD_TYPE",
@@ -117,7 +112,7 @@ class GrantArtifact:
     received: Mapping[str, Any] = field(repr=False, compare=False)
     signing_input: bytes = field(repr=False)
     artifact_hash: str
-    program: Any = field(repr=False, compare=False, default=None)
+    program: CELCondition | None = field(repr=False, compare=False, default=None)
 
     def matches(self, action: str, args: Mapping[str, Any], tenant_id: str) -> bool:
         """Return whether this grant covers a call: a pattern matches and ``when`` is ``true``.
@@ -128,17 +123,11 @@ class GrantArtifact:
             return False
         if self.program is None:
             return True
-        activation = {
-            "args": json_to_cel(dict(args)),
-            "action": json_to_cel(action),
-            "tenant_id": json_to_cel(tenant_id),
-        }
         try:
-            value = self.program.evaluate(activation)
-        except Exception as exc:  # CELEvalError: a missing key, a type error, ...
-            logger.info("grant %s: when failed for %s: %s", self.grant_id[:64], action, _first_line(exc))
+            return self.program.evaluate(activation(action, args, tenant_id))
+        except CELEvaluationError as exc:  # a missing key, a type error, a non-bool, ...
+            logger.info("grant %s: when failed for %s: %s", self.grant_id[:64], action, exc.detail)
             return False
-        return isinstance(value, BoolType) and bool(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,17 +162,16 @@ class VerifiedGrant:
         }
 
 
-def compile_when(source: str) -> Any:
-    """Compile a CEL ``when`` expression.
+def compile_when(source: str) -> CELCondition:
+    """Compile a grant's CEL ``when`` expression (:func:`openexec_mcp.core.cel.compile_condition`).
 
     Raises:
         ApprovalMalformedError: It does not compile.
     """
-    environment: Any = celpy.Environment()  # untyped library
     try:
-        return environment.program(environment.compile(source))
-    except Exception as exc:  # CELParseError and friends
-        raise ApprovalMalformedError(f"grant when does not compile: {_first_line(exc)}") from None
+        return compile_condition(source)
+    except CELCompileError as exc:
+        raise ApprovalMalformedError(f"grant when does not compile: {exc.detail}") from None
 
 
 def grant_signing_input(fields: Mapping[str, Any]) -> bytes:
@@ -212,22 +200,11 @@ def parse_grant_artifact(obj: Any) -> GrantArtifact:
             refused); a bad timestamp or ``expires_at`` not after ``issued_at``; a bad
             signature encoding; a ``when`` that is too long or does not compile.
     """
-    if not isinstance(obj, dict):
-        raise ApprovalMalformedError(f"grant must be a JSON object, not {type(obj).__name__}")
-    members: dict[Any, Any] = obj  # pyright: ignore[reportUnknownVariableType]
-    missing = REQUIRED_FIELDS - members.keys()
-    if missing:
-        raise ApprovalMalformedError(f"grant is missing {', '.join(sorted(missing))}")
-    unknown = [name for name in members if name not in REQUIRED_FIELDS | OPTIONAL_FIELDS]
-    if unknown:
-        raise ApprovalMalformedError(f"grant has unknown members: {', '.join(repr(n)[:66] for n in unknown[:5])}")
+    members = check_members(obj, label="grant", required=REQUIRED_FIELDS, optional=OPTIONAL_FIELDS)
     for name in _STRING_FIELDS | OPTIONAL_FIELDS:
         if name in members and not isinstance(members[name], str):
             raise ApprovalMalformedError(f"grant {name} must be a string")
-    for name in ("grant_id", "tenant_id", "issued_by", "kid", "audience"):
-        value = members.get(name)
-        if value is not None and not 0 < len(value) <= MAX_FIELD_CHARS:
-            raise ApprovalMalformedError(f"grant {name} must be 1 to {MAX_FIELD_CHARS} characters")
+    check_identifiers(members, ("grant_id", "tenant_id", "issued_by", "kid", "audience"), label="grant")
     actions: Any = members["actions"]
     if (
         not isinstance(actions, list)
@@ -238,22 +215,11 @@ def parse_grant_artifact(obj: Any) -> GrantArtifact:
     max_uses = members["max_uses"]
     if type(max_uses) is not int or not 1 <= max_uses <= MAX_USES:
         raise ApprovalMalformedError(f"grant max_uses must be an integer from 1 to {MAX_USES}")
-    issued_at = _grant_timestamp("issued_at", members["issued_at"])
-    expires_at = _grant_timestamp("expires_at", members["expires_at"])
-    if expires_at <= issued_at:
-        raise ApprovalMalformedError("grant expires_at must be later than issued_at")
+    issued_at, expires_at = parse_validity(members, label="grant")
     when: str | None = members.get("when")
     if when is not None and not 0 < len(when) <= MAX_WHEN_CHARS:
         raise ApprovalMalformedError(f"grant when must be 1 to {MAX_WHEN_CHARS} characters")
-    try:
-        signature = b64decode_strict(members["signature"])
-    except MalformedInputError as exc:
-        raise ApprovalMalformedError(f"grant signature: {exc.message}") from None
-    try:
-        signing_input = grant_signing_input(members)
-        artifact_hash = sha256_hex(canonicalize(members))
-    except MalformedInputError as exc:
-        raise ApprovalMalformedError(f"grant cannot be canonicalized: {exc.message}") from None
+    signature, signing_input, artifact_hash = seal(members, label="grant", signing_input=grant_signing_input)
     program = compile_when(when) if when is not None else None
     return GrantArtifact(
         grant_id=members["grant_id"],
@@ -310,26 +276,17 @@ def verify_grant(
     Raises:
         ApprovalError: The subclass of the first failing check.
     """
-    now = now.astimezone(UTC)
-    skew = timedelta(seconds=clock_skew_seconds)
     grant = parse_grant_artifact(grant_obj)
-    entry = keyring.select(grant.kid, now=now)
-    entry.verify_signature(grant.signing_input, grant.signature)
-    if grant.issued_by not in entry.issuers:
-        raise ApprovalIssuerMismatchError(f"grant issued_by is not accepted by approval key {entry.kid!r}")
-    if grant.tenant_id != tenant_id:
-        raise ApprovalTenantMismatchError("grant tenant_id does not match this caller's tenant")
-    if grant.audience is not None and grant.audience != audience:
-        raise ApprovalAudienceMismatchError("grant audience does not match this server")
-    if grant.issued_at > now + skew:
-        raise ApprovalNotYetValidError(f"grant issued_at is more than {clock_skew_seconds} s after now")
-    if now > grant.expires_at + skew:
-        raise ApprovalExpiredError("grant has expired")
-    lifetime = grant.expires_at - grant.issued_at
-    if lifetime > timedelta(seconds=max_grant_ttl_seconds):
-        raise ApprovalTTLTooLongError(
-            f"grant lifetime is {lifetime.total_seconds():g} s; the limit is {max_grant_ttl_seconds} s"
-        )
+    entry = verify_signed(
+        grant,
+        label="grant",
+        keyring=keyring,
+        tenant_id=tenant_id,
+        audience=audience,
+        now=now,
+        clock_skew_seconds=clock_skew_seconds,
+        max_ttl_seconds=max_grant_ttl_seconds,
+    )
     if call is not None and not grant.matches(call[0], call[1], tenant_id):
         raise ApprovalActionMismatchError("grant does not cover this action or these arguments")
     verified = VerifiedGrant(
@@ -341,15 +298,3 @@ def verify_grant(
         max_uses=grant.max_uses,
     )
     return grant, verified
-
-
-def _grant_timestamp(name: str, text: str) -> datetime:
-    try:
-        return _parse_timestamp(name, text)
-    except ApprovalMalformedError as exc:
-        raise ApprovalMalformedError(exc.message.replace("approval artifact", "grant")) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
-from openexec_mcp.core.canonical import canonicalize, json_object, loads_canonical
+from openexec_mcp.core.canonical import canonicalize, json_object, loads_canonical, sha256_hex
 from openexec_mcp.core.encoding import b64decode_strict, b64encode, pae
 from openexec_mcp.core.receipt_body import (
     RECEIPT_BODY_FIELDS,
@@ -56,6 +56,7 @@ __all__ = [
     "parse_server_public_keys",
     "receipt_hash",
     "sign_receipt",
+    "verify_envelope_result",
     "verify_receipt",
 ]
 
@@ -246,6 +247,37 @@ def verify_receipt(envelope: Any, public_keys: Mapping[str, Ed25519PublicKey]) -
     if not canonical:
         raise VerificationError("bad_body", "receipt payload is not RFC 8785 canonical", seq=seq)
     return body
+
+
+def verify_envelope_result(result: Any, body: Mapping[str, Any]) -> None:
+    """Check that a result envelope's ``result`` is the one its receipt covers (SPEC §6, §7).
+
+    The receipt's ``result_hash`` is SHA-256 hex of the RFC 8785 bytes of the result, or ``null``
+    when the call recorded none (a denial, an ``indeterminate`` call, a failure without a result):
+    then the envelope's ``result`` must be ``null`` too. Call it on a verified receipt's body.
+
+    Args:
+        result: The envelope's ``result`` member (untrusted JSON; ``None`` when absent or null).
+        body: The verified receipt body (:func:`verify_receipt`).
+
+    Raises:
+        VerificationError: ``result_mismatch``: the result is not the one ``result_hash``
+            covers (another value, a dropped or added result, or a value RFC 8785 cannot encode).
+    """
+    expected = body.get("result_hash")
+    seq = body["seq"] if isinstance(body.get("seq"), int) else None
+    if expected is None:
+        if result is not None:
+            raise VerificationError("result_mismatch", "the receipt covers no result, the envelope has one", seq=seq)
+        return
+    try:
+        actual = sha256_hex(canonicalize(result))
+    except MalformedInputError:
+        actual = None
+    if actual != expected:
+        raise VerificationError(
+            "result_mismatch", "the envelope's result is not the one its receipt's result_hash covers", seq=seq
+        )
 
 
 def parse_server_public_keys(text: str) -> dict[str, Ed25519PublicKey]:

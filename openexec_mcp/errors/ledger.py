@@ -56,6 +56,8 @@ VerificationReason = Literal[
     "not_in_ledger",
     "unknown_exec_id",
     "receipt_mismatch",
+    # a result envelope whose result its receipt does not cover (SPEC §6, §7); also POST /receipts/verify
+    "result_mismatch",
 ]
 """Every ``reason`` a verification failure may carry: stable tokens, part of the wire contract
 (``POST /receipts/verify``, ``receipt verify``, ``ledger verify``). Pinned by a test."""

@@ -9,9 +9,9 @@ Rules apply to every action, built-in or upstream. For one call the effective ap
    ``trust_annotations = true`` is ``auto``; an ``@action`` may declare ``approval``;
 4. else the mode default (``demo``: ``auto``, ``clawshield``: ``signed``).
 
-``when`` is CEL (the ``cel-python`` implementation) over three variables: ``args`` (the payload
-without the reserved nonce, as JSON), ``action`` (the advertised name) and ``tenant_id``.
-Evaluation is pure and deterministic: no functions with side effects or clocks are offered. An
+``when`` is CEL (:mod:`openexec_mcp.core.cel`, shared with grants) over three variables: ``args``
+(the payload without the reserved nonce, as JSON), ``action`` (the advertised name) and
+``tenant_id``. Evaluation is pure and deterministic: no functions with side effects or clocks. An
 expression that does not compile is a start-up error (exit 2); one that errors at call time or
 yields a non-bool denies the call with ``policy_error`` (the gate records a receipt).
 """
@@ -24,11 +24,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import celpy
-from celpy.adapter import json_to_cel
-from celpy.celtypes import BoolType
-
 from openexec_mcp.config import ApprovalPolicy, PolicyRuleSettings
+from openexec_mcp.core.cel import (
+    Activation,
+    CELCompileError,
+    CELCondition,
+    CELEvaluationError,
+    CELResultNotBoolError,
+    activation,
+    compile_condition,
+)
 from openexec_mcp.errors import ConfigError, PolicyError
 
 __all__ = ["CompiledRule", "PolicyRules"]
@@ -45,13 +50,14 @@ class CompiledRule:
         actions: fnmatch patterns over advertised names (case-sensitive).
         when: The CEL source, or ``None`` (always true).
         approval: The policy this rule gives.
+        program: The compiled ``when``, or ``None``.
     """
 
     index: int
     actions: tuple[str, ...]
     when: str | None
     approval: ApprovalPolicy
-    program: Any
+    program: CELCondition | None
 
     def matches_name(self, name: str) -> bool:
         """Return whether one of the patterns matches ``name`` (``fnmatchcase``)."""
@@ -66,15 +72,14 @@ class PolicyRules:
     """
 
     def __init__(self, rules: Sequence[PolicyRuleSettings]) -> None:
-        environment: Any = celpy.Environment()  # untyped library
         compiled: list[CompiledRule] = []
         for index, rule in enumerate(rules):
             program = None
             if rule.when is not None:
                 try:
-                    program = environment.program(environment.compile(rule.when))
-                except Exception as exc:  # CELParseError and friends: the expression is unusable
-                    raise ConfigError(f"policy.rules[{index}].when does not compile: {_first_line(exc)}") from None
+                    program = compile_condition(rule.when)
+                except CELCompileError as exc:
+                    raise ConfigError(f"policy.rules[{index}].when does not compile: {exc.detail}") from None
             compiled.append(CompiledRule(index, tuple(rule.actions), rule.when, rule.approval, program))
         self.rules: tuple[CompiledRule, ...] = tuple(compiled)
 
@@ -100,33 +105,24 @@ class PolicyRules:
         Raises:
             PolicyError: A matching rule's ``when`` failed to evaluate or did not yield a bool.
         """
-        activation: dict[str, Any] | None = None
+        variables: Activation | None = None
         for rule in self.rules:
             if not rule.matches_name(name):
                 continue
             if rule.program is None:
                 return rule.approval
-            if activation is None:
-                activation = {
-                    "args": json_to_cel(dict(args)),
-                    "action": json_to_cel(name),
-                    "tenant_id": json_to_cel(tenant_id),
-                }
+            if variables is None:
+                variables = activation(name, args, tenant_id)
             try:
-                value = rule.program.evaluate(activation)
-            except Exception as exc:  # CELEvalError: a missing key, a type error, ...
-                logger.info("policy.rules[%d].when failed for %s: %s", rule.index, name, _first_line(exc))
+                matched = rule.program.evaluate(variables)
+            except CELResultNotBoolError:
+                raise PolicyError(f"policy rule {rule.index} did not yield a bool") from None
+            except CELEvaluationError as exc:  # a missing key, a type error, ...
+                logger.info("policy.rules[%d].when failed for %s: %s", rule.index, name, exc.detail)
                 raise PolicyError(f"policy rule {rule.index} could not be evaluated for this call") from None
-            if not isinstance(value, BoolType):
-                raise PolicyError(f"policy rule {rule.index} did not yield a bool")
-            if bool(value):
+            if matched:
                 return rule.approval
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 _MODE_DEFAULT: dict[str, ApprovalPolicy] = {"demo": "auto", "clawshield": "signed"}

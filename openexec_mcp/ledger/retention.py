@@ -1,9 +1,10 @@
 """Nonce retention (SPEC §4): old nonce records are pruned; the ledger keeps every receipt.
 
-A nonce record is kept at least ``nonce.retention_seconds`` after its call finished (or, for an
-``indeterminate`` call, after it was recovered). Pruning never lets a replay through: the record
-outlives every approval that could have authorised its call, and approvals issued before the
-retention horizon are refused (:class:`~openexec_mcp.gate.approvals.Approver` passes ``min_issued_at``).
+A nonce record is kept at least ``nonce.retention_seconds`` after its call finished; a ``started``
+or ``indeterminate`` record is never pruned (``ledger resolve`` must find it). Pruning never lets
+a replay through: the record outlives every approval that could have authorised its call, and
+approvals issued before the retention horizon are refused
+(:class:`~openexec_mcp.gate.approvals.Approver` passes ``min_issued_at``).
 Independently of the nonce record, a consumed ``approval_id`` is kept until its artifact's
 ``expires_at`` + skew has passed the horizon (:meth:`~openexec_mcp.store.base.NonceTable.prune_nonces`),
 so even an artifact issued within the skew in the future never executes twice.

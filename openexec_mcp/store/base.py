@@ -17,22 +17,32 @@ moves forward (:meth:`Store.save_checkpoint` is a compare-and-swap on the tree s
 The protocol is cut into small roles, each what one caller needs: :class:`NonceTable` (the
 gate's step 4 and ``ledger resolve``), :class:`LedgerLog` (receipts), :class:`ApprovalInbox`
 (pending requests and submitted artifacts) and :class:`CheckpointLog` (tree and checkpoints);
-:class:`Store` is all four. Methods are synchronous and thread-safe; the async gate calls them
-from worker threads. Backends raise :class:`~openexec_mcp.errors.StoreUnavailableError` when the
-database does not answer, with a generic message (the detail goes to the log), and nothing else
-on purpose. :func:`openexec_mcp.store.open_store` opens one from a URL.
+:class:`Store` is all four. The records they pass (:class:`NonceClaim`, :class:`Outcome`,
+:class:`LedgerEntry`, ...) are in :mod:`openexec_mcp.store.records`, re-exported here.
+Methods are synchronous and thread-safe; the async gate calls them from worker threads. Backends
+raise :class:`~openexec_mcp.errors.StoreUnavailableError` when the database does not answer, with
+a generic message (the detail goes to the log), and nothing else on purpose.
+:func:`openexec_mcp.store.open_store` opens one from a URL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from openexec_mcp.core.nonce import NonceRecord
-from openexec_mcp.core.receipt import SignedReceipt
 from openexec_mcp.store.grants import GrantTable
+from openexec_mcp.store.records import (
+    APPROVAL_CONSUMED,
+    ApprovalAlreadyConsumed,
+    ApprovalRequest,
+    LedgerEntry,
+    NonceClaim,
+    Outcome,
+    ReceiptFactory,
+    StoredCheckpoint,
+)
 
 _T = TypeVar("_T")
 
@@ -51,118 +61,6 @@ __all__ = [
     "Store",
     "StoredCheckpoint",
 ]
-
-ReceiptFactory = Callable[[int, str | None], SignedReceipt]
-"""Builds and signs the receipt for ledger index ``seq`` whose predecessor hash is ``prev``."""
-
-
-@dataclass(frozen=True, slots=True)
-class NonceClaim:
-    """A request to claim ``(tenant_id, nonce)`` for one call (SPEC §4).
-
-    ``approval_id``, when set, is consumed in the same transaction (an approval executes once).
-    ``request``, when set, is the JCS text of the action request (SPEC §3) whose SHA-256 is
-    ``action_hash``; it is kept with the nonce so that ``ledger replay`` can re-run the call.
-    ``approval_keep_until`` (RFC 3339 UTC) is the artifact's ``expires_at`` + clock skew: the
-    consumed ``approval_id`` is kept at least until then, whatever happens to the nonce record
-    (SPEC §4); ``None`` keeps it for good.
-    ``extra`` is the JCS text of the call's further receipt fields (``nonce_source``,
-    ``upstream``), kept so that receipts written later for this call (recovery, resolve) carry them.
-    """
-
-    tenant_id: str
-    nonce: str
-    action: str
-    action_hash: str
-    exec_id: str
-    run_id: str
-    approval: str
-    started_at: str
-    approval_id: str | None = None
-    request: str | None = None
-    approval_keep_until: str | None = None
-    extra: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The handler's outcome, committed with its receipt.
-
-    Attributes:
-        status: ``executed``, ``failed``, or ``indeterminate`` (sent, no answer: the nonce stays
-            taken as ``indeterminate``, SPEC §11).
-        result: JCS text of the result, or ``None``.
-        result_hash: SHA-256 hex of the JCS bytes of the result, or ``None``.
-        error_code: Stable error code when ``failed``.
-        error_message: Message when ``failed``.
-        finished_at: RFC 3339 UTC (ms).
-    """
-
-    status: str
-    result: str | None
-    result_hash: str | None
-    error_code: str | None
-    error_message: str | None
-    finished_at: str
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """One ledger row: the receipt at ``seq`` and the columns indexed for look-ups."""
-
-    seq: int
-    exec_id: str
-    receipt_hash: str
-    envelope: str
-    tenant_id: str
-    run_id: str
-    action: str
-    status: str
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovalRequest:
-    """A pending approval request in the inbox (SPEC §5, "Where an artifact comes from" 3).
-
-    Attributes:
-        request_id: Random id, 32 hex.
-        tenant_id: The tenant of the call that needs approval.
-        action_hash: 64 hex, what an approver signs.
-        action_request: JCS text of ``{"action", "payload", "nonce"}``, shown to the approver.
-        created_at: RFC 3339 UTC (ms).
-        expires_at: RFC 3339 UTC (ms); after it the request is no longer listed.
-        expires_unix: ``expires_at`` in seconds since the epoch (for comparisons in SQL).
-    """
-
-    request_id: str
-    tenant_id: str
-    action_hash: str
-    action_request: str
-    created_at: str
-    expires_at: str
-    expires_unix: float
-
-
-@dataclass(frozen=True, slots=True)
-class StoredCheckpoint:
-    """A signed checkpoint as the store keeps it (SPEC §7).
-
-    Attributes:
-        size: The tree size it covers.
-        root: The RFC 9162 root of the first ``size`` leaves, 64 lowercase hex.
-        note: The C2SP signed note (``tlog-checkpoint`` text and signature line), verbatim.
-    """
-
-    size: int
-    root: str
-    note: str
-
-
-class ApprovalAlreadyConsumed:
-    """Sentinel answer of :meth:`Store.claim_nonce` when the approval_id was already used."""
-
-
-APPROVAL_CONSUMED = ApprovalAlreadyConsumed()
 
 
 class NonceTable(Protocol):
@@ -253,12 +151,13 @@ class NonceTable(Protocol):
         ...
 
     def prune_nonces(self, finished_before: str) -> int:
-        """Delete the ``finished`` and ``indeterminate`` nonce records older than the retention horizon.
+        """Delete the ``finished`` nonce records older than the retention horizon.
 
-        A record's age counts from its ``finished_at`` (for ``indeterminate`` rows: when they were
-        recovered; rows recovered by older versions: ``started_at``). ``started`` rows are never
-        deleted, and neither is anything in the ledger. Deletes in small batches, so concurrent
-        calls wait at most one batch.
+        A record's age counts from its ``finished_at``. ``started`` and ``indeterminate`` rows are
+        never deleted, whatever their age: an ``indeterminate`` call stays findable by
+        ``ledger resolve`` (and its nonce taken) until an operator decides it, after which it is
+        ``finished`` and ages from that decision. Nothing in the ledger is ever deleted. Deletes
+        in small batches, so concurrent calls wait at most one batch.
 
         Consumed ``approval_id`` rows are deleted only once their ``approval_keep_until`` (the
         artifact's ``expires_at`` + skew) is before the horizon, whatever happened to their

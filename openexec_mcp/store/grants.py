@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from openexec_mcp.core.canonical import canonicalize
 from openexec_mcp.core.nonce import NonceRecord
+from openexec_mcp.store.records import NonceClaim
 from openexec_mcp.store.sqlcore import Connection, Rollback, SQLCore
-
-if TYPE_CHECKING:
-    from openexec_mcp.store.base import NonceClaim
 
 __all__ = ["GrantRefused", "GrantSQL", "GrantTable", "StoredGrant"]
 

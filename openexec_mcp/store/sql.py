@@ -4,7 +4,8 @@
 SQL that SQLite (3.35+: ``ON CONFLICT DO NOTHING``, ``RETURNING``, row values) and PostgreSQL
 both speak. Queries are written with ``?`` placeholders and translated once per dialect. A
 backend subclass supplies only what truly differs (:class:`~openexec_mcp.store.sqlcore.SQLCore`);
-the ledger, tree and checkpoint SQL is in :mod:`openexec_mcp.store.sqlledger`.
+the ledger, tree and checkpoint SQL is in :mod:`openexec_mcp.store.sqlledger`, the approval
+inbox's in :mod:`openexec_mcp.store.sqlinbox` and the grants' in :mod:`openexec_mcp.store.grants`.
 
 Transactions. A claim, an outcome-plus-receipt, an append or a recovery is each one
 transaction, so a crash leaves all of it or none of it (SPEC §4). The receipt is built inside
@@ -15,16 +16,13 @@ same transaction stores the RFC 9162 tree nodes the append completes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any, cast
 
 from openexec_mcp.core.clock import format_timestamp
 from openexec_mcp.core.nonce import NonceRecord
 from openexec_mcp.store.base import (
     APPROVAL_CONSUMED,
     ApprovalAlreadyConsumed,
-    ApprovalRequest,
     LedgerEntry,
     NonceClaim,
     Outcome,
@@ -32,6 +30,7 @@ from openexec_mcp.store.base import (
 )
 from openexec_mcp.store.grants import GrantSQL
 from openexec_mcp.store.sqlcore import UNAVAILABLE, Connection, Rollback, unavailable
+from openexec_mcp.store.sqlinbox import InboxSQL
 from openexec_mcp.store.sqlledger import LedgerSQL
 
 __all__ = ["UNAVAILABLE", "Connection", "Rollback", "SQLStore", "unavailable"]
@@ -40,12 +39,10 @@ NONCE_COLUMNS = (
     "tenant_id, nonce, action, action_hash, exec_id, run_id, approval, started_at, state, status, "
     "result, result_hash, error_code, error_message, extra"
 )
-_REQUEST_COLUMNS = "request_id, tenant_id, action_hash, action_request, created_at, expires_at, expires_unix"
 _PRUNE_BATCH = 1000
-_ARTIFACTS_PER_CALL = 16
 
 
-class SQLStore(LedgerSQL, GrantSQL):
+class SQLStore(LedgerSQL, InboxSQL, GrantSQL):
     """The whole :class:`~openexec_mcp.store.base.Store` protocol in SQL; subclasses add a driver.
 
     Args:
@@ -257,25 +254,22 @@ class SQLStore(LedgerSQL, GrantSQL):
         """See :meth:`Store.prune_nonces`."""
         c = self.text_order
         deleted = 0
-        # Never 'started' rows; 'indeterminate' rows of older versions have no finished_at.
-        for condition in (
-            f"finished_at{c} < ? AND state <> 'started'",
-            f"finished_at IS NULL AND state = 'indeterminate' AND started_at{c} < ?",
-        ):
-            query = (
-                "DELETE FROM nonces WHERE (tenant_id, nonce) IN"
-                f" (SELECT tenant_id, nonce FROM nonces WHERE {condition} LIMIT {_PRUNE_BATCH})"
-            )
-            while True:
-                count = self._run(lambda conn, q=query: self._exec(conn, q, (finished_before,)).rowcount, write=True)
-                deleted += count
-                if count < _PRUNE_BATCH:
-                    break
+        # Only 'finished' rows: a 'started' call is running or awaits recovery, and an
+        # 'indeterminate' one awaits `ledger resolve`, which needs its record (SPEC §4, §11).
+        query = (
+            "DELETE FROM nonces WHERE (tenant_id, nonce) IN (SELECT tenant_id, nonce FROM nonces"
+            f" WHERE state = 'finished' AND finished_at{c} < ? LIMIT {_PRUNE_BATCH})"
+        )
+        while True:
+            count = self._run(lambda conn: self._exec(conn, query, (finished_before,)).rowcount, write=True)
+            deleted += count
+            if count < _PRUNE_BATCH:
+                break
 
         def approvals(conn: Connection) -> None:
             # A consumption outlives its nonce record until its artifact has expired (SPEC §4).
             self._exec(conn, f"DELETE FROM consumed_approvals WHERE keep_until{c} < ?", (finished_before,))
-            self._exec(conn, f"DELETE FROM approval_artifacts WHERE submitted_at{c} < ?", (finished_before,))
+            self._prune_inbox(conn, finished_before)
             self._prune_grants(conn, finished_before)
 
         self._run(approvals, write=True)
@@ -285,112 +279,6 @@ class SQLStore(LedgerSQL, GrantSQL):
         """See :meth:`Store.get_action_request`."""
         row = self._read_one("SELECT request FROM nonces WHERE tenant_id = ? AND nonce = ?", (tenant_id, nonce))
         return None if row is None or row[0] is None else str(row[0])
-
-    # -- approval inbox (SPEC §5) ---------------------------------------------------------------
-
-    def open_approval_request(
-        self, request: ApprovalRequest, now_unix: float, max_pending: int | None = None
-    ) -> ApprovalRequest:
-        """See :meth:`Store.open_approval_request`."""
-        values = (
-            request.request_id,
-            request.tenant_id,
-            request.action_hash,
-            request.action_request,
-            request.created_at,
-            request.expires_at,
-            request.expires_unix,
-        )
-
-        def work(conn: Connection) -> ApprovalRequest:
-            self._exec(conn, "DELETE FROM approval_requests WHERE expires_unix < ?", (now_unix,))
-            # A concurrent claim may close the pending request between the insert and the read.
-            for _ in range(3):
-                found = self._one(
-                    conn,
-                    f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE tenant_id = ? AND action_hash = ?",
-                    (request.tenant_id, request.action_hash),
-                )
-                if found is not None:
-                    return ApprovalRequest(*found)
-                if max_pending is not None:
-                    # The tenant's newest max_pending - 1 stay; the oldest make room for this one.
-                    self._exec(
-                        conn,
-                        "DELETE FROM approval_requests WHERE tenant_id = ? AND request_id NOT IN"
-                        " (SELECT request_id FROM approval_requests WHERE tenant_id = ?"
-                        " ORDER BY created_at DESC, request_id DESC LIMIT ?)",
-                        (request.tenant_id, request.tenant_id, max(0, max_pending - 1)),
-                    )
-                inserted = self._one(
-                    conn,
-                    f"INSERT INTO approval_requests ({_REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (tenant_id, action_hash) DO NOTHING RETURNING 1",
-                    values,
-                )
-                if inserted is not None:
-                    return request
-            raise unavailable("the approval request kept changing while it was being opened")
-
-        return self._run(work, write=True)
-
-    def list_approval_requests(
-        self,
-        now_unix: float,
-        tenant_id: str | None = None,
-        *,
-        after: tuple[str, str] | None = None,
-        limit: int | None = None,
-    ) -> list[ApprovalRequest]:
-        """See :meth:`Store.list_approval_requests`."""
-        where, params = ["expires_unix >= ?"], list[object]([now_unix])
-        if tenant_id is not None:
-            where.append("tenant_id = ?")
-            params.append(tenant_id)
-        if after is not None:
-            where.append("(created_at, request_id) > (?, ?)")
-            params += list(after)
-        query = f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE {' AND '.join(where)}"
-        query += " ORDER BY created_at, request_id" + ("" if limit is None else f" LIMIT {int(limit)}")
-        return [ApprovalRequest(*row) for row in self._read_all(query, params)]
-
-    def get_approval_request(self, request_id: str) -> ApprovalRequest | None:
-        """See :meth:`Store.get_approval_request`."""
-        row = self._read_one(f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE request_id = ?", (request_id,))
-        return None if row is None else ApprovalRequest(*row)
-
-    def add_approval_artifact(self, action_hash: str, approval_id: str, artifact: str, submitted_at: str) -> bool:
-        """See :meth:`Store.add_approval_artifact`."""
-        tenant_id = _artifact_tenant(artifact)
-
-        def work(conn: Connection) -> bool:
-            return (
-                self._one(
-                    conn,
-                    "INSERT INTO approval_artifacts (action_hash, approval_id, artifact, submitted_at, tenant_id)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
-                    (action_hash, approval_id, artifact, submitted_at, tenant_id),
-                )
-                is not None
-            )
-
-        return self._run(work, write=True)
-
-    def approval_artifacts(self, action_hash: str, tenant_id: str | None = None) -> list[str]:
-        """See :meth:`Store.approval_artifacts`.
-
-        Rows without a tenant come only from a replica of a version before schema 2 during a
-        rolling upgrade; they are included, and the gate checks each artifact's tenant anyway.
-        """
-        where, params = "action_hash = ?", [action_hash]
-        if tenant_id is not None:
-            where, params = "(tenant_id = ? OR tenant_id IS NULL) AND action_hash = ?", [tenant_id, action_hash]
-        rows = self._read_all(
-            f"SELECT artifact FROM approval_artifacts WHERE {where}"
-            f" ORDER BY submitted_at DESC LIMIT {_ARTIFACTS_PER_CALL}",
-            params,
-        )
-        return [str(row[0]) for row in rows]
 
     def ping(self) -> None:
         """See :meth:`Store.ping`."""
@@ -419,13 +307,3 @@ def _outcome_values(outcome: Outcome) -> tuple[str | None, ...]:
         outcome.error_message,
         outcome.finished_at,
     )
-
-
-def _artifact_tenant(artifact: str) -> str | None:
-    """Return the (signed) ``tenant_id`` an artifact names, or ``None``."""
-    try:
-        parsed = json.loads(artifact)
-    except ValueError:
-        return None
-    tenant = cast(dict[str, Any], parsed).get("tenant_id") if isinstance(parsed, dict) else None
-    return tenant if isinstance(tenant, str) else None

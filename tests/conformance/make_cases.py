@@ -29,6 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from openexec_mcp.core.canonical import canonicalize, sha256_hex
 from openexec_mcp.core.receipt import ServerKey, SignedReceipt, sign_receipt
 from openexec_mcp.core.tlog.checkpoint import sign_checkpoint
 from openexec_mcp.core.tlog.merkle import inclusion_proof, root_from_leaves, subtree_hasher_from_leaves
@@ -50,9 +51,15 @@ def _hex(label: str, size: int = 64) -> str:
     return hashlib.sha256(label.encode()).hexdigest()[:size]
 
 
+def result(seq: int) -> dict[str, Any]:
+    """The result of the executed call at ``seq`` (a replay at ``seq`` returns that of ``seq - 2``)."""
+    return {"echo": {"msg": f"hello {seq}"}}
+
+
 def body(seq: int, prev: str | None, **changes: Any) -> dict[str, Any]:
-    """A SPEC §7 v1 receipt body, deterministic in ``seq``."""
+    """A SPEC §7 v1 receipt body, deterministic in ``seq``; ``result_hash`` covers :func:`result`."""
     status = ("executed", "denied", "replayed", "failed")[seq % 4]
+    covered = {"executed": seq, "replayed": seq - 2}.get(status)
     made: dict[str, Any] = {
         "v": 1,
         "exec_id": _hex(f"exec {seq}", 32),
@@ -67,7 +74,7 @@ def body(seq: int, prev: str | None, **changes: Any) -> dict[str, Any]:
         "status": status,
         "error_code": {"denied": "approval_required", "failed": "handler_error"}.get(status),
         "approval": {"method": "auto", "approval_id": None, "kid": None, "issued_by": None, "artifact_hash": None},
-        "result_hash": _hex(f"result {seq}") if status in ("executed", "replayed") else None,
+        "result_hash": sha256_hex(canonicalize(result(covered))) if covered is not None else None,
         "original_exec_id": _hex(f"exec {seq - 2}", 32) if status == "replayed" else None,
         "policy_hash": _hex("policy"),
         "started_at": f"2025-01-01T00:00:{seq:02d}.000Z",
@@ -143,7 +150,7 @@ def cases() -> list[Case]:
         "status": "executed",
         "exec_id": r[4].body["exec_id"],
         "action": "echo",
-        "result": {"echo": {"msg": "hello"}},
+        "result": result(4),
         "error": None,
         "approval_request": None,
         "receipt": r[4].envelope,
@@ -169,10 +176,19 @@ def cases() -> list[Case]:
         ),
         Case(
             "result_envelope_pass",
-            "A SPEC §6 result envelope from POST /execute, holding the receipt (seq 4).",
+            "A SPEC §6 result envelope from POST /execute, holding the receipt (seq 4) whose result_hash covers "
+            "its result.",
             result_envelope,
             real.proof(4, size),
             None,
+        ),
+        Case(
+            "result_envelope_result_altered_fail",
+            "The result envelope of seq 4 with its result changed: the receipt and its proof verify, but the "
+            "receipt's result_hash does not cover the result beside it.",
+            {**result_envelope, "result": {"echo": {"msg": "not what was signed"}}},
+            real.proof(4, size),
+            "result_mismatch",
         ),
         Case(
             "older_checkpoint_pass",

@@ -49,6 +49,7 @@ PINNED = frozenset(
         "not_in_ledger",
         "unknown_exec_id",
         "receipt_mismatch",
+        "result_mismatch",
     }
 )
 """Changing this set changes the wire contract: say so in docs and the changelog."""

@@ -221,22 +221,27 @@ TAMPERS: dict[str, Callable[[list[dict[str, Any]]], Any]] = {
     "wrong-payload-type": lambda envs: {**envs[0]["receipt"], "payloadType": "application/json"},
     "envelope-with-wrong-receipt-hash": lambda envs: {**envs[0], "receipt_hash": envs[1]["receipt_hash"]},
     "not-an-envelope": lambda envs: [envs[0]["receipt"]],
+    # A whole result envelope whose result its receipt's result_hash does not cover (SPEC §6, §7).
+    "envelope-with-another-result": lambda envs: {**envs[0], "result": {"echo": {"msg": "not what was signed"}}},
+    "envelope-with-its-result-dropped": lambda envs: {**envs[0], "result": None},
+    "denial-envelope-with-a-result-added": lambda envs: {**envs[2], "result": {"echo": {"msg": "never ran"}}},
 }
+RESULT_TAMPERS = frozenset(name for name in TAMPERS if "result" in name)
 
 
-@pytest.mark.parametrize("tamper", list(TAMPERS.values()), ids=list(TAMPERS))
+@pytest.mark.parametrize("name", list(TAMPERS))
 def test_receipt_verify_exits_1_for_a_tampered_receipt(
-    cli: Callable[..., Outcome],
-    envelopes: list[dict[str, Any]],
-    keys_json: str,
-    tmp_path: Path,
-    tamper: Callable[[list[dict[str, Any]]], Any],
+    cli: Callable[..., Outcome], envelopes: list[dict[str, Any]], keys_json: str, tmp_path: Path, name: str
 ) -> None:
-    receipt_file = write_json(tmp_path / "tampered.json", tamper(envelopes))
+    receipt_file = write_json(tmp_path / "tampered.json", TAMPERS[name](envelopes))
     key = json.loads(keys_json)["keys"][0]["public_key"]
     outcome = cli("receipt", "verify", str(receipt_file), "--public-key", key)
     assert outcome.code == 1, outcome
     assert outcome.stdout.startswith("INVALID")
+    if name in RESULT_TAMPERS:
+        assert outcome.stdout.startswith("INVALID result_mismatch:"), outcome
+        with pytest.raises(verifier.ReceiptInvalid, match="result_mismatch"):  # the independent verifier agrees
+            verifier.verify_envelope(TAMPERS[name](envelopes), json.loads(keys_json))
 
 
 def test_receipt_verify_exits_1_under_another_servers_key(

@@ -8,6 +8,8 @@ files are what the script makes.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -86,3 +88,32 @@ def test_the_committed_cases_are_what_make_cases_generates() -> None:
         stdin=subprocess.DEVNULL,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+ENVELOPE_CASES = [case for case in CASES if "receipt" in json.loads((case / "receipt.json").read_text())]
+
+
+@pytest.mark.parametrize("case", ENVELOPE_CASES, ids=[case.name for case in ENVELOPE_CASES])
+def test_the_independent_verifier_agrees_on_each_result_envelope_case(case: Path) -> None:
+    """The SPEC-only verifier checks a result envelope's result against result_hash as the CLI does."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+    from oe_testing import verifier
+
+    raw = load_pem_public_key((case / "public_key.pem").read_bytes()).public_bytes(Encoding.Raw, PublicFormat.Raw)
+    keys = {"keys": [{"kid": hashlib.sha256(raw).hexdigest()[:16], "alg": "Ed25519", "public_key": b64(raw)}]}
+    expected = json.loads((case / "expected.json").read_text())
+    envelope = json.loads((case / "receipt.json").read_text())
+    if expected["valid"]:
+        verifier.verify_envelope(envelope, keys)
+    else:
+        with pytest.raises(verifier.ReceiptInvalid, match=expected["reason"]):
+            verifier.verify_envelope(envelope, keys)
+
+
+def test_a_result_envelope_case_passes_and_one_with_its_result_altered_fails() -> None:
+    names = {case.name for case in ENVELOPE_CASES}
+    assert {"result_envelope_pass", "result_envelope_result_altered_fail"} <= names

@@ -244,3 +244,42 @@ def test_sqlite_sweeps_never_recover_started_calls(make_runtime: Callable[..., R
     runtime = make_runtime()
     assert runtime.housekeeping.sweeper is not None
     assert runtime.housekeeping.sweeper._recover is None  # pyright: ignore[reportPrivateUsage]  # own rows
+
+
+async def test_the_hourly_sweep_never_prunes_an_indeterminate_call_so_ledger_resolve_still_finds_it(
+    make_runtime: Callable[..., Runtime], counter_file: Path
+) -> None:
+    from openexec_mcp.core.action import ActionRequest
+    from openexec_mcp.core.canonical import canonicalize
+    from openexec_mcp.core.clock import format_timestamp
+    from openexec_mcp.gate.pipeline import AUTO_APPROVAL
+    from openexec_mcp.ledger.resolve import resolve_indeterminate
+    from openexec_mcp.store.base import NonceClaim
+
+    crashed = make_runtime()
+    call = ActionRequest("count", {"label": "x"}, "nonce-0001")
+    crashed.store.claim_nonce(
+        NonceClaim(
+            tenant_id="default",
+            nonce="nonce-0001",
+            action="count",
+            action_hash=call.action_hash(),
+            exec_id="e" * 32,
+            run_id="run-1",
+            approval=canonicalize(dict(AUTO_APPROVAL)).decode(),
+            started_at=format_timestamp(utc_now()),
+            request=call.canonical_bytes().decode(),
+        )
+    )
+    crashed.close()  # died holding the claim: the next start records it indeterminate
+    runtime = make_runtime()
+    clock = Clock(utc_now() + timedelta(days=30))  # a month of hourly sweeps later
+    assert sweeper_with_clock(runtime, clock).sweep() == 0
+
+    record = runtime.store.get_nonce_by_exec_id("e" * 32)
+    assert record is not None and record.state == "indeterminate"
+    retry = await runtime.gate.call("count", {"label": "x", "nonce": "nonce-0001"}, CTX)
+    assert retry.envelope["error"]["code"] == "outcome_unknown"  # its nonce is still taken
+    resolution = await resolve_indeterminate(runtime.gate, "e" * 32, "mark_failed")
+    assert (resolution.status, resolution.original_exec_id) == ("failed", "e" * 32)
+    assert executions(counter_file) == 0

@@ -140,12 +140,22 @@ def verify_receipt(envelope: Any, keys_document: dict[str, Any]) -> dict[str, An
 
 
 def verify_envelope(envelope: dict[str, Any], keys_document: dict[str, Any]) -> dict[str, Any]:
-    """Verify the receipt of a result envelope (SPEC §6) and its ``receipt_hash``; return the body."""
+    """Verify the receipt of a result envelope (SPEC §6), its ``receipt_hash`` and its ``result``; return the body.
+
+    SPEC §7: ``result_hash`` is SHA-256 hex of JCS(result), or null; so the envelope's ``result``
+    must hash to it, and be null when it is null.
+    """
     body = verify_receipt(envelope["receipt"], keys_document)
     if envelope["receipt_hash"] != receipt_hash(envelope["receipt"]):
         raise ReceiptInvalid("receipt_hash is not SHA-256(0x00 || JCS(receipt))")
     if body["exec_id"] != envelope["exec_id"] or body["action"] != envelope["action"]:
         raise ReceiptInvalid("envelope and receipt body disagree")
+    result = envelope.get("result")
+    if body["result_hash"] is None:
+        if result is not None:
+            raise ReceiptInvalid("result_mismatch: the receipt covers no result, the envelope has one")
+    elif result_hash(result) != body["result_hash"]:
+        raise ReceiptInvalid("result_mismatch: result_hash is not SHA-256(JCS(result))")
     return body
 
 

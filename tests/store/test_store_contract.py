@@ -778,15 +778,39 @@ def test_prune_works_through_more_records_than_one_batch(store: Store) -> None:
     assert store.ledger_size() == 1203
 
 
-def test_an_indeterminate_record_is_kept_a_retention_period_after_its_recovery(backend: Backend) -> None:
-    store, claim = crashed_with_indeterminate(backend)
-    # Claimed in 2025 (make_claim), recovered now: the horizon counts from the recovery.
-    assert store.prune_nonces(HORIZON) == 0
-    record = store.get_nonce("tenant-a", "nonce-1")
+FAR_FUTURE = "9999-01-01T00:00:00.000Z"  # a horizon every record is older than
+
+
+def test_retention_never_prunes_an_indeterminate_record_so_ledger_resolve_still_finds_it(backend: Backend) -> None:
+    store, claim = crashed_with_indeterminate(backend)  # recovered after a crash
+    store.claim_nonce(make_claim("nonce-sent"))  # sent, no answer: indeterminate through finish()
+    lost = Outcome("indeterminate", None, None, "outcome_unknown", "no answer", OLD)
+    store.finish("tenant-a", "nonce-sent", lost, receipt_factory(status="indeterminate"))
+    running = make_claim("nonce-running")
+    store.claim_nonce(running)
+
+    assert store.prune_nonces(FAR_FUTURE) == 0
+    record = store.get_nonce_by_exec_id(claim.exec_id)  # what `ledger resolve EXEC_ID` looks up
     assert record is not None and record.state == "indeterminate"
-    assert store.prune_nonces("9999-01-01T00:00:00.000Z") == 1
-    assert store.get_nonce_by_exec_id(claim.exec_id) is None
-    assert store.ledger_size() == 1
+    sent = store.get_nonce("tenant-a", "nonce-sent")
+    assert sent is not None and sent.state == "indeterminate"
+    kept = store.get_nonce_by_exec_id(running.exec_id)
+    assert kept is not None and kept.state == "started"
+    # Its nonce stays taken: a retry is answered from the record, never run again.
+    assert isinstance(store.claim_nonce(make_claim("nonce-1")), NonceRecord)
+
+    # Once an operator decides it, it is finished and ages like any finished call.
+    decision = secrets.token_hex(16)
+    verdict = Outcome("failed", None, None, "operator_marked_failed", "marked failed", "2026-01-01T00:00:00.000Z")
+    assert store.fail_indeterminate(
+        "tenant-a", "nonce-1", claim.exec_id, decision, verdict, receipt_factory(exec_id=decision, status="failed")
+    )
+    assert store.prune_nonces("2025-12-31T00:00:00.000Z") == 0  # decided after this horizon
+    assert store.prune_nonces(FAR_FUTURE) == 1
+    assert store.get_nonce("tenant-a", "nonce-1") is None
+    assert store.get_nonce("tenant-a", "nonce-sent") is not None
+    assert store.get_nonce("tenant-a", "nonce-running") is not None
+    assert store.ledger_size() == 3
 
 
 def test_get_nonce_by_exec_id_finds_the_record_of_a_call(store: Store) -> None:
