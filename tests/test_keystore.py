@@ -10,8 +10,6 @@ import stat
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
-from oe_testing.processes import run_cli
-
 from openexec_mcp.keystore import SERVER_KEY_FILENAME, _publish_once, load_or_create_server_key  # pyright: ignore[reportPrivateUsage]
 
 RACERS = 8
@@ -69,6 +67,8 @@ def test_a_first_start_killed_while_writing_the_server_key_never_bricks_the_stat
     Before the fix the key was written in place, so the kill left a half-written
     ``server_key.pem`` that every later start refused ("not a PEM private key").
     """
+    from oe_testing.processes import run_cli  # here, not at the top: the spawned racers import this module
+
     env = {**os.environ, "OPENEXEC_STATE_DIR": str(tmp_path / "state"), "OPENEXEC_UNSAFE_FAULTS": "in_server_key"}
     killed = run_cli("keys", "public", env=env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr

@@ -21,7 +21,6 @@ import httpx
 import pytest
 
 from oe_testing.http_server import free_port, wait_until_ready
-from openexec_mcp.cli import main
 
 WAIT_SECONDS = 30.0
 CLI_TIMEOUT_SECONDS = 120.0
@@ -134,6 +133,8 @@ def run_cli_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subpro
     is this process's (set it with ``monkeypatch``); stdout and stderr are what ``main`` printed,
     taken from ``capsys``. Returns the same shape as :func:`run_cli`.
     """
+    from openexec_mcp.cli import main  # here: the subprocess helpers above never import the package
+
     capsys.readouterr()
     code = main(list(args))
     captured = capsys.readouterr()
