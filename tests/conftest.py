@@ -83,3 +83,13 @@ def server_env(state_dir: Path, **extra: str) -> dict[str, str]:
     env["OPENEXEC_TEST_COUNTER"] = os.environ["OPENEXEC_TEST_COUNTER"]
     env.update(extra)
     return env
+
+
+def module_env(root: Path, **extra: str) -> dict[str, str]:
+    """``server_env`` for a module-scoped server: state in ``root/state``, counter ``root/executions.txt``.
+
+    At module scope the per-test counter variable (``clean_environment``) is not set yet.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENEXEC_TEST_COUNTER", str(root / "executions.txt"))
+        return server_env(root / "state", **extra)

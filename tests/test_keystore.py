@@ -7,8 +7,6 @@ import multiprocessing
 import os
 import signal
 import stat
-import subprocess
-import sys
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -69,16 +67,14 @@ def test_a_first_start_killed_while_writing_the_server_key_never_bricks_the_stat
     Before the fix the key was written in place, so the kill left a half-written
     ``server_key.pem`` that every later start refused ("not a PEM private key").
     """
+    from oe_testing.processes import run_cli  # here, not at the top: the spawned racers import this module
+
     env = {**os.environ, "OPENEXEC_STATE_DIR": str(tmp_path / "state"), "OPENEXEC_UNSAFE_FAULTS": "in_server_key"}
-    killed = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", "keys", "public"], env=env, capture_output=True, text=True, timeout=60
-    )
+    killed = run_cli("keys", "public", env=env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (tmp_path / "state" / SERVER_KEY_FILENAME).exists()
     del env["OPENEXEC_UNSAFE_FAULTS"]
-    started = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", "keys", "public"], env=env, capture_output=True, text=True, timeout=60
-    )
+    started = run_cli("keys", "public", env=env)
     assert started.returncode == 0, started.stderr
     kid = json.loads(started.stdout)["keys"][0]["kid"]
     assert kid == load_or_create_server_key(tmp_path / "state").kid

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from oe_testing.http_server import free_port
 from oe_testing.origin import Origin, running_origin
+from oe_testing.receipts import body_of
 
 from openexec_mcp.errors import ConfigError
 from openexec_mcp.gate.pipeline import CallContext
@@ -19,10 +20,6 @@ pytestmark = pytest.mark.anyio
 
 CTX = CallContext(tenant_id="default", run_id="run-http")
 TOKEN = "Bearer tok-5b2e9c0d7a41f3e8"
-
-
-def body_of(envelope: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(base64.b64decode(envelope["receipt"]["payload"]))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import pytest
 from oe_testing.http_server import free_port
+from oe_testing.receipts import body_of
 from oe_testing.smtp import SMTP_PASSWORD, SMTP_USER, SmtpServer, running_smtp
 
 from openexec_mcp.errors import ConfigError
@@ -20,10 +20,6 @@ pytestmark = pytest.mark.anyio
 
 CTX = CallContext(tenant_id="default", run_id="run-mail")
 MAIL = {"to": ["alice@example.com"], "subject": "Quarterly report", "text": "Hello Alice,\n.\nThe report is ready."}
-
-
-def body_of(envelope: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(base64.b64decode(envelope["receipt"]["payload"]))
 
 
 @pytest.fixture

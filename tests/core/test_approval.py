@@ -16,6 +16,7 @@ import pytest
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from oe_testing.approvals import DROP, tamper
 
 from openexec_mcp.core.action import compute_action_hash
 from openexec_mcp.core.approval import (
@@ -40,8 +41,6 @@ KEYRING = Keyring([ED_ENTRY, HMAC_ENTRY])
 TENANT = "acme-configured-tenant"
 SERVER = "openexec-mcp"
 ACTION_HASH = compute_action_hash("echo", {"text": "hi"}, "nonce-0001")
-DROP = object()
-"""Pass as a field value to leave the field out."""
 
 
 def iso(moment: datetime) -> str:
@@ -67,12 +66,6 @@ def signed(key: Ed25519PrivateKey | KeyringEntry = ED_KEY, **changes: Any) -> di
     if isinstance(key, KeyringEntry) and "kid" not in changes:
         changes["kid"] = key.kid
     return sign_approval(fields(**changes), key)
-
-
-def tamper(artifact: dict[str, Any], key: Ed25519PrivateKey | KeyringEntry, **changes: Any) -> dict[str, Any]:
-    """Change members of a signed artifact and re-sign it with the real key."""
-    merged = {**artifact, **changes}
-    return sign_approval({name: value for name, value in merged.items() if value is not DROP}, key)
 
 
 def verify(artifact: Any, **overrides: Any) -> VerifiedApproval:

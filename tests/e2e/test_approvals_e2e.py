@@ -28,15 +28,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import server_env
+from conftest import module_env
 from mcp import Client, StdioServerParameters
-from mcp_types import CallToolResult
 from oe_testing import verifier
 from oe_testing.actions import executions
 from oe_testing.http_server import HttpServer, running_http_server
+from oe_testing.nonces import fresh_nonce
+from oe_testing.processes import run_cli
+from oe_testing.receipts import envelope_of
 
 APPROVAL_META = "dev.openexec/approval"
-CLI_TIMEOUT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -60,34 +61,6 @@ class Deployment:
         return executions(self.http.counter)
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_SECONDS,
-    )
-
-
-def module_env(root: Path, **extra: str) -> dict[str, str]:
-    """``server_env`` for module-scoped processes (the per-test counter variable is not set yet)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OPENEXEC_TEST_COUNTER", str(root / "executions.txt"))
-        return server_env(root / "state", **extra)
-
-
-def fresh_nonce() -> str:
-    return "n-" + uuid.uuid4().hex
-
-
-def envelope_of(result: CallToolResult) -> dict[str, Any]:
-    envelope = result.structured_content
-    assert isinstance(envelope, dict)
-    return envelope
-
-
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
@@ -96,7 +69,7 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 def governance(tmp_path_factory: pytest.TempPathFactory) -> Governance:
     out = tmp_path_factory.mktemp("governance") / "keys"
-    generated = cli("keys", "generate", "--out", str(out), env=module_env(out.parent))
+    generated = run_cli("keys", "generate", "--out", str(out), env=module_env(out.parent))
     assert generated.returncode == 0, generated.stderr
     private_key, public_key = out / "governance.key", out / "governance.pub"
     assert stat.S_IMODE(private_key.stat().st_mode) == 0o600
@@ -125,13 +98,13 @@ async def stdio_client(deployment: Deployment, anyio_backend: str) -> AsyncItera
 
 
 def approvals_list(deployment: Deployment) -> str:
-    listed = cli("approvals", "list", "--server", deployment.http.base_url, env=deployment.env)
+    listed = run_cli("approvals", "list", "--server", deployment.http.base_url, env=deployment.env)
     assert listed.returncode == 0, listed.stderr
     return listed.stdout
 
 
 def approve(deployment: Deployment, request_id: str) -> subprocess.CompletedProcess[str]:
-    approved = cli(
+    approved = run_cli(
         "approve",
         request_id,
         "--key",
@@ -228,7 +201,7 @@ async def test_propose_approve_execute_over_stdio_with_the_artifact_in_meta(
     action_hash = proposed["approval_request"]["action_hash"]
     # The approver mints the artifact offline, for a hash the agent hands over.
     artifact_file = tmp_path / "approval.json"
-    minted = cli(
+    minted = run_cli(
         "approve",
         "--action-hash",
         action_hash,
@@ -265,7 +238,7 @@ async def test_propose_approve_execute_over_stdio_with_the_artifact_in_meta(
     keys_file, envelope_file = tmp_path / "keys.json", tmp_path / "envelope.json"
     keys_file.write_text(json.dumps(deployment.keys))
     envelope_file.write_text(json.dumps(done))
-    verified = cli("receipt", "verify", str(envelope_file), "--public-key", str(keys_file), env=deployment.env)
+    verified = run_cli("receipt", "verify", str(envelope_file), "--public-key", str(keys_file), env=deployment.env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.startswith("OK ") and f"exec_id={done['exec_id']}" in verified.stdout
 
@@ -346,7 +319,7 @@ def request_item(action_request: dict[str, Any], action_hash: str, tenant_id: st
 
 def approve_against(server: Doctored, governance: Governance, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("OPENEXEC_", "CLAWSHIELD_"))}
-    return cli(
+    return run_cli(
         "approve",
         server.item["request_id"],
         "--key",

@@ -9,14 +9,13 @@ same entry point, about a second cheaper per case on this machine).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import anyio
@@ -28,47 +27,21 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 from oe_testing import verifier
 from oe_testing.http_server import free_port
+from oe_testing.processes import Cli, run_cli, run_cli_in_process
 
-from openexec_mcp.cli import main
 from openexec_mcp.gate.pipeline import CallContext
 from openexec_mcp.runtime import Runtime
 
 
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run_subprocess(args: list[str], env: dict[str, str]) -> Outcome:
-    completed = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    return Outcome(completed.returncode, completed.stdout, completed.stderr)
-
-
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> Callable[..., Outcome]:
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> Cli:
     """Run ``openexec_mcp.cli.main`` in process with the state dir of the test."""
     monkeypatch.setenv("OPENEXEC_STATE_DIR", str(state_dir))
-
-    def run(*args: str) -> Outcome:
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Outcome(code, captured.out, captured.err)
-
-    return run
+    return functools.partial(run_cli_in_process, capsys)
 
 
-def assert_one_line_error(outcome: Outcome) -> None:
-    assert outcome.code == 2, outcome
+def assert_one_line_error(outcome: CompletedProcess[str]) -> None:
+    assert outcome.returncode == 2, outcome
     assert "Traceback" not in outcome.stderr and "Traceback" not in outcome.stdout
     lines = [line for line in outcome.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, outcome.stderr
@@ -113,9 +86,9 @@ def env(state_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def keys_json(cli: Callable[..., Outcome], envelopes: list[dict[str, Any]]) -> str:
+def keys_json(cli: Cli, envelopes: list[dict[str, Any]]) -> str:
     outcome = cli("keys", "public")
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     return outcome.stdout
 
 
@@ -140,8 +113,8 @@ def public_key_forms(keys_json: str, tmp_path: Path) -> dict[str, str]:
 
 
 def test_keys_public_prints_the_get_keys_document(env: dict[str, str], make_runtime: Callable[..., Runtime]) -> None:
-    outcome = run_subprocess(["keys", "public"], env)
-    assert outcome.code == 0, outcome
+    outcome = run_cli("keys", "public", env=env)
+    assert outcome.returncode == 0, outcome
     document = json.loads(outcome.stdout)
     assert set(document) == {"keys"}
     (entry,) = document["keys"]
@@ -153,12 +126,12 @@ def test_keys_public_prints_the_get_keys_document(env: dict[str, str], make_runt
     # The same key the server signs with when it starts on this state dir.
     runtime = make_runtime()
     assert runtime.server_key.public_raw == raw
-    assert run_subprocess(["keys", "public"], env).stdout == outcome.stdout
+    assert run_cli("keys", "public", env=env).stdout == outcome.stdout
 
 
 def test_keys_public_creates_the_server_key_private_to_the_owner(state_dir: Path, env: dict[str, str]) -> None:
-    outcome = run_subprocess(["keys", "public"], env)
-    assert outcome.code == 0, outcome
+    outcome = run_cli("keys", "public", env=env)
+    assert outcome.returncode == 0, outcome
     assert "PRIVATE" not in outcome.stdout
     key_files = list(state_dir.glob("*.pem"))
     assert len(key_files) == 1
@@ -173,8 +146,8 @@ def test_receipt_verify_accepts_a_real_receipt_in_a_subprocess(
 ) -> None:
     receipt_file = write_json(tmp_path / "receipt.json", envelopes[2]["receipt"])
     key = json.loads(keys_json)["keys"][0]["public_key"]
-    outcome = run_subprocess(["receipt", "verify", str(receipt_file), "--public-key", key], env)
-    assert outcome.code == 0, outcome
+    outcome = run_cli("receipt", "verify", str(receipt_file), "--public-key", key, env=env)
+    assert outcome.returncode == 0, outcome
     assert outcome.stdout.startswith("OK")
     assert envelopes[2]["exec_id"] in outcome.stdout and "seq=2" in outcome.stdout
 
@@ -182,7 +155,7 @@ def test_receipt_verify_accepts_a_real_receipt_in_a_subprocess(
 @pytest.mark.parametrize("key_form", ["base64", "pem-file", "keys-json-file"])
 @pytest.mark.parametrize("document", ["dsse-receipt", "result-envelope"])
 def test_receipt_verify_exits_0_for_a_real_receipt(
-    cli: Callable[..., Outcome],
+    cli: Cli,
     envelopes: list[dict[str, Any]],
     keys_json: str,
     tmp_path: Path,
@@ -194,7 +167,7 @@ def test_receipt_verify_exits_0_for_a_real_receipt(
     outcome = cli(
         "receipt", "verify", str(receipt_file), "--public-key", public_key_forms(keys_json, tmp_path)[key_form]
     )
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert f"receipt_hash={envelopes[1]['receipt_hash']}" in outcome.stdout
 
 
@@ -203,8 +176,8 @@ def test_receipt_verify_exits_1_for_a_tampered_receipt_in_a_subprocess(
 ) -> None:
     receipt_file = write_json(tmp_path / "tampered.json", verifier.tamper_payload(envelopes[0]["receipt"]))
     key = json.loads(keys_json)["keys"][0]["public_key"]
-    outcome = run_subprocess(["receipt", "verify", str(receipt_file), "--public-key", key], env)
-    assert outcome.code == 1, outcome
+    outcome = run_cli("receipt", "verify", str(receipt_file), "--public-key", key, env=env)
+    assert outcome.returncode == 1, outcome
     assert "Traceback" not in outcome.stderr
     assert "INVALID" in outcome.stdout
 
@@ -231,12 +204,12 @@ RESULT_TAMPERS = frozenset(name for name in TAMPERS if "result" in name)
 
 @pytest.mark.parametrize("name", list(TAMPERS))
 def test_receipt_verify_exits_1_for_a_tampered_receipt(
-    cli: Callable[..., Outcome], envelopes: list[dict[str, Any]], keys_json: str, tmp_path: Path, name: str
+    cli: Cli, envelopes: list[dict[str, Any]], keys_json: str, tmp_path: Path, name: str
 ) -> None:
     receipt_file = write_json(tmp_path / "tampered.json", TAMPERS[name](envelopes))
     key = json.loads(keys_json)["keys"][0]["public_key"]
     outcome = cli("receipt", "verify", str(receipt_file), "--public-key", key)
-    assert outcome.code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert outcome.stdout.startswith("INVALID")
     if name in RESULT_TAMPERS:
         assert outcome.stdout.startswith("INVALID result_mismatch:"), outcome
@@ -245,18 +218,18 @@ def test_receipt_verify_exits_1_for_a_tampered_receipt(
 
 
 def test_receipt_verify_exits_1_under_another_servers_key(
-    cli: Callable[..., Outcome], envelopes: list[dict[str, Any]], tmp_path: Path
+    cli: Cli, envelopes: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     receipt_file = write_json(tmp_path / "receipt.json", envelopes[0]["receipt"])
     outcome = cli("receipt", "verify", str(receipt_file), "--public-key", _other_server_keys(tmp_path))
-    assert outcome.code == 1, outcome
+    assert outcome.returncode == 1, outcome
 
 
 def test_receipt_verify_exits_2_for_an_unreadable_receipt_in_a_subprocess(
     keys_json: str, tmp_path: Path, env: dict[str, str]
 ) -> None:
     key = json.loads(keys_json)["keys"][0]["public_key"]
-    outcome = run_subprocess(["receipt", "verify", str(tmp_path / "missing.json"), "--public-key", key], env)
+    outcome = run_cli("receipt", "verify", str(tmp_path / "missing.json"), "--public-key", key, env=env)
     assert_one_line_error(outcome)
 
 
@@ -264,7 +237,7 @@ def test_receipt_verify_exits_2_for_a_bad_key_in_a_subprocess(
     envelopes: list[dict[str, Any]], tmp_path: Path, env: dict[str, str]
 ) -> None:
     receipt_file = write_json(tmp_path / "receipt.json", envelopes[0]["receipt"])
-    outcome = run_subprocess(["receipt", "verify", str(receipt_file), "--public-key", "not a key!"], env)
+    outcome = run_cli("receipt", "verify", str(receipt_file), "--public-key", "not a key!", env=env)
     assert_one_line_error(outcome)
 
 
@@ -272,7 +245,7 @@ def test_receipt_verify_exits_2_for_a_bad_key_in_a_subprocess(
     "content", [b"", b"{not json", b"\xff\xfe\x00", b'{"a":1'], ids=["empty", "syntax", "binary", "truncated"]
 )
 def test_receipt_verify_exits_2_for_a_file_that_is_not_json(
-    cli: Callable[..., Outcome], keys_json: str, tmp_path: Path, content: bytes
+    cli: Cli, keys_json: str, tmp_path: Path, content: bytes
 ) -> None:
     receipt_file = tmp_path / "receipt.json"
     receipt_file.write_bytes(content)
@@ -302,7 +275,7 @@ BAD_KEYS: dict[str, Callable[[Path], str]] = {
 
 @pytest.mark.parametrize("make_key", list(BAD_KEYS.values()), ids=list(BAD_KEYS))
 def test_receipt_verify_exits_2_for_a_bad_public_key(
-    cli: Callable[..., Outcome], envelopes: list[dict[str, Any]], tmp_path: Path, make_key: Callable[[Path], str]
+    cli: Cli, envelopes: list[dict[str, Any]], tmp_path: Path, make_key: Callable[[Path], str]
 ) -> None:
     receipt_file = write_json(tmp_path / "receipt.json", envelopes[0]["receipt"])
     assert_one_line_error(cli("receipt", "verify", str(receipt_file), "--public-key", make_key(tmp_path)))
@@ -312,25 +285,25 @@ def test_receipt_verify_exits_2_for_a_bad_public_key(
 
 
 def test_ledger_verify_exits_0_on_a_clean_ledger(envelopes: list[dict[str, Any]], env: dict[str, str]) -> None:
-    outcome = run_subprocess(["ledger", "verify"], env)
-    assert outcome.code == 0, outcome
+    outcome = run_cli("ledger", "verify", env=env)
+    assert outcome.returncode == 0, outcome
     assert "5 receipts" in outcome.stdout
     assert verifier.receipt_hash(envelopes[-1]["receipt"]) in outcome.stdout
 
 
 def test_ledger_verify_with_the_published_key_exits_0(
-    cli: Callable[..., Outcome], envelopes: list[dict[str, Any]], keys_json: str, tmp_path: Path
+    cli: Cli, envelopes: list[dict[str, Any]], keys_json: str, tmp_path: Path
 ) -> None:
     keys_file = tmp_path / "keys.json"
     keys_file.write_text(keys_json)
-    assert cli("ledger", "verify", "--public-key", str(keys_file)).code == 0
+    assert cli("ledger", "verify", "--public-key", str(keys_file)).returncode == 0
 
 
 def test_ledger_verify_under_another_servers_key_fails_at_seq_0(
-    cli: Callable[..., Outcome], envelopes: list[dict[str, Any]], tmp_path: Path
+    cli: Cli, envelopes: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     outcome = cli("ledger", "verify", "--public-key", _other_server_keys(tmp_path))
-    assert outcome.code == 1
+    assert outcome.returncode == 1
     assert "seq 0" in outcome.stdout
 
 
@@ -409,16 +382,16 @@ LEDGER_EDITS: dict[str, tuple[Callable[[Path, int], None], int]] = {
 
 @pytest.mark.parametrize("edit", list(LEDGER_EDITS.values()), ids=list(LEDGER_EDITS))
 def test_ledger_verify_names_the_first_bad_seq_after_an_edited_row(
-    cli: Callable[..., Outcome],
+    cli: Cli,
     envelopes: list[dict[str, Any]],
     state_dir: Path,
     edit: tuple[Callable[[Path, int], None], int],
 ) -> None:
     apply_edit, first_bad = edit
-    assert cli("ledger", "verify").code == 0
+    assert cli("ledger", "verify").returncode == 0
     apply_edit(state_dir, 2)
     outcome = cli("ledger", "verify")
-    assert outcome.code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert f"seq {first_bad}" in outcome.stdout
     assert f"seq {first_bad - 1}:" not in outcome.stdout
 
@@ -427,8 +400,8 @@ def test_ledger_verify_in_a_subprocess_names_the_edited_seq(
     envelopes: list[dict[str, Any]], state_dir: Path, env: dict[str, str]
 ) -> None:
     edit_payload_char(state_dir, 2)
-    outcome = run_subprocess(["ledger", "verify"], env)
-    assert outcome.code == 1, outcome
+    outcome = run_cli("ledger", "verify", env=env)
+    assert outcome.returncode == 1, outcome
     assert "seq 2" in outcome.stdout
     assert "Traceback" not in outcome.stderr
 
@@ -452,22 +425,20 @@ def test_serve_with_invalid_config_exits_2_with_one_line_and_no_traceback(
 ) -> None:
     config = tmp_path / "openexec.toml"
     config.write_text(content)
-    outcome = run_subprocess(["serve", "--config", str(config)], env)
+    outcome = run_cli("serve", "--config", str(config), env=env)
     assert_one_line_error(outcome)
     assert "config" in outcome.stderr
 
 
 @pytest.mark.parametrize("content", list(BAD_CONFIGS.values()), ids=list(BAD_CONFIGS))
 @pytest.mark.parametrize("command", [["keys", "public"], ["ledger", "verify"]], ids=["keys-public", "ledger-verify"])
-def test_invalid_config_exits_2_with_one_line(
-    cli: Callable[..., Outcome], tmp_path: Path, content: str, command: list[str]
-) -> None:
+def test_invalid_config_exits_2_with_one_line(cli: Cli, tmp_path: Path, content: str, command: list[str]) -> None:
     config = tmp_path / "openexec.toml"
     config.write_text(content)
     assert_one_line_error(cli(*command, "--config", str(config)))
 
 
-def test_missing_config_file_exits_2_with_one_line(cli: Callable[..., Outcome], tmp_path: Path) -> None:
+def test_missing_config_file_exits_2_with_one_line(cli: Cli, tmp_path: Path) -> None:
     assert_one_line_error(cli("keys", "public", "--config", str(tmp_path / "absent.toml")))
 
 
@@ -475,6 +446,6 @@ def test_missing_config_file_exits_2_with_one_line(cli: Callable[..., Outcome], 
 def test_serve_on_a_public_address_without_tokens_refuses_to_start(
     env: dict[str, str], transport: str, host: str
 ) -> None:
-    outcome = run_subprocess(["serve", "--transport", transport, "--host", host, "--port", str(free_port())], env)
+    outcome = run_cli("serve", "--transport", transport, "--host", host, "--port", str(free_port()), env=env)
     assert_one_line_error(outcome)
     assert host in outcome.stderr

@@ -27,7 +27,6 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +38,7 @@ from conftest import server_env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from oe_testing import verifier
 from oe_testing.actions import executions
+from oe_testing.nonces import fresh_nonce
 from oe_testing.processes import (
     CRASH_ACTION_MODULES,
     ServerProcess,
@@ -61,10 +61,6 @@ def env(state_dir: Path) -> dict[str, str]:
     return server_env(state_dir, OPENEXEC_ACTIONS__MODULES=CRASH_ACTION_MODULES)
 
 
-def fresh_nonce() -> str:
-    return "crash-" + uuid.uuid4().hex
-
-
 def receipts(state_dir: Path, nonce: str | None = None) -> list[dict[str, Any]]:
     """Every receipt body in the ledger (of one nonce), in seq order, read straight from the store."""
     store = open_store("sqlite:///" + str(state_dir / "openexec.db"))
@@ -76,8 +72,8 @@ def receipts(state_dir: Path, nonce: str | None = None) -> list[dict[str, Any]]:
 
 
 def assert_ledger_verifies(env: dict[str, str]) -> None:
-    audit = run_cli(env, "ledger", "verify")
-    assert audit.code == 0, audit
+    audit = run_cli("ledger", "verify", env=env)
+    assert audit.returncode == 0, audit
     assert audit.stdout.startswith("OK "), audit.stdout
 
 
@@ -260,14 +256,14 @@ def test_mark_failed_makes_retries_replay_the_failure_and_rerun_is_refused_for_a
         (cut_off,) = receipts(state_dir, nonce)
         exec_id = cut_off["exec_id"]
 
-        refused = run_cli(env, "ledger", "resolve", exec_id, "--rerun")
-        assert refused.code == 2
+        refused = run_cli("ledger", "resolve", exec_id, "--rerun", env=env)
+        assert refused.returncode == 2
         assert "resolution_refused" in refused.stderr and "idempotent" in refused.stderr
         assert "Traceback" not in refused.stderr
         assert len(receipts(state_dir)) == 1  # a refusal records nothing
 
-        decided = run_cli(env, "ledger", "resolve", exec_id, "--mark-failed")
-        assert decided.code == 0, decided
+        decided = run_cli("ledger", "resolve", exec_id, "--mark-failed", env=env)
+        assert decided.returncode == 0, decided
         verdict = receipts(state_dir, nonce)[-1]
         assert (verdict["status"], verdict["error_code"], verdict["original_exec_id"]) == (
             "failed",
@@ -285,8 +281,8 @@ def test_mark_failed_makes_retries_replay_the_failure_and_rerun_is_refused_for_a
         body = verifier.verify_envelope(envelope, server_keys(server))
         assert body["original_exec_id"] == verdict["exec_id"]
 
-        again = run_cli(env, "ledger", "resolve", exec_id, "--mark-failed")
-        assert again.code == 2 and "resolution_refused" in again.stderr
+        again = run_cli("ledger", "resolve", exec_id, "--mark-failed", env=env)
+        assert again.returncode == 2 and "resolution_refused" in again.stderr
     assert executions(counter_file) == 1
     assert [b["status"] for b in receipts(state_dir, nonce)] == ["indeterminate", "failed", "replayed"]
     assert_ledger_verifies(env)
@@ -304,8 +300,8 @@ def test_rerun_runs_an_idempotent_action_exactly_once_more(
         assert error_code(before) == "outcome_unknown"  # idempotent or not, nothing re-runs by itself
         assert executions(counter_file) == 1
 
-        rerun = run_cli(env, "ledger", "resolve", cut_off["exec_id"], "--rerun")
-        assert rerun.code == 0, rerun
+        rerun = run_cli("ledger", "resolve", cut_off["exec_id"], "--rerun", env=env)
+        assert rerun.returncode == 0, rerun
         assert executions(counter_file) == 2
         decision = receipts(state_dir, nonce)[-1]
         assert (decision["status"], decision["original_exec_id"]) == ("executed", cut_off["exec_id"])
@@ -316,10 +312,10 @@ def test_rerun_runs_an_idempotent_action_exactly_once_more(
         assert verifier.verify_envelope(retry.json(), server_keys(server))["original_exec_id"] == decision["exec_id"]
 
         for args in (("--rerun",), ("--mark-failed",)):
-            again = run_cli(env, "ledger", "resolve", cut_off["exec_id"], *args)
-            assert again.code == 2 and "resolution_refused" in again.stderr
-        unknown = run_cli(env, "ledger", "resolve", "0" * 32, "--rerun")
-        assert unknown.code == 2 and "resolution_refused" in unknown.stderr
+            again = run_cli("ledger", "resolve", cut_off["exec_id"], *args, env=env)
+            assert again.returncode == 2 and "resolution_refused" in again.stderr
+        unknown = run_cli("ledger", "resolve", "0" * 32, "--rerun", env=env)
+        assert unknown.returncode == 2 and "resolution_refused" in unknown.stderr
     assert executions(counter_file) == 2
     assert [b["status"] for b in receipts(state_dir, nonce)] == ["indeterminate", "denied", "executed", "replayed"]
     assert_ledger_verifies(env)

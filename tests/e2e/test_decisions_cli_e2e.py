@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +11,7 @@ import pytest
 from conftest import server_env
 from oe_testing.approvals import GOV_PUBLIC_B64, write_private_key
 from oe_testing.http_server import HttpServer, running_http_server
+from oe_testing.processes import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -24,16 +23,6 @@ def server(tmp_path: Path, counter_file: Path) -> Iterator[HttpServer]:
         yield http
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def execute(server: HttpServer, label: str, nonce: str) -> httpx.Response:
     body = {"action": "count", "payload": {"label": label}, "nonce": nonce}
     return httpx.post(server.base_url + "/execute", json=body, timeout=60)
@@ -43,7 +32,7 @@ def test_cli_reject_refuses_the_retry_and_cli_grant_runs_two_calls(server: HttpS
     key = write_private_key(tmp_path / "gov.key")
     nonce = uuid.uuid4().hex
     request_id = execute(server, "wire", nonce).json()["approval_request"]["request_id"]
-    rejected = cli(
+    rejected = run_cli(
         "approve", request_id, "--reject", "not this one", "--key", str(key), "--server", server.base_url, "--yes"
     )
     assert rejected.returncode == 0, rejected.stderr
@@ -53,7 +42,7 @@ def test_cli_reject_refuses_the_retry_and_cli_grant_runs_two_calls(server: HttpS
     assert "not this one" in retry.json()["error"]["message"]
 
     request_id = execute(server, "x", uuid.uuid4().hex).json()["approval_request"]["request_id"]
-    granted = cli(
+    granted = run_cli(
         "approve",
         request_id,
         "--grant",
@@ -74,7 +63,7 @@ def test_cli_reject_refuses_the_retry_and_cli_grant_runs_two_calls(server: HttpS
     assert [execute(server, label, uuid.uuid4().hex).json()["status"] for label in ("a", "b")] == ["executed"] * 2
     third = execute(server, "c", uuid.uuid4().hex)
     assert third.json()["error"]["code"] == "approval_grant_exhausted"
-    bad = cli(
+    bad = run_cli(
         "approve",
         "--grant",
         "1",

@@ -28,6 +28,7 @@ from oe_testing.governance import (
     require_chromium,
 )
 from oe_testing.http_server import HttpServer, running_http_server
+from oe_testing.receipts import envelope_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -74,12 +75,6 @@ async def page(chromium: str) -> AsyncIterator[Any]:
             yield await context.new_page()
         finally:
             await browser.close()
-
-
-def envelope_of(result: Any) -> dict[str, Any]:
-    envelope = result.structured_content
-    assert isinstance(envelope, dict)
-    return envelope
 
 
 async def sign_in(page: Any, console: GovernanceProcess) -> None:

@@ -7,13 +7,14 @@ commands run in process (``openexec_mcp.cli.main``) as an operator or auditor wo
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import anyio
@@ -21,8 +22,9 @@ import pytest
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from oe_testing.processes import Cli, run_cli_in_process
+from oe_testing.receipts import body_of_receipt
 
-from openexec_mcp.cli import main
 from openexec_mcp.cli.progress import Progress
 from openexec_mcp.core.encoding import pae
 from openexec_mcp.core.tlog.checkpoint import sign_checkpoint
@@ -43,13 +45,6 @@ RUN_A: list[tuple[str, dict[str, Any]]] = [
 RUN_B: list[tuple[str, dict[str, Any]]] = [("add", {"a": i, "b": 1, "nonce": f"run-b-{i:04d}"}) for i in range(4)]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-
 def call_all(runtime: Runtime, run_id: str, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     async def run() -> list[dict[str, Any]]:
         ctx = CallContext(tenant_id=runtime.settings.tenant_id, run_id=run_id)
@@ -59,17 +54,10 @@ def call_all(runtime: Runtime, run_id: str, items: list[tuple[str, dict[str, Any
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> Callable[..., Outcome]:
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> Cli:
     monkeypatch.setenv("OPENEXEC_STATE_DIR", str(state_dir))
     monkeypatch.setenv("OPENEXEC_ACTIONS__MODULES", json.dumps(MODULES))
-
-    def run(*args: str) -> Outcome:
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Outcome(code, captured.out, captured.err)
-
-    return run
+    return functools.partial(run_cli_in_process, capsys)
 
 
 @pytest.fixture
@@ -98,10 +86,10 @@ def db(state_dir: Path) -> sqlite3.Connection:
 
 
 def test_export_writes_one_json_object_a_line_whose_receipt_rehashes_to_its_receipt_hash(
-    cli: Callable[..., Outcome], ledger: list[dict[str, Any]]
+    cli: Cli, ledger: list[dict[str, Any]]
 ) -> None:
     outcome = cli("ledger", "export")
-    assert (outcome.code, outcome.stderr) == (0, "")
+    assert (outcome.returncode, outcome.stderr) == (0, "")
     lines = [json.loads(line) for line in outcome.stdout.splitlines()]
     assert [line["seq"] for line in lines] == list(range(11))
     for line, envelope in zip(lines, ledger, strict=True):
@@ -111,7 +99,7 @@ def test_export_writes_one_json_object_a_line_whose_receipt_rehashes_to_its_rece
 
 
 def test_export_filters_by_run_and_since_and_writes_to_a_file(
-    cli: Callable[..., Outcome], ledger: list[dict[str, Any]], tmp_path: Path
+    cli: Cli, ledger: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     only_b = cli("ledger", "export", "--run", "run-B")
     assert [json.loads(line)["seq"] for line in only_b.stdout.splitlines()] == [7, 8, 9, 10]
@@ -120,15 +108,15 @@ def test_export_filters_by_run_and_since_and_writes_to_a_file(
     out = tmp_path / "export.jsonl"
     assert cli("ledger", "export", "--since", "9", "--out", str(out)).stdout == ""
     assert [json.loads(line)["seq"] for line in out.read_text().splitlines()] == [9, 10]
-    assert cli("ledger", "export", "--since", "-1").code == 2
+    assert cli("ledger", "export", "--since", "-1").returncode == 2
 
 
 # -- timeline -----------------------------------------------------------------------------------------
 
 
-def test_timeline_shows_the_runs_attempts_in_order(cli: Callable[..., Outcome], ledger: list[dict[str, Any]]) -> None:
+def test_timeline_shows_the_runs_attempts_in_order(cli: Cli, ledger: list[dict[str, Any]]) -> None:
     outcome = cli("ledger", "timeline", "run-A")
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     header, *rows = outcome.stdout.splitlines()[1:]
     assert header.split() == ["SEQ", "TIME", "ACTION", "STATUS", "APPROVAL", "ERROR", "EXEC_ID"]
     cells = [row.split() for row in rows]
@@ -144,28 +132,26 @@ def test_timeline_shows_the_runs_attempts_in_order(cli: Callable[..., Outcome], 
     assert [c[6] for c in cells] == [envelope["exec_id"] for envelope in ledger[:7]]
 
 
-def test_timeline_of_an_unknown_run_exits_2_with_one_line(
-    cli: Callable[..., Outcome], ledger: list[dict[str, Any]]
-) -> None:
+def test_timeline_of_an_unknown_run_exits_2_with_one_line(cli: Cli, ledger: list[dict[str, Any]]) -> None:
     outcome = cli("ledger", "timeline", "no-such-run")
-    assert outcome.code == 2
+    assert outcome.returncode == 2
     assert outcome.stderr.strip() == "openexec-mcp: the ledger holds no receipt of run 'no-such-run'"
 
 
 # -- replay -------------------------------------------------------------------------------------------
 
 
-def verdicts(outcome: Outcome) -> dict[int, str]:
+def verdicts(outcome: CompletedProcess[str]) -> dict[int, str]:
     rows = [line.split() for line in outcome.stdout.splitlines()[1:-1]]  # between the header and the summary
     return {int(row[0]): row[3] for row in rows}
 
 
 def test_replay_reruns_read_only_calls_lists_side_effects_and_matches(
-    cli: Callable[..., Outcome], ledger: list[dict[str, Any]], counter_file: Path
+    cli: Cli, ledger: list[dict[str, Any]], counter_file: Path
 ) -> None:
     before = counter_file.read_text()
     outcome = cli("ledger", "replay", "run-A")
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert verdicts(outcome) == {
         0: "match",
         1: "match",
@@ -180,17 +166,17 @@ def test_replay_reruns_read_only_calls_lists_side_effects_and_matches(
 
 
 def test_replay_reports_a_result_that_differs_from_the_receipt(
-    cli: Callable[..., Outcome], ledger: list[dict[str, Any]], counter_file: Path
+    cli: Cli, ledger: list[dict[str, Any]], counter_file: Path
 ) -> None:
     counter_file.write_text(counter_file.read_text() + "outside\n")  # the world executions_seen reads has changed
     outcome = cli("ledger", "replay", "run-A")
-    assert outcome.code == 1
+    assert outcome.returncode == 1
     assert verdicts(outcome)[6] == "differs"
     assert "1 differ" in outcome.stdout
 
 
 def test_replay_refuses_a_recorded_payload_that_does_not_hash_to_the_receipts_action_hash(
-    cli: Callable[..., Outcome], ledger: list[dict[str, Any]], state_dir: Path
+    cli: Cli, ledger: list[dict[str, Any]], state_dir: Path
 ) -> None:
     with db(state_dir) as conn:
         conn.execute(
@@ -198,42 +184,40 @@ def test_replay_refuses_a_recorded_payload_that_does_not_hash_to_the_receipts_ac
             ('{"action":"add","nonce":"run-a-0004","payload":{"a":2,"b":41}}',),
         )
     outcome = cli("ledger", "replay", "run-A")
-    assert outcome.code == 1
+    assert outcome.returncode == 1
     assert verdicts(outcome)[4] == "payload_mismatch"
 
 
-def test_replay_of_side_effecting_calls_only_lists_them(
-    cli: Callable[..., Outcome], ledger: list[dict[str, Any]]
-) -> None:
+def test_replay_of_side_effecting_calls_only_lists_them(cli: Cli, ledger: list[dict[str, Any]]) -> None:
     outcome = cli("ledger", "replay", "run-B")
-    assert (outcome.code, set(verdicts(outcome).values())) == (0, {"match"})
-    assert cli("ledger", "replay", "no-such-run").code == 2
+    assert (outcome.returncode, set(verdicts(outcome).values())) == (0, {"match"})
+    assert cli("ledger", "replay", "no-such-run").returncode == 2
 
 
 # -- checkpoint, verify --since, consistency ----------------------------------------------------------
 
 
-def keys_file(cli: Callable[..., Outcome], tmp_path: Path) -> str:
+def keys_file(cli: Cli, tmp_path: Path) -> str:
     path = tmp_path / "keys.json"
     path.write_text(cli("keys", "public").stdout)
     return str(path)
 
 
 def test_checkpoint_prints_a_signed_note_and_verify_checks_the_tree_against_it(
-    cli: Callable[..., Outcome], ledger: list[dict[str, Any]]
+    cli: Cli, ledger: list[dict[str, Any]]
 ) -> None:
     first = cli("ledger", "checkpoint")
-    assert first.code == 0
+    assert first.returncode == 0
     assert first.stdout.splitlines()[:2] == ["openexec-mcp", "11"]
     assert cli("ledger", "checkpoint").stdout == first.stdout
     outcome = cli("ledger", "verify")
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "OK 11 receipts verified" in outcome.stdout
     assert "OK latest checkpoint (size 11) matches the receipts" in outcome.stdout
 
 
 def test_verify_since_a_kept_checkpoint_then_detects_a_rewritten_history(
-    cli: Callable[..., Outcome],
+    cli: Cli,
     make_runtime: Callable[..., Runtime],
     state_dir: Path,
     tmp_path: Path,
@@ -246,14 +230,14 @@ def test_verify_since_a_kept_checkpoint_then_detects_a_rewritten_history(
     runtime.close()
     keys = keys_file(cli, tmp_path)
     outcome = cli("ledger", "verify", "--since", str(kept), "--public-key", keys)
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "OK consistent with the --since checkpoint (size 5)" in outcome.stdout
 
     # An insider with the server key rewrites seq 2 and re-chains everything after it, and drops the
     # stored checkpoints: every signature and link verifies, but not the checkpoint the auditor kept.
     rewrite_history_from(state_dir, 2)
     outcome = cli("ledger", "verify", "--since", str(kept), "--public-key", keys)
-    assert outcome.code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert outcome.stdout.startswith("FAILED: root_mismatch: the first 5 receipts are not those the --since checkpoint")
 
 
@@ -268,7 +252,7 @@ def rewrite_history_from(state_dir: Path, start: int) -> None:
         (prev,) = conn.execute("SELECT receipt_hash FROM ledger WHERE seq = ?", (start - 1,)).fetchone()
         for seq, text in rows:
             envelope = json.loads(text)
-            body = json.loads(base64.b64decode(envelope["payload"]))
+            body = body_of_receipt(envelope)
             body["prev"] = prev
             if seq == start:
                 body["nonce"] = "rewritten-nonce"
@@ -285,30 +269,30 @@ def rewrite_history_from(state_dir: Path, start: int) -> None:
 
 
 def test_verify_names_the_first_missing_seq_when_receipts_were_removed(
-    cli: Callable[..., Outcome], ledger: list[dict[str, Any]], state_dir: Path
+    cli: Cli, ledger: list[dict[str, Any]], state_dir: Path
 ) -> None:
-    assert cli("ledger", "checkpoint").code == 0
+    assert cli("ledger", "checkpoint").returncode == 0
     with db(state_dir) as conn:
         conn.execute("DROP TRIGGER ledger_no_delete")
         conn.execute("DELETE FROM ledger WHERE seq >= 9")
     outcome = cli("ledger", "verify")
-    assert outcome.code == 1
+    assert outcome.returncode == 1
     assert outcome.stdout.startswith("FAILED at seq 9: checkpoint_ahead:")
 
 
 def test_verify_detects_tree_nodes_that_disagree_with_the_receipts(
-    cli: Callable[..., Outcome], ledger: list[dict[str, Any]], state_dir: Path
+    cli: Cli, ledger: list[dict[str, Any]], state_dir: Path
 ) -> None:
     with db(state_dir) as conn:
         conn.execute("DROP TRIGGER merkle_nodes_no_update")
         conn.execute("UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 1 AND idx = 4")
     outcome = cli("ledger", "verify", "--workers", "0")
-    assert outcome.code == 1
+    assert outcome.returncode == 1
     assert outcome.stdout.startswith("FAILED: tree_mismatch:")
 
 
 def test_verify_names_the_same_first_bad_seq_with_or_without_worker_threads(
-    cli: Callable[..., Outcome], ledger: list[dict[str, Any]], state_dir: Path
+    cli: Cli, ledger: list[dict[str, Any]], state_dir: Path
 ) -> None:
     with db(state_dir) as conn:
         conn.execute("DROP TRIGGER ledger_no_update")
@@ -323,11 +307,13 @@ def test_verify_names_the_same_first_bad_seq_with_or_without_worker_threads(
         conn.execute("UPDATE ledger SET exec_id = 'x' WHERE seq = 8")  # and a broken row later
     for workers in ("0", "1", "3"):
         outcome = cli("ledger", "verify", "--workers", workers)
-        assert (outcome.code, outcome.stdout.split(":")[0:2]) == (1, ["FAILED at seq 6", " bad_signature"]), workers
+        assert (outcome.returncode, outcome.stdout.split(":")[0:2]) == (1, ["FAILED at seq 6", " bad_signature"]), (
+            workers
+        )
 
 
 def test_consistency_checks_two_checkpoints_offline(
-    cli: Callable[..., Outcome],
+    cli: Cli,
     make_runtime: Callable[..., Runtime],
     state_dir: Path,
     tmp_path: Path,
@@ -356,7 +342,7 @@ def test_consistency_checks_two_checkpoints_offline(
         (tmp_path / name).write_text(text)
     keys = keys_file(cli, tmp_path)
 
-    def consistency(old_name: str, new_name: str) -> Outcome:
+    def consistency(old_name: str, new_name: str) -> CompletedProcess[str]:
         return cli(
             "ledger",
             "consistency",
@@ -369,12 +355,12 @@ def test_consistency_checks_two_checkpoints_offline(
         )
 
     ok = consistency("old", "new")
-    assert ok.code == 0, ok
+    assert ok.returncode == 0, ok
     assert ok.stdout.startswith("OK checkpoint 7 of openexec-mcp extends checkpoint 3")
     forked = consistency("forked", "new")
-    assert (forked.code, forked.stdout.split(":")[1].strip()) == (1, "root_mismatch")
+    assert (forked.returncode, forked.stdout.split(":")[1].strip()) == (1, "root_mismatch")
     swapped = consistency("new", "old")
-    assert (swapped.code, swapped.stdout.split(":")[1].strip()) == (1, "size_mismatch")
+    assert (swapped.returncode, swapped.stdout.split(":")[1].strip()) == (1, "size_mismatch")
     assert (
         cli(
             "ledger",
@@ -385,7 +371,7 @@ def test_consistency_checks_two_checkpoints_offline(
             str(tmp_path / "proof"),
             "--public-key",
             keys,
-        ).code
+        ).returncode
         == 2
     )
 
@@ -409,8 +395,6 @@ def test_progress_draws_on_a_terminal_and_stays_quiet_when_piped() -> None:
     assert pipe.getvalue() == ""
 
 
-def test_long_commands_write_nothing_to_a_piped_stderr(
-    cli: Callable[..., Outcome], ledger: list[dict[str, Any]]
-) -> None:
+def test_long_commands_write_nothing_to_a_piped_stderr(cli: Cli, ledger: list[dict[str, Any]]) -> None:
     for args in (("ledger", "verify"), ("ledger", "export"), ("ledger", "replay", "run-A")):
         assert cli(*args).stderr == "", args

@@ -18,7 +18,6 @@ import json
 import random
 import ssl
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ import pytest
 from conftest import server_env
 from oe_testing import verifier
 from oe_testing.actions import executions
+from oe_testing.nonces import fresh_nonce
 from oe_testing.postgres import fresh_schema, require_postgres
 from oe_testing.processes import CRASH_ACTION_MODULES, ServerProcess, error_code, http_server, run_cli, wait_for
 
@@ -41,10 +41,6 @@ from openexec_mcp.store import open_store
 pytestmark = pytest.mark.slow
 
 CALLERS = 50
-
-
-def fresh_nonce() -> str:
-    return "race-" + uuid.uuid4().hex
 
 
 @pytest.fixture
@@ -229,8 +225,8 @@ def test_two_replicas_under_two_thousand_mixed_calls_keep_one_linear_gap_free_le
         store.close()
     assert ledger == seqs  # the ledger holds exactly the receipts the clients got, at their seq
 
-    audit = run_cli(server_env(state_dir, OPENEXEC_STORAGE__URL=postgres_url), "ledger", "verify")
-    assert audit.code == 0, audit
+    audit = run_cli("ledger", "verify", env=server_env(state_dir, OPENEXEC_STORAGE__URL=postgres_url))
+    assert audit.returncode == 0, audit
     assert audit.stdout.startswith(f"OK {len(calls)} receipts"), audit.stdout
     counted = sum(1 for call in calls if call.action == "count" and call.expect == "executed")
     assert executions(counter_file) == counted

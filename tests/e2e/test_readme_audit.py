@@ -7,7 +7,6 @@ receipt the first block made).
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shlex
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import server_env
 from oe_testing.http_server import running_http_server
+from oe_testing.receipts import body_of_receipt
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -61,7 +61,7 @@ def test_the_readme_audit_commands_work_as_written(tmp_path: Path) -> None:
         assert re.search(r"^OK checkpoint 2 of openexec-mcp extends checkpoint 1", out, flags=re.MULTILINE), out
 
         receipt = json.loads((work / "receipt.json").read_text())["receipt"]
-        run_id = json.loads(base64.b64decode(receipt["payload"]))["run_id"]
+        run_id = body_of_receipt(receipt)["run_id"]
         out = run_block(operator, server.base_url, work, env, run_id=run_id)
     assert "OK consistent with the --since checkpoint (size 1)" in out
     assert "1 re-run and matched, 0 differ" in out

@@ -93,8 +93,8 @@ def test_credential_reaches_the_server_and_appears_nowhere_else(
         assert body["result_hash"] == verifier.result_hash(envelope["result"])
         tools, mcp_call = anyio.run(list_tools_and_call, server.base_url + "/mcp", origin.url("/echo"))
     assert envelope["result"]["headers"]["x-echo"] == "[redacted]"
-    exported = run_cli(env, "ledger", "export", "--config", str(config_file))
-    assert exported.code == 0, exported.stderr
+    exported = run_cli("ledger", "export", "--config", str(config_file), env=env)
+    assert exported.returncode == 0, exported.stderr
     receipt_bodies = [
         base64.b64decode(line["receipt"]["payload"]).decode() for line in map(json.loads, exported.stdout.splitlines())
     ]
@@ -131,8 +131,8 @@ def test_send_email_over_execute_as_in_the_readme(tmp_path: Path, smtp: SmtpServ
 
 def test_unset_credential_variable_refuses_to_start_with_exit_2(tmp_path: Path, config_file: Path) -> None:
     env = server_env(tmp_path / "state")  # OE_E2E_ORIGIN_TOKEN not set
-    outcome = run_cli(env, "serve", "--config", str(config_file), "--transport", "http", "--port", str(free_port()))
-    assert outcome.code == 2
+    outcome = run_cli("serve", "--config", str(config_file), "--transport", "http", "--port", str(free_port()), env=env)
+    assert outcome.returncode == 2
     assert "actions.http_request.credentials[0].value" in outcome.stderr
     assert "Traceback" not in outcome.stderr
 
@@ -140,6 +140,6 @@ def test_unset_credential_variable_refuses_to_start_with_exit_2(tmp_path: Path, 
 def test_builtin_without_its_table_refuses_to_start_with_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "bare.toml"
     config.write_text('[actions]\nbuiltins = ["send_email"]\n')
-    outcome = run_cli(server_env(tmp_path / "state"), "serve", "--config", str(config))
-    assert outcome.code == 2
+    outcome = run_cli("serve", "--config", str(config), env=server_env(tmp_path / "state"))
+    assert outcome.returncode == 2
     assert "[actions.send_email]" in outcome.stderr and "Traceback" not in outcome.stderr

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import uuid
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,10 +27,12 @@ from conftest import server_env
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPDeprecationWarning
-from oe_testing import verifier
+from oe_testing import processes, verifier
 from oe_testing.approvals import GOV_PUBLIC_B64, ISSUER, mint
 from oe_testing.http_server import running_http_server
+from oe_testing.nonces import fresh_nonce
 from oe_testing.npm import server_filesystem_entry
+from oe_testing.receipts import envelope_of
 from oe_testing.upstream_server import PNG_1X1, SERVER_NAME, SERVER_VERSION, executions
 from oe_testing.upstreams import server_args
 
@@ -43,15 +44,6 @@ APPROVAL_META = "dev.openexec/approval"
 
 def toml_list(items: list[str]) -> str:
     return "[" + ", ".join('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items) + "]"
-
-
-def fresh_nonce() -> str:
-    return "n-" + uuid.uuid4().hex
-
-
-def envelope_of(result: types.CallToolResult) -> dict[str, Any]:
-    assert isinstance(result.structured_content, dict)
-    return result.structured_content
 
 
 def filesystem_config(root: Path, data: Path) -> Path:
@@ -111,20 +103,7 @@ async def stdio_serve(root: Path, config: Path, *, mode: str = "auto", **client:
 
 
 def published_keys(root: Path, config: Path) -> dict[str, Any]:
-    import json
-    import subprocess
-
-    env = server_env(root / "state", OPENEXEC_CONFIG=str(config))
-    keys = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", "keys", "public"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    document: dict[str, Any] = json.loads(keys.stdout)
-    return document
+    return processes.published_keys(server_env(root / "state", OPENEXEC_CONFIG=str(config)))
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

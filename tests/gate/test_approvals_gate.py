@@ -40,6 +40,7 @@ from oe_testing.approvals import (
     tamper,
 )
 from oe_testing.http_server import app_client
+from oe_testing.receipts import body_of
 
 from openexec_mcp.core.action import compute_action_hash
 from openexec_mcp.core.canonical import canonicalize, sha256_hex
@@ -57,10 +58,6 @@ TENANT = "default"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def body_of(envelope: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(base64.b64decode(envelope["receipt"]["payload"]))
 
 
 def ahash(payload: dict[str, Any], nonce: str, action: str = "count") -> str:

@@ -6,8 +6,6 @@ Decisions and grants are signed with the test governance key the server never ho
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import pytest
 from oe_testing import verifier
 from oe_testing.actions import executions
 from oe_testing.approvals import GOV_KID, ISSUER, approvals_config, mint, mint_grant, tamper
+from oe_testing.receipts import body_of
 
 from openexec_mcp.core.canonical import canonicalize, sha256_hex
 from openexec_mcp.core.clock import format_timestamp, utc_now
@@ -28,10 +27,6 @@ from openexec_mcp.store.grants import StoredGrant
 pytestmark = pytest.mark.anyio
 
 TENANT = "default"
-
-
-def body_of(envelope: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(base64.b64decode(envelope["receipt"]["payload"]))
 
 
 def code(answer: Answer) -> str | None:

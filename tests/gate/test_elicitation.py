@@ -9,9 +9,6 @@ process. Executions are counted on disk by the ``count`` action.
 
 from __future__ import annotations
 
-import base64
-import json
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -20,10 +17,12 @@ import pytest
 from conftest import server_env
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
-from mcp_types import CallToolResult, ElicitRequestFormParams, ElicitResult, InputRequiredResult, InputResponses
+from mcp_types import ElicitRequestFormParams, ElicitResult, InputRequiredResult, InputResponses
 from oe_testing.actions import executions
 from oe_testing.approvals import approvals_config, mint
 from oe_testing.http_server import HttpServer, running_http_server
+from oe_testing.nonces import fresh_nonce
+from oe_testing.receipts import body_of, envelope_of
 
 from openexec_mcp.core.action import compute_action_hash
 from openexec_mcp.core.clock import utc_now
@@ -56,20 +55,6 @@ class User:
         if self.counter is not None:
             self.executions_when_asked.append(executions(self.counter))
         return ElicitResult(action=self.action, content=self.content)
-
-
-def envelope_of(result: CallToolResult) -> dict[str, Any]:
-    envelope = result.structured_content
-    assert isinstance(envelope, dict)
-    return envelope
-
-
-def body_of(envelope: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(base64.b64decode(envelope["receipt"]["payload"]))
-
-
-def fresh_nonce() -> str:
-    return "n-" + uuid.uuid4().hex
 
 
 @pytest.fixture

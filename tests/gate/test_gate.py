@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from oe_testing.actions import executions
+from oe_testing.receipts import body_of
 from pydantic import BaseModel
 
 from openexec_mcp import action
@@ -22,10 +22,6 @@ from openexec_mcp.store.base import NonceClaim
 pytestmark = pytest.mark.anyio
 
 CTX = CallContext(tenant_id="default", run_id="run-1")
-
-
-def body_of(envelope: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(base64.b64decode(envelope["receipt"]["payload"]))
 
 
 async def test_new_nonce_runs_handler_once_and_returns_receipt(

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from oe_testing.processes import run_cli_in_process
 
-from openexec_mcp.cli import main
 from openexec_mcp.core.encoding import b64decode_strict
 from openexec_mcp.core.evidence import (
     verify_checkpoint_consistency,
@@ -90,9 +90,8 @@ async def test_an_auditor_holding_only_the_public_key_checks_history_and_inclusi
 
     # (3) The same, with the CLI and files, as the README shows.
     def cli(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        code = main(list(args))
-        return code, capsys.readouterr().out
+        done = run_cli_in_process(capsys, *args)
+        return done.returncode, done.stdout
 
     keys_file = tmp_path / "keys.json"
     keys_file.write_text(keys_text)

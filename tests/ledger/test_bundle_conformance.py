@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from oe_testing.cosignature_verifier import IndependentVerificationError, verify_cosignature
+from oe_testing.processes import run_cli
 
 from openexec_mcp.cli import main
 from openexec_mcp.core.encoding import b64decode_strict
@@ -76,13 +77,7 @@ def test_the_independent_verifier_agrees_on_the_cosignatures(name: str) -> None:
 def test_a_bundle_verifies_in_a_subprocess_and_unreadable_input_exits_2(tmp_path: Path) -> None:
     case = CONFORMANCE / "bundles" / "witnessed_pass"
     args = verify_args(case)
-    completed = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    completed = run_cli(*args)
     assert completed.returncode == 0, completed
     garbage = tmp_path / "bundle.json"
     garbage.write_text("{not json")

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from oe_testing.processes import run_cli
 
 from openexec_mcp.cli import main
 
@@ -68,13 +69,7 @@ def test_conformance_case(case: Path, capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize("name", ["executed_pass", "broken_prev_fail"])
 def test_conformance_case_in_a_subprocess(name: str) -> None:
     case = CONFORMANCE / "receipts" / name
-    completed = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", *verify_args(case)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    completed = run_cli(*verify_args(case))
     assert completed.returncode == (0 if name.endswith("_pass") else 1), completed
     assert "Traceback" not in completed.stderr
 

@@ -6,8 +6,6 @@ hundreds of appends stay fast); ``test_store_contract.py`` runs the tree itself 
 
 from __future__ import annotations
 
-import base64
-import json
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +16,7 @@ import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oe_testing.receipts import KEY, receipt_factory
+from oe_testing.receipts import KEY, body_of, receipt_factory
 
 from openexec_mcp.core.tlog.checkpoint import verify_checkpoint
 from openexec_mcp.core.tlog.merkle import root_from_leaves, verify_consistency, verify_inclusion
@@ -253,5 +251,5 @@ def test_the_gate_records_the_action_request_with_the_nonce(make_runtime: Callab
     (envelope,) = calls(runtime, ("echo", {"msg": "héllo", "nonce": "ledger-n-4"}))
     request = runtime.store.get_action_request(runtime.settings.tenant_id, "ledger-n-4")
     assert request == '{"action":"echo","nonce":"ledger-n-4","payload":{"msg":"héllo"}}'
-    body = json.loads(base64.b64decode(envelope["receipt"]["payload"]))
+    body = body_of(envelope)
     assert sha256_hex(request.encode()) == body["action_hash"]

@@ -7,7 +7,6 @@ writes, and the CLI's exit codes.
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 from oe_testing.actions import executions
+from oe_testing.receipts import body_of_receipt
 
 from openexec_mcp.cli import main
 from openexec_mcp.core.action import ActionRequest
@@ -31,10 +31,6 @@ pytestmark = pytest.mark.anyio
 
 CTX = CallContext(tenant_id="default", run_id="run-1")
 MODULES = {"modules": ["oe_testing.actions", "oe_testing.crash_actions"]}
-
-
-def body_of(envelope_text: str) -> dict[str, Any]:
-    return json.loads(base64.b64decode(json.loads(envelope_text)["payload"]))
 
 
 def cut_off(
@@ -74,7 +70,7 @@ async def test_mark_failed_records_a_failed_receipt_and_retries_replay_it(
         "operator_marked_failed",
         exec_id,
     )
-    body = body_of(resolution.entry.envelope)
+    body = body_of_receipt(json.loads(resolution.entry.envelope))
     assert (body["status"], body["error_code"], body["original_exec_id"], body["nonce"]) == (
         "failed",
         "operator_marked_failed",
@@ -97,7 +93,7 @@ async def test_rerun_of_an_idempotent_action_runs_it_once_and_retries_replay_the
     resolution = await resolve_indeterminate(runtime.gate, exec_id, "rerun")
     assert (resolution.decision, resolution.status) == ("rerun", "executed")
     assert executions(counter_file) == 1
-    body = body_of(resolution.entry.envelope)
+    body = body_of_receipt(json.loads(resolution.entry.envelope))
     assert (body["status"], body["original_exec_id"]) == ("executed", exec_id)
     retry = await runtime.gate.call("upsert_then_crash", {"label": "x", "nonce": "nonce-0001"}, CTX)
     assert (retry.status, retry.envelope["result"]) == ("replayed", {"executions": 1})

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from oe_testing.processes import run_cli_in_process
 
-from openexec_mcp.cli import main
 from openexec_mcp.gate.pipeline import CallContext
 from openexec_mcp.runtime import Runtime
 
@@ -39,10 +39,8 @@ def shared_run(make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyP
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    done = run_cli_in_process(capsys, *args)
+    return done.returncode, done.stdout, done.stderr
 
 
 def test_timeline_of_a_run_id_shared_by_two_tenants_shows_each_calls_tenant_and_warns(

@@ -33,6 +33,9 @@ HMAC_ENTRY = KeyringEntry(kid="clawshield", alg="hmac-sha256", key=HMAC_SECRET.e
 
 Signer = Ed25519PrivateKey | KeyringEntry
 
+DROP: Any = object()
+"""Pass as a :func:`tamper` change to leave that member out of the re-signed artifact."""
+
 
 def approvals_config(kid: str = GOV_KID) -> dict[str, Any]:
     """The ``[approvals]`` table holding the test governance key (a ``make_runtime`` override)."""
@@ -77,8 +80,14 @@ def mint(
 
 
 def tamper(artifact: Mapping[str, Any], key: Signer = GOV_KEY, **changes: Any) -> dict[str, Any]:
-    """Return ``artifact`` with ``changes`` applied and signed again with ``key`` (the real key)."""
-    return sign_approval({**artifact, **changes}, key)
+    """Return ``artifact`` with ``changes`` applied and signed again with ``key`` (the real key).
+
+    A change whose value is :data:`DROP` leaves that member out. The old ``signature`` member is
+    replaced by the new one, so a refusal of the result is the semantic check (SPEC §5), never
+    the signature check.
+    """
+    merged = {**artifact, **changes}
+    return sign_approval({name: value for name, value in merged.items() if value is not DROP}, key)
 
 
 def mint_grant(

@@ -1,4 +1,4 @@
-"""Real server and CLI processes for the crash, drain, race and outage tests.
+"""Real CLI and server processes: the one CLI runner, and servers for crash, race and outage tests.
 
 Unlike ``http_server.running_http_server``, :func:`http_server` hands out the process itself, so a
 test can kill it, signal it, or watch it die by its own hand (fault injection), and start another on
@@ -11,17 +11,19 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from oe_testing.http_server import free_port, wait_until_ready
 
 WAIT_SECONDS = 30.0
+CLI_TIMEOUT_SECONDS = 120.0
 CRASH_ACTION_MODULES = '["oe_testing.actions", "oe_testing.crash_actions"]'
 
 
@@ -82,24 +84,61 @@ def http_server(env: dict[str, str], root: Path, *extra_args: str, name: str = "
             stop(process)
 
 
-@dataclass(frozen=True)
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+"""A CLI runner taking ``ARGS``: :func:`run_cli` bound to an environment, or a ``cli`` fixture."""
 
 
-def run_cli(env: dict[str, str], *args: str) -> CliResult:
-    """Run ``openexec-mcp ARGS`` to completion."""
+def run_cli(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    expect: int | None = None,
+    timeout: float = CLI_TIMEOUT_SECONDS,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m openexec_mcp ARGS`` (SPEC §9) to completion in a subprocess.
+
+    ``env`` is the whole environment (usually ``conftest.server_env``; ``None`` inherits this
+    process's); ``input`` is written to stdin, which is otherwise closed (``/dev/null``). Returns the
+    finished process with text stdout and stderr. With ``expect`` set, raises ``AssertionError``
+    (naming stderr) unless the exit code is ``expect``; raises ``subprocess.TimeoutExpired`` after
+    ``timeout`` seconds.
+    """
     completed = subprocess.run(
         [sys.executable, "-m", "openexec_mcp", *args],
-        env=env,
+        env=None if env is None else dict(env),
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
         capture_output=True,
         text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
+        timeout=timeout,
     )
-    return CliResult(completed.returncode, completed.stdout, completed.stderr)
+    if expect is not None:
+        assert completed.returncode == expect, f"exit {completed.returncode}, not {expect}: {completed.stderr}"
+    return completed
+
+
+def published_keys(env: Mapping[str, str]) -> dict[str, Any]:
+    """The ``keys public`` document (SPEC §8 ``GET /keys`` shape) for the state dir in ``env``.
+
+    Raises ``AssertionError`` when the command does not exit 0.
+    """
+    document: dict[str, Any] = json.loads(run_cli("keys", "public", env=env, expect=0).stdout)
+    return document
+
+
+def run_cli_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``openexec_mcp.cli.main(ARGS)`` in this process: the same entry point as :func:`run_cli`.
+
+    About a second cheaper per call than a subprocess, for the larger matrices. The environment
+    is this process's (set it with ``monkeypatch``); stdout and stderr are what ``main`` printed,
+    taken from ``capsys``. Returns the same shape as :func:`run_cli`.
+    """
+    from openexec_mcp.cli import main  # here: the subprocess helpers above never import the package
+
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(["openexec-mcp", *args], code, captured.out, captured.err)
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:

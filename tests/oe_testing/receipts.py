@@ -1,10 +1,19 @@
-"""Real signed receipts for store and ledger tests: a test server key and a SPEC §7 receipt factory."""
+"""Receipts for tests: a test server key, a SPEC §7 receipt factory, and decoding helpers.
+
+``body_of`` and ``body_of_receipt`` only decode; they check no signature. Tests that must check one
+use ``openexec_mcp.core.receipt.verify_receipt`` or the independent ``oe_testing.verifier``.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
+from collections.abc import Mapping
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from mcp_types import CallToolResult
 
 from openexec_mcp.core.receipt import ServerKey, SignedReceipt, sign_receipt
 from openexec_mcp.store.base import ReceiptFactory
@@ -51,3 +60,24 @@ def receipt_factory(
         return sign_receipt(body, KEY)
 
     return make
+
+
+def envelope_of(result: CallToolResult) -> dict[str, Any]:
+    """The SPEC §6 result envelope an MCP ``tools/call`` returned as its structured content.
+
+    Raises ``AssertionError`` when the result has no structured content object.
+    """
+    envelope = result.structured_content
+    assert isinstance(envelope, dict), result
+    return envelope
+
+
+def body_of_receipt(receipt: Mapping[str, Any]) -> dict[str, Any]:
+    """The receipt body (SPEC §7) a DSSE envelope carries: its base64 ``payload``, parsed as JSON."""
+    body: dict[str, Any] = json.loads(base64.b64decode(receipt["payload"]))
+    return body
+
+
+def body_of(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """The receipt body (SPEC §7) of a result envelope (SPEC §6): ``envelope["receipt"]``, decoded."""
+    return body_of_receipt(envelope["receipt"])

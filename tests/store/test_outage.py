@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,16 +30,13 @@ from conftest import server_env
 from oe_testing import verifier
 from oe_testing.actions import executions
 from oe_testing.http_server import free_port
+from oe_testing.nonces import fresh_nonce
 from oe_testing.postgres import ThrowawayCluster, require_postgres
 from oe_testing.processes import CRASH_ACTION_MODULES, error_code, http_server, ready_status, run_cli, wait_for
 
 from openexec_mcp.store import open_store
 
 pytestmark = pytest.mark.slow
-
-
-def fresh_nonce() -> str:
-    return "outage-" + uuid.uuid4().hex
 
 
 @pytest.fixture
@@ -114,5 +110,5 @@ def test_a_postgres_outage_fails_calls_cleanly_and_the_server_recovers_by_itself
         ("hold", "indeterminate"),
         ("hold", "denied"),
     ]
-    audit = run_cli(env, "ledger", "verify")
-    assert audit.code == 0 and audit.stdout.startswith("OK 5 receipts"), audit
+    audit = run_cli("ledger", "verify", env=env)
+    assert audit.returncode == 0 and audit.stdout.startswith("OK 5 receipts"), audit

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import json
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -22,16 +21,18 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from conftest import server_env
+from conftest import module_env, server_env
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult
 from oe_testing import verifier
 from oe_testing.actions import executions
 from oe_testing.approvals import GOV_KID, GOV_PUBLIC_B64, ISSUER, mint, write_private_key
 from oe_testing.http_server import HttpServer, free_port, running_http_server
+from oe_testing.nonces import fresh_nonce
+from oe_testing.processes import run_cli
+from oe_testing.receipts import body_of, envelope_of
 
 TOKENS: dict[str, tuple[str, list[str]]] = {
     "alice-token": ("tenant-a", ["execute", "approve", "read"]),
@@ -67,20 +68,6 @@ def bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token is not None else {}
 
 
-def fresh_nonce() -> str:
-    return "n-" + uuid.uuid4().hex
-
-
-def body_of(envelope: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(base64.b64decode(envelope["receipt"]["payload"]))
-
-
-def envelope_of(result: CallToolResult) -> dict[str, Any]:
-    envelope = result.structured_content
-    assert isinstance(envelope, dict)
-    return envelope
-
-
 def action_hash(action: str, payload: dict[str, Any], nonce: str) -> str:
     return verifier.action_hash(action, payload, nonce)
 
@@ -100,12 +87,6 @@ def leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
     return [exc]
-
-
-def module_env(root: Path, **extra: str) -> dict[str, str]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OPENEXEC_TEST_COUNTER", str(root / "executions.txt"))
-        return server_env(root / "state", **extra)
 
 
 @pytest.fixture(scope="module")
@@ -376,14 +357,7 @@ async def test_governance_cli_lists_and_approves_with_a_bearer_token(
     env = server_env(tmp_path / "unused-state")
 
     def cli(*args: str, token: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "openexec_mcp", *args, "--server", server.base_url],
-            env={**env, "OPENEXEC_TOKEN": token},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return run_cli(*args, "--server", server.base_url, env={**env, "OPENEXEC_TOKEN": token})
 
     # Bob's approver sees only tenant-b's inbox, so cannot approve Alice's call by its id.
     refused = cli("approve", request_id, "--key", str(key), "--kid", GOV_KID, "--yes", token=BOB)
@@ -531,25 +505,7 @@ async def test_legacy_verify_of_another_tenants_exec_id_answers_like_an_unknown_
 
 def test_public_bind_without_tokens_refuses_to_start(tmp_path: Path) -> None:
     env = server_env(tmp_path / "state")
-    outcome = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "openexec_mcp",
-            "serve",
-            "--transport",
-            "http",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(free_port()),
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    outcome = run_cli("serve", "--transport", "http", "--host", "0.0.0.0", "--port", str(free_port()), env=env)
     assert outcome.returncode == 2
     lines = outcome.stderr.strip().splitlines()
     assert len(lines) == 1 and "0.0.0.0" in lines[0] and "tokens" in lines[0]

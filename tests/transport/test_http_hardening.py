@@ -7,7 +7,6 @@ import hashlib
 import json
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from mcp.shared.exceptions import MCPError
 from oe_testing.actions import executions
 from oe_testing.approvals import approvals_config, mint
 from oe_testing.http_server import running_http_server
+from oe_testing.nonces import fresh_nonce
 from oe_testing.postgres import fresh_schema, require_postgres
 
 from openexec_mcp.core.action import action_request_bytes
@@ -28,10 +28,6 @@ from openexec_mcp.runtime import Runtime
 from openexec_mcp.transport.http.app import build_http_app
 
 ENVELOPE_FIELDS = {"status", "exec_id", "action", "result", "error", "approval_request", "receipt_hash"}
-
-
-def nonce() -> str:
-    return "n-" + uuid.uuid4().hex
 
 
 def client_for(runtime: Runtime, host: str = "127.0.0.1") -> httpx.AsyncClient:
@@ -56,7 +52,7 @@ async def signed_http(make_runtime: Callable[..., Runtime]) -> AsyncIterator[htt
 async def test_execute_with_an_artifact_expiring_in_year_9999_answers_an_envelope_not_a_bare_error(
     signed_http: httpx.AsyncClient, counter_file: Path
 ) -> None:
-    call_nonce = nonce()
+    call_nonce = fresh_nonce()
     action_hash = sha256_hex(action_request_bytes("count", call_nonce, canonicalize({})))
     artifact = mint(action_hash, expires_at="9999-12-31T23:59:59Z")
     answer = await signed_http.post(
@@ -81,7 +77,7 @@ async def test_mcp_call_with_an_artifact_expiring_in_year_9999_fails_closed_on_r
     runtime = make_runtime(
         mode="clawshield", approvals=approvals_config(), policy={"actions": {"count": {"approval": "signed"}}}
     )
-    call_nonce = nonce()
+    call_nonce = fresh_nonce()
     action_hash = sha256_hex(action_request_bytes("count", call_nonce, canonicalize({})))
     artifact = mint(action_hash, expires_at="9999-12-31T23:59:59Z")
     async with Client(build_mcp_server(runtime.gate, lambda _ctx: "default")) as client:
@@ -134,7 +130,7 @@ async def test_refusal_summary_and_tool_descriptions_are_plain_text_for_models(
 
     runtime = make_runtime()
     async with Client(build_mcp_server(runtime.gate, lambda _ctx: "default")) as client:
-        refused = await client.call_tool("add", {"a": "1", "b": 2, "nonce": nonce()})
+        refused = await client.call_tool("add", {"a": "1", "b": 2, "nonce": fresh_nonce()})
         tools = (await client.list_tools()).tools
     text = refused.content[0].text  # type: ignore[union-attr]
     assert refused.is_error and "invalid_request" in text
@@ -181,13 +177,13 @@ def test_cross_site_page_cannot_drive_a_server_bound_to_another_loopback_spellin
     base = f"http://[{host}]" if ":" in host else f"http://{host}"
     mcp_headers = {"accept": "application/json, text/event-stream"}
     with TestClient(app, base_url=base) as http:  # runs the lifespan: /mcp is served
-        body = {"action": "count", "payload": {}, "nonce": nonce()}
+        body = {"action": "count", "payload": {}, "nonce": fresh_nonce()}
         if path == "/mcp":
             body = {
                 "jsonrpc": "2.0",
                 "id": 1,
                 "method": "tools/call",
-                "params": {"name": "count", "arguments": {"nonce": nonce()}},
+                "params": {"name": "count", "arguments": {"nonce": fresh_nonce()}},
             }
         rebound = http.post(path, json=body, headers={**mcp_headers, "host": "evil.example"})
         cross_site = http.post(path, json=body, headers={**mcp_headers, "origin": "http://evil.example"})
@@ -369,11 +365,11 @@ async def test_postgres_outage_answers_store_unavailable_without_host_port_or_dr
         runtime = make_runtime(storage={"url": proxied})
         async with client_for(runtime) as http:
             assert (
-                await http.post("/execute", json={"action": "echo", "payload": {}, "nonce": nonce()})
+                await http.post("/execute", json={"action": "echo", "payload": {}, "nonce": fresh_nonce()})
             ).status_code == 200
             forwarder.cut()
             forwarder.thread.join(timeout=30)
-            executed = await http.post("/execute", json={"action": "count", "payload": {}, "nonce": nonce()})
+            executed = await http.post("/execute", json={"action": "count", "payload": {}, "nonce": fresh_nonce()})
             health = await http.get("/health")
         runtime.close()
     leaks = [str(forwarder.port), str(target.port), "127.0.0.1", "psycopg", "PostgreSQL", "connection", "refused"]

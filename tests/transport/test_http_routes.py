@@ -11,31 +11,26 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import subprocess
-import sys
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import server_env
+from conftest import module_env, server_env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from oe_testing import verifier
 from oe_testing.actions import executions
 from oe_testing.http_server import HttpServer, app_client, running_http_server
+from oe_testing.nonces import fresh_nonce
+from oe_testing.processes import run_cli
 
 from openexec_mcp import __version__
 from openexec_mcp.runtime import Runtime
 
 QUICKSTART = {"action": "echo", "payload": {"msg": "hello world"}, "nonce": "unique-1"}
 ENVELOPE_FIELDS = {"status", "exec_id", "action", "result", "error", "approval_request", "receipt", "receipt_hash"}
-
-
-def fresh_nonce() -> str:
-    return "n-" + uuid.uuid4().hex
 
 
 @pytest.fixture
@@ -523,10 +518,7 @@ async def test_malformed_verify_request_is_never_valid(
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
     root = tmp_path_factory.mktemp("live-http")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OPENEXEC_TEST_COUNTER", str(root / "executions.txt"))
-        env = server_env(root / "state")
-    with running_http_server(env, root) as server:
+    with running_http_server(module_env(root), root) as server:
         yield server
 
 
@@ -543,9 +535,7 @@ def test_live_server_keys_match_the_keys_public_command(live_server: HttpServer)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OPENEXEC_TEST_COUNTER", str(live_server.counter))
         env = server_env(live_server.state_dir)
-    completed = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", "keys", "public"], env=env, capture_output=True, text=True, timeout=60
-    )
+    completed = run_cli("keys", "public", env=env)
     assert completed.returncode == 0, completed.stderr
     with httpx.Client(base_url=live_server.base_url, timeout=10) as client:
         assert json.loads(completed.stdout) == client.get("/keys").json()

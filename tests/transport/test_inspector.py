@@ -22,6 +22,7 @@ import pytest
 from conftest import server_env
 from oe_testing import verifier
 from oe_testing.actions import executions
+from oe_testing.processes import published_keys
 
 INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
 SERVER_VARIABLES = ("OPENEXEC_STATE_DIR", "OPENEXEC_ACTIONS__MODULES", "OPENEXEC_TEST_COUNTER", "PYTHONPATH")
@@ -68,19 +69,6 @@ def tool_call(name: str, **arguments: str) -> list[str]:
     for key, value in arguments.items():
         args += ["--tool-arg", f"{key}={value}"]
     return args
-
-
-def published_keys(env: dict[str, str]) -> dict[str, Any]:
-    completed = subprocess.run(
-        [sys.executable, "-m", "openexec_mcp", "keys", "public"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    keys: dict[str, Any] = json.loads(completed.stdout)
-    return keys
 
 
 def test_inspector_lists_guarded_tools(npx: str, state_dir: Path) -> None:

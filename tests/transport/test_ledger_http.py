@@ -7,13 +7,13 @@ checked with the offline verifiers and the key published at ``GET /keys``.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 from oe_testing.http_server import app_client
+from oe_testing.nonces import fresh_nonce
 
 from openexec_mcp.core.encoding import b64decode_strict
 from openexec_mcp.core.evidence import (
@@ -39,7 +39,7 @@ async def http(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def execute(http: httpx.AsyncClient, action: str = "echo", **payload: Any) -> dict[str, Any]:
-    nonce = "n-" + uuid.uuid4().hex
+    nonce = fresh_nonce()
     answer: dict[str, Any] = (
         await http.post("/execute", json={"action": action, "payload": payload, "nonce": nonce})
     ).json()
@@ -142,7 +142,7 @@ async def test_with_tokens_the_ledger_routes_need_read_and_proofs_are_per_tenant
     async with app_client(runtime) as http:
         assert (await http.get("/ledger/checkpoint")).status_code == 401
         alice = {"authorization": "Bearer alice"}
-        body = {"action": "echo", "payload": {}, "nonce": "n-" + uuid.uuid4().hex}
+        body = {"action": "echo", "payload": {}, "nonce": fresh_nonce()}
         envelope = (await http.post("/execute", json=body, headers=alice)).json()
         path = f"/ledger/proof/{envelope['exec_id']}"
         assert (await http.get(path, headers=alice)).status_code == 200

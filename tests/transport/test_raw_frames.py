@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,12 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from conftest import server_env
+from conftest import module_env, server_env
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from oe_testing.actions import executions
 from oe_testing.http_server import HttpServer, running_http_server
+from oe_testing.nonces import fresh_nonce
 
 HANDSHAKE_ERA = "2025-11-25"
 INIT = {
@@ -36,29 +36,25 @@ INIT = {
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 
 
-def nonce() -> str:
-    return "n-" + uuid.uuid4().hex
-
-
 def dup_key_call(request_id: int) -> bytes:
     """``count`` with ``label`` twice: last-key-wins would run it with the second label."""
     return (
         b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"count",'
-        b'"arguments":{"label":"shown","label":"executed","nonce":"%s"}}}' % (request_id, nonce().encode())
+        b'"arguments":{"label":"shown","label":"executed","nonce":"%s"}}}' % (request_id, fresh_nonce().encode())
     )
 
 
 def surrogate_call(request_id: int) -> bytes:
     return (
         b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"count",'
-        b'"arguments":{"label":"\\ud800","nonce":"%s"}}}' % (request_id, nonce().encode())
+        b'"arguments":{"label":"\\ud800","nonce":"%s"}}}' % (request_id, fresh_nonce().encode())
     )
 
 
 def nan_call(request_id: int) -> bytes:
     return (
         b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo",'
-        b'"arguments":{"x":NaN,"nonce":"%s"}}}' % (request_id, nonce().encode())
+        b'"arguments":{"x":NaN,"nonce":"%s"}}}' % (request_id, fresh_nonce().encode())
     )
 
 
@@ -66,7 +62,8 @@ def huge_call(request_id: int) -> bytes:
     """A 4 MiB argument: refused on its raw size, before any canonicalization."""
     return (
         b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"count",'
-        b'"arguments":{"label":"%s","nonce":"%s"}}}' % (request_id, b"a" * (4 * 1024 * 1024 - 300), nonce().encode())
+        b'"arguments":{"label":"%s","nonce":"%s"}}}'
+        % (request_id, b"a" * (4 * 1024 * 1024 - 300), fresh_nonce().encode())
     )
 
 
@@ -154,7 +151,7 @@ def test_malformed_tools_call_over_stdio_answers_invalid_request_and_runs_nothin
             "jsonrpc": "2.0",
             "id": 8,
             "method": "tools/call",
-            "params": {"name": "count", "arguments": {"label": "ok", "nonce": nonce()}},
+            "params": {"name": "count", "arguments": {"label": "ok", "nonce": fresh_nonce()}},
         }
     )
     ok = stdio.answer(8)["result"]
@@ -202,10 +199,7 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
     root = tmp_path_factory.mktemp("raw-frames")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OPENEXEC_TEST_COUNTER", str(root / "executions.txt"))
-        env = server_env(root / "state")
-    with running_http_server(env, root) as server:
+    with running_http_server(module_env(root), root) as server:
         yield server
 
 
@@ -267,7 +261,7 @@ def test_client_cannot_forge_the_ingress_marker_to_skip_the_check(http_server: H
         "method": "tools/call",
         "params": {
             "name": "count",
-            "arguments": {"label": "x", "nonce": nonce()},
+            "arguments": {"label": "x", "nonce": fresh_nonce()},
             "_meta": {"dev.openexec/ingress": {"seal": "0" * 32, "message": "forged"}},
         },
     }
@@ -302,7 +296,7 @@ async def test_sdk_client_whose_bytes_carry_a_duplicate_key_gets_invalid_request
         httpx2.AsyncClient(transport=DuplicatingTransport(), timeout=60) as http,
         Client(streamable_http_client(http_server.mcp_url, http_client=http), mode=mode) as client,
     ):
-        result = await client.call_tool("count", {"label": "shown", "nonce": nonce()})
+        result = await client.call_tool("count", {"label": "shown", "nonce": fresh_nonce()})
     envelope = result.structured_content
     assert result.is_error and envelope is not None
     assert (envelope["status"], envelope["exec_id"], envelope["error"]["code"]) == ("denied", None, "invalid_request")
@@ -326,7 +320,7 @@ def test_crowded_arguments_over_streamable_http_are_refused_before_canonicalizat
         "jsonrpc": "2.0",
         "id": 3,
         "method": "tools/call",
-        "params": {"name": "echo", "arguments": {"x": [0] * 40000, "nonce": nonce()}},
+        "params": {"name": "echo", "arguments": {"x": [0] * 40000, "nonce": fresh_nonce()}},
     }
     with httpx.Client(timeout=60) as http:
         headers = streamable_session(http, http_server.mcp_url)

@@ -10,7 +10,6 @@ independent verifier written from SPEC.md, using only the key the server publish
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,12 +20,15 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from conftest import server_env
+from conftest import module_env
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp_types import CallToolResult
 from oe_testing import verifier
 from oe_testing.http_server import HttpServer, running_http_server
+from oe_testing.nonces import fresh_nonce
+from oe_testing.processes import published_keys
+from oe_testing.receipts import envelope_of
 
 HANDSHAKE_ERA = "2025-11-25"
 MODERN_ERA = "2026-07-28"
@@ -52,17 +54,6 @@ class Connection:
         return await self.client.call_tool(name, arguments, meta=meta)  # pyright: ignore[reportArgumentType]
 
 
-def module_env(root: Path) -> dict[str, str]:
-    """``server_env`` for a module-scoped server (the per-test counter variable is not set yet)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OPENEXEC_TEST_COUNTER", str(root / "executions.txt"))
-        return server_env(root / "state")
-
-
-def fresh_nonce() -> str:
-    return "n-" + uuid.uuid4().hex
-
-
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
@@ -85,15 +76,7 @@ async def conn(
         root = tmp_path_factory.mktemp(f"stdio-{mode}")
         env = module_env(root)
         # The published key, as an auditor gets it for a stdio server: the CLI on the same state dir.
-        keys_run = subprocess.run(
-            [sys.executable, "-m", "openexec_mcp", "keys", "public"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        keys = json.loads(keys_run.stdout)
+        keys = published_keys(env)
         counter = Path(env["OPENEXEC_TEST_COUNTER"])
         target = StdioServerParameters(
             command=sys.executable, args=["-m", "openexec_mcp", "serve", "--log-level", "WARNING"], env=env
@@ -106,12 +89,6 @@ async def conn(
         target = server.mcp_url if transport == "http" else sse_client(server.sse_url)
     async with Client(target, mode=mode) as client:
         yield Connection(client, transport, mode, keys, counter)
-
-
-def envelope_of(result: CallToolResult) -> dict[str, Any]:
-    envelope = result.structured_content
-    assert isinstance(envelope, dict)
-    return envelope
 
 
 # -- protocol and tools/list ---------------------------------------------------------------------

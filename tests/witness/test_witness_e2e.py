@@ -11,7 +11,6 @@ import base64
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import pytest
 from conftest import server_env
 from oe_testing.cosignature_verifier import checkpoint_fields, verify_cosignature, verify_log_signature
 from oe_testing.http_server import free_port
+from oe_testing.nonces import fresh_nonce
 from oe_testing.processes import ServerProcess, http_server, run_cli, stop, wait_for
 
 from openexec_mcp.keystore import load_or_create_server_key
@@ -108,8 +108,8 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         directory = tmp_path / f"witness{number}"
         name = f"witness{number}.example/w"
         key = directory / "key.pem"
-        keyed = run_cli(env, "witness", "key", "--key", str(key), "--name", name)
-        assert keyed.code == 0, keyed.stderr
+        keyed = run_cli("witness", "key", "--key", str(key), "--name", name, env=env)
+        assert keyed.returncode == 0, keyed.stderr
         public = base64.b64decode(keyed.stdout.splitlines()[0].split("=", 1)[1])
         witnesses.append(
             WitnessProcess(name, free_port(), key, directory / "state.db", tmp_path / f"w{number}.log", public)
@@ -139,7 +139,7 @@ def execution_server(deployment: Deployment) -> Iterator[ServerProcess]:
 def call(server: ServerProcess, run_id: str, count: int) -> list[str]:
     exec_ids = []
     for i in range(count):
-        body = {"action": "echo", "payload": {"i": i}, "nonce": "n-" + uuid.uuid4().hex, "run_id": run_id}
+        body = {"action": "echo", "payload": {"i": i}, "nonce": fresh_nonce(), "run_id": run_id}
         answer = httpx.post(server.base_url + "/execute", json=body, timeout=60)
         assert answer.status_code == 200, answer.text
         exec_ids.append(answer.json()["exec_id"])
@@ -182,7 +182,7 @@ def test_two_witnesses_cosign_the_ledger_and_a_bundle_verifies_offline(deploymen
         # receipt verify --witness with the proof the server serves.
         envelope = httpx.post(
             server.base_url + "/execute",
-            json={"action": "echo", "payload": {}, "nonce": "n-" + uuid.uuid4().hex, "run_id": "run-witnessed"},
+            json={"action": "echo", "payload": {}, "nonce": fresh_nonce(), "run_id": "run-witnessed"},
             timeout=60,
         ).json()
         wait_cosigned(server, [w1.name, w2.name], 6)
@@ -190,7 +190,6 @@ def test_two_witnesses_cosign_the_ledger_and_a_bundle_verifies_offline(deploymen
         receipt.write_text(json.dumps(envelope))
         proof.write_text(httpx.get(f"{server.base_url}/ledger/proof/{envelope['exec_id']}", timeout=10).text)
         verified = run_cli(
-            deployment.env,
             "receipt",
             "verify",
             str(receipt),
@@ -202,13 +201,13 @@ def test_two_witnesses_cosign_the_ledger_and_a_bundle_verifies_offline(deploymen
             w1.flag,
             "--witness",
             w2.flag,
+            env=deployment.env,
         )
-        assert verified.code == 0, verified.stdout + verified.stderr
+        assert verified.returncode == 0, verified.stdout + verified.stderr
         assert "OK cosigned by 2 witness(es)" in verified.stdout
     # The bundle, written from the stored ledger, checked offline with only the keys.
     bundle = deployment.root / "bundle.json"
     written = run_cli(
-        deployment.env,
         "ledger",
         "bundle",
         "--config",
@@ -217,14 +216,14 @@ def test_two_witnesses_cosign_the_ledger_and_a_bundle_verifies_offline(deploymen
         "run-witnessed",
         "--out",
         str(bundle),
+        env=deployment.env,
     )
-    assert written.code == 0, written.stderr
+    assert written.returncode == 0, written.stderr
     document = json.loads(bundle.read_text())
     assert document["v"] == 1 and len(document["receipts"]) == 6
     assert [item["index"] for item in document["receipts"]] == list(range(6))
     assert exec_ids  # the first five are in the run too
     ok = run_cli(
-        deployment.env,
         "bundle",
         "verify",
         str(bundle),
@@ -234,11 +233,11 @@ def test_two_witnesses_cosign_the_ledger_and_a_bundle_verifies_offline(deploymen
         w1.flag,
         "--witness",
         w2.flag,
+        env=deployment.env,
     )
-    assert ok.code == 0, ok.stdout + ok.stderr
+    assert ok.returncode == 0, ok.stdout + ok.stderr
     stranger = "stranger.example/w=" + base64.b64encode(bytes(32)).decode()
     refused = run_cli(
-        deployment.env,
         "bundle",
         "verify",
         str(bundle),
@@ -250,8 +249,9 @@ def test_two_witnesses_cosign_the_ledger_and_a_bundle_verifies_offline(deploymen
         stranger,
         "--quorum",
         "2",
+        env=deployment.env,
     )
-    assert refused.code == 1 and refused.stdout.startswith("INVALID quorum_not_met"), refused.stdout
+    assert refused.returncode == 1 and refused.stdout.startswith("INVALID quorum_not_met"), refused.stdout
 
 
 def test_a_witness_restarted_between_checkpoints_cosigns_from_the_size_it_kept(deployment: Deployment) -> None:
@@ -304,7 +304,7 @@ def test_a_doctored_server_cannot_get_a_fork_cosigned_and_the_witness_logs_the_e
 
 def test_the_witness_key_command_prints_name_and_vkey(deployment: Deployment) -> None:
     w1 = deployment.witnesses[0]
-    printed = run_cli(deployment.env, "witness", "key", "--key", str(w1.key), "--name", w1.name)
+    printed = run_cli("witness", "key", "--key", str(w1.key), "--name", w1.name, env=deployment.env)
     flag, vkey = printed.stdout.splitlines()
     assert flag == w1.flag and vkey.startswith(w1.name + "+")
 
