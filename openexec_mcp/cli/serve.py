@@ -46,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
             # stdio callers are the local user: the configured tenant, no tokens.
             ingress = IngressCheck(runtime.policy.limits["max_payload_bytes"])
             mcp_server = build_mcp_server(
-                runtime.gate, tenant_for=lambda _ctx: settings.tenant_id, ingress=ingress, upstreams=runtime.upstreams
+                runtime.gate,
+                tenant_for=lambda _ctx: settings.tenant_id,
+                request_state_ttl_seconds=settings.mcp.request_state_ttl_seconds,
+                ingress=ingress,
+                upstreams=runtime.upstreams,
             )
             anyio.run(_serve_stdio, mcp_server, ingress, runtime.gate, grace, _exit_now(runtime), runtime.upstreams)
         else:

@@ -42,11 +42,16 @@ def envelope_of(result: types.CallToolResult) -> dict[str, Any]:
     return result.structured_content
 
 
-def write_config(root: Path, counter_dir: Path, *, call_timeout_seconds: int = 30) -> Path:
+def write_config(
+    root: Path, counter_dir: Path, *, call_timeout_seconds: int = 30, request_state_ttl_seconds: int = 600
+) -> Path:
     config = root / "config.toml"
     args = ", ".join(json.dumps(arg) for arg in server_args(counter_dir))
     config.write_text(
         f"""mode = "demo"
+
+[mcp]
+request_state_ttl_seconds = {request_state_ttl_seconds}
 
 [[upstreams]]
 name = "t"
@@ -219,17 +224,22 @@ async def test_a_forged_or_spent_request_state_is_refused_and_nothing_runs_twice
     assert executions(counter_dir) == ["confirm c accept:ok"]
 
 
+@pytest.mark.parametrize("bound", ["call_timeout_seconds", "request_state_ttl_seconds"])
 async def test_an_abandoned_round_answers_cancel_to_the_upstream_and_its_late_retry_is_refused(
-    tmp_path: Path,
+    tmp_path: Path, bound: str
 ) -> None:
     counter_dir = tmp_path / "upstream"
-    # The round waits min(mcp.request_state_ttl_seconds, the upstream's call_timeout_seconds).
-    config = write_config(tmp_path, counter_dir, call_timeout_seconds=3)
+    # The round waits min(mcp.request_state_ttl_seconds, the upstream's call_timeout_seconds): each
+    # bound in turn is the shorter (10 s is the smallest TTL the configuration accepts).
+    if bound == "call_timeout_seconds":
+        config = write_config(tmp_path, counter_dir, call_timeout_seconds=3)
+    else:
+        config = write_config(tmp_path, counter_dir, call_timeout_seconds=50, request_state_ttl_seconds=10)
     arguments = {"label": "e", "nonce": fresh_nonce()}
     async with serving(tmp_path, config, "stdio", elicitation_callback=Answers("unused")) as client:
         first = await client.session.call_tool("t.confirm", arguments, allow_input_required=True)
         assert isinstance(first, types.InputRequiredResult)
-        with anyio.fail_after(60):
+        with anyio.fail_after(40):  # well before the 50 s call timeout of the TTL case
             while executions(counter_dir) != ["confirm e cancel:"]:
                 await anyio.sleep(0.1)
         late = await client.session.call_tool(
