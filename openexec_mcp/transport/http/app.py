@@ -110,7 +110,7 @@ def build_http_app(runtime: Runtime, *, host: str, port: int, clock: Clock = utc
         ("/ledger/checkpoint", ["GET"], "read", True, ledger_routes.checkpoint),
         ("/ledger/proof/{exec_id}", ["GET"], "read", True, ledger_routes.proof),
         ("/ledger/consistency", ["GET"], "read", True, ledger_routes.consistency),
-        *grant_routes(runtime),
+        *grant_routes(runtime, clock),
     ):
         wrapped = _guarded(handler, caller, scope, browser_guard, rate_limit if limited else None)
         mcp_server.custom_route(path, methods=methods)(wrapped)

@@ -9,7 +9,8 @@ authority away. Every answer is JSON with a stable code.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
@@ -21,6 +22,7 @@ from openexec_mcp.core.clock import format_timestamp, utc_now
 from openexec_mcp.errors import ApprovalError, InvalidRequestError, MalformedInputError
 from openexec_mcp.runtime import Runtime
 from openexec_mcp.store.grants import StoredGrant
+from openexec_mcp.transport.http.guards import read_body
 
 __all__ = ["GrantRoutes", "grant_json", "grant_routes"]
 
@@ -44,9 +46,11 @@ def grant_json(row: StoredGrant) -> dict[str, Any]:
     }
 
 
-def grant_routes(runtime: Runtime) -> list[tuple[str, list[str], str, bool, Any]]:
+def grant_routes(
+    runtime: Runtime, clock: Callable[[], datetime] = utc_now
+) -> list[tuple[str, list[str], str, bool, Any]]:
     """Return ``(path, methods, scope, rate_limited, handler)`` of the SPEC §13 grant routes, for ``build_http_app``."""
-    routes = GrantRoutes(runtime)
+    routes = GrantRoutes(runtime, clock)
     return [
         ("/grants", ["POST"], "approve", True, routes.submit),
         ("/grants", ["GET"], "read", True, routes.list),
@@ -59,10 +63,12 @@ class GrantRoutes:
 
     Args:
         runtime: The server runtime (its approver verifies, its store keeps the grants).
+        clock: Returns the current aware UTC datetime (grant checks, submission and revocation times).
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, clock: Callable[[], datetime] = utc_now) -> None:
         self.runtime = runtime
+        self.clock = clock
 
     def _tenant(self, tenant_id: str | None) -> str:
         return tenant_id or self.runtime.settings.tenant_id
@@ -70,10 +76,10 @@ class GrantRoutes:
     async def submit(self, request: Request, tenant_id: str | None) -> Response:
         """Store a signed grant: 201 ``{grant_id, stored: true}``, 200 when already stored, 422/403 with the code."""
         try:
-            body = await _read_body(request, _MAX_GRANT_BYTES)
+            body = await read_body(request, _MAX_GRANT_BYTES)
             grant = parse_json(body, max_bytes=_MAX_GRANT_BYTES)
             parsed, verified = self.runtime.gate.approver.verify_grant(
-                grant, tenant_id=self._tenant(tenant_id), now=utc_now()
+                grant, tenant_id=self._tenant(tenant_id), now=self.clock()
             )
         except ApprovalError as exc:
             status = 422 if exc.code == "approval_malformed" else 403
@@ -90,7 +96,7 @@ class GrantRoutes:
             uses=0,
             expires_at=usable_until,
             keep_until=usable_until,
-            submitted_at=format_timestamp(utc_now()),
+            submitted_at=format_timestamp(self.clock()),
             revoked_at=None,
         )
         stored = await anyio.to_thread.run_sync(self.runtime.store.add_grant, row)
@@ -100,7 +106,7 @@ class GrantRoutes:
         """End a grant at once (idempotent): 200 with the grant's view, 404 when unknown or another tenant's."""
         grant_id = request.path_params["grant_id"]
         row = await anyio.to_thread.run_sync(
-            self.runtime.store.revoke_grant, grant_id, self._tenant(tenant_id), format_timestamp(utc_now())
+            self.runtime.store.revoke_grant, grant_id, self._tenant(tenant_id), format_timestamp(self.clock())
         )
         if row is None:
             return JSONResponse({"error": {"code": "not_found", "message": "no such grant"}}, status_code=404)
@@ -109,20 +115,6 @@ class GrantRoutes:
     async def list(self, request: Request, tenant_id: str | None) -> Response:
         """List the caller's tenant's grants not yet expired, newest first: ``{"grants": [view, ...]}``."""
         rows = await anyio.to_thread.run_sync(
-            self.runtime.store.grants_for, self._tenant(tenant_id), format_timestamp(utc_now())
+            self.runtime.store.grants_for, self._tenant(tenant_id), format_timestamp(self.clock())
         )
         return JSONResponse({"grants": [grant_json(row) for row in rows]})
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise MalformedInputError(f"body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise MalformedInputError(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
